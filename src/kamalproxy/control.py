@@ -1,0 +1,60 @@
+# -*- test-case-name: tests.test_control -*-
+"""
+The control protocol: one AMP command per verb, shared by the daemon's
+control server and by C{kamal-proxy-ctl}.
+
+Structured values (deploy options, the service listing) travel as JSON text;
+L{kamalproxy.options} defines their shape.
+"""
+
+from __future__ import annotations
+
+from twisted.protocols import amp
+
+
+class CommandFailed(Exception):
+    """
+    The daemon refused or could not carry out a command; the message is the
+    one-line reason shown to the user.
+    """
+
+
+_ERRORS = {CommandFailed: b"COMMAND_FAILED"}
+
+
+class Deploy(amp.Command):
+    """
+    Deploy C{service} to C{targets}; answers once traffic has moved and the
+    old targets are drained.
+    """
+
+    arguments = [
+        (b"service", amp.Unicode()),
+        (b"targets", amp.ListOf(amp.Unicode())),
+        (b"options", amp.Unicode()),  # JSON of DeployOptions
+    ]
+    response: list = []
+    errors = _ERRORS
+
+
+class Remove(amp.Command):
+    """
+    Stop routing to C{service} and forget it.
+    """
+
+    arguments = [(b"service", amp.Unicode())]
+    response: list = []
+    errors = _ERRORS
+
+
+class List(amp.Command):
+    """
+    Describe every deployed service.
+    """
+
+    arguments: list = []
+    response = [(b"services", amp.Unicode())]  # JSON list of service descriptions
+    errors = _ERRORS
+
+
+__all__ = ["CommandFailed", "Deploy", "Remove", "List"]

@@ -1,0 +1,63 @@
+# -*- test-case-name: tests.test_controlserver -*-
+"""
+The daemon's side of the control protocol: AMP responders that call the
+router's public methods, and the factory served on the control socket.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols import amp
+
+from kamalproxy.control import CommandFailed, Deploy, List, Remove
+from kamalproxy.options import DeployOptions, InvalidOptions, fromJSON
+from kamalproxy.router import DeployError, Router
+
+
+class ControlLocator(amp.CommandLocator):
+    """
+    Answers control commands by calling a L{Router}.
+    """
+
+    log = Logger()
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    @Deploy.responder
+    async def deploy(self, service: str, targets: list[str], options: str) -> dict[str, Any]:
+        try:
+            deployOptions = fromJSON(DeployOptions, json.loads(options))
+            await self.router.deploy(service, targets, deployOptions)
+        except (InvalidOptions, DeployError, ValueError) as e:
+            self.log.info("Deploy of {service} failed: {error}", service=service, error=str(e))
+            raise CommandFailed(str(e))
+        return {}
+
+    @Remove.responder
+    def remove(self, service: str) -> dict[str, Any]:
+        try:
+            self.router.remove(service)
+        except DeployError as e:
+            raise CommandFailed(str(e))
+        return {}
+
+    @List.responder
+    def list(self) -> dict[str, Any]:
+        return {"services": json.dumps(self.router.describe())}
+
+
+class ControlFactory(Factory):
+    """
+    Serves L{ControlLocator} over AMP.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def buildProtocol(self, addr: Any) -> amp.AMP:
+        return amp.AMP(locator=ControlLocator(self.router))

@@ -1,0 +1,418 @@
+# -*- test-case-name: tests.test_forwarding -*-
+"""
+Forwarding one request to a target and its response back to the client.
+
+Headers: hop-by-hop headers are dropped both ways, C{Host} is kept,
+C{X-Forwarded-For/-Host/-Proto} are set (the client's own values are kept
+only when the service trusts forwarded headers), and C{X-Request-Start} and
+C{X-Request-ID} are added when absent.
+
+Errors: a target that refuses or dies gives a 502 page; one slower than the
+target timeout to send its response head gives a 504 page.
+"""
+
+from __future__ import annotations
+
+import uuid
+from io import BytesIO
+from typing import Optional
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from kamalproxy import pages
+from kamalproxy.options import TargetOptions
+from kamalproxy.targets import Target
+from kamalproxy.upstream import RawHeaders, UpstreamConnection
+
+HOP_BY_HOP = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    )
+)
+_REPLACED = frozenset(
+    (
+        b"host",
+        b"content-length",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"forwarded",
+    )
+)
+_DROPPED_FROM_REQUEST = HOP_BY_HOP | _REPLACED
+_REPLAYABLE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
+
+CLIENT_CLOSED_REQUEST = 499
+
+
+def _connectionTokens(values: Optional[list[bytes]]) -> frozenset[bytes]:
+    if not values:
+        return frozenset()
+    return frozenset(
+        token.strip().lower() for value in values for token in value.split(b",")
+    )
+
+
+def requestHeaders(
+    request: IRequest, options: TargetOptions, now: float
+) -> tuple[RawHeaders, bytes]:
+    """
+    The headers to send upstream for C{request}, and its request ID.
+    """
+    incoming = request.requestHeaders
+    dropped = _DROPPED_FROM_REQUEST
+    connection = incoming.getRawHeaders(b"connection")
+    if connection:
+        dropped = dropped | _connectionTokens(connection)
+    host = incoming.getRawHeaders(b"host")
+    hostValue = host[0] if host else b""
+    out: RawHeaders = [(b"Host", hostValue)] if hostValue else []
+    requestId = b""
+    hasStart = False
+    for name, values in incoming.getAllRawHeaders():
+        lname = name.lower()
+        if lname in dropped:
+            continue
+        if lname == b"x-request-id":
+            requestId = values[0]
+        elif lname == b"x-request-start":
+            hasStart = True
+        for value in values:
+            out.append((name, value))
+    peer = request.getClientAddress()
+    peerHost = getattr(peer, "host", "").encode("ascii") if peer else b""
+    scheme = b"https" if request.isSecure() else b"http"
+    if options.forward_headers:
+        priorFor = incoming.getRawHeaders(b"x-forwarded-for")
+        forwardedFor = b", ".join(priorFor + [peerHost]) if priorFor else peerHost
+        proto = incoming.getRawHeaders(b"x-forwarded-proto", [scheme])[0]
+        forwardedHost = incoming.getRawHeaders(b"x-forwarded-host", [hostValue])[0]
+    else:
+        forwardedFor, proto, forwardedHost = peerHost, scheme, hostValue
+    if peerHost:
+        out.append((b"X-Forwarded-For", forwardedFor))
+    if forwardedHost:
+        out.append((b"X-Forwarded-Host", forwardedHost))
+    out.append((b"X-Forwarded-Proto", proto))
+    if not hasStart:
+        out.append((b"X-Request-Start", b"t=%d" % int(now * 1000)))
+    if not requestId:
+        requestId = str(uuid.uuid4()).encode("ascii")
+        out.append((b"X-Request-ID", requestId))
+    return out, requestId
+
+
+def copyResponseHeaders(headers: RawHeaders) -> Headers:
+    """
+    The response headers to send to the client: the target's, minus
+    hop-by-hop ones and those its C{Connection} header names.
+    """
+    dropped = HOP_BY_HOP
+    result = Headers()
+    add = result.addRawHeader
+    for name, value in headers:
+        lname = name.lower()
+        if lname in dropped:
+            if lname == b"connection":
+                dropped = dropped | _connectionTokens([value])
+            continue
+        add(name, value)
+    if dropped is not HOP_BY_HOP:
+        for token in dropped - HOP_BY_HOP:
+            result.removeHeader(token)
+    return result
+
+
+@implementer(IPushProducer)
+class _UpstreamProducer:
+    """
+    Lets a slow client pause reading from the target.
+    """
+
+    __slots__ = ("transport", "paused")
+
+    def __init__(self, transport: IPushProducer) -> None:
+        self.transport = transport
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
+
+
+class Forwarding:
+    """
+    One request on its way to a target: the response handler for the
+    upstream connection and the in-flight record the target drains.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        request: IRequest,
+        target: Target,
+        options: TargetOptions,
+    ) -> None:
+        self.clock = clock
+        self.request: Optional[IRequest] = request
+        self.target = target
+        self.options = options
+        self.conn: Optional[UpstreamConnection] = None
+        self.headReceived = False
+        self._timer: Optional[IDelayedCall] = None
+        self._producer: Optional[_UpstreamProducer] = None
+        self._buffered: Optional[list[bytes]] = [] if options.buffer_responses else None
+        self._retried = False
+        self._method = b"GET"
+        self._path = b"/"
+        self._headers: RawHeaders = []
+        self._body: bytes | BytesIO | None = None
+
+    def start(self, method: bytes, path: bytes, headers: RawHeaders) -> None:
+        """
+        Send the request upstream.
+        """
+        request = self.request
+        assert request is not None
+        self._method, self._path, self._headers = method, path, headers
+        content = request.content
+        if content is None:
+            self._body = b""
+        elif isinstance(content, BytesIO):
+            self._body = content.getvalue()
+        else:
+            self._body = content  # a spilled body, streamed from its file
+        self.target.started(self)
+        request.notifyFinish().addErrback(self._clientGone)
+        if self.options.response_timeout > 0:
+            self._timer = self.clock.callLater(self.options.response_timeout, self._timedOut)
+        self._acquire(fresh=False)
+
+    def _acquire(self, fresh: bool) -> None:
+        pool = self.target.pool
+        conn = None if fresh else pool.takeIdle()
+        if conn is not None:
+            self._send(conn)
+        else:
+            pool.connect().addCallbacks(self._send, self._connectFailed)
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        if self.request is None:  # the client left or we gave up meanwhile
+            conn.abort()
+            return
+        self.conn = conn
+        body = self._body
+        if isinstance(body, bytes):
+            conn.sendRequest(self, self._method, self._path, self._headers, body)
+        else:
+            assert body is not None
+            body.seek(0, 2)
+            length = body.tell()
+            body.seek(0)
+            conn.sendRequest(self, self._method, self._path, self._headers, b"", length)
+            FileSender().beginFileTransfer(body, conn.transport).addErrback(lambda f: None)
+
+    def _connectFailed(self, reason: Failure) -> None:
+        if self.request is None:
+            return
+        self.log.info(
+            "Unable to proxy request to {target}: {error}",
+            target=self.target.address,
+            error=reason.getErrorMessage(),
+        )
+        self._fail(502)
+
+    # IResponseHandler
+
+    def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        request = self.request
+        if request is None:
+            return
+        self.headReceived = True
+        self._cancelTimer()
+        request.setResponseCode(status, reason or None)
+        request.responseHeaders = copyResponseHeaders(headers)
+        if self._buffered is None and self.conn is not None:
+            self._producer = _UpstreamProducer(self.conn.transport)  # type: ignore[arg-type]
+            request.registerProducer(self._producer, True)
+
+    def responseBody(self, data: bytes) -> None:
+        request = self.request
+        if request is None:
+            return
+        if self._buffered is not None:
+            self._buffered.append(data)
+        else:
+            request.write(data)
+
+    def responseDone(self) -> None:
+        request = self.request
+        if request is None:
+            return
+        self._release()
+        producer = self._producer
+        if producer is not None:
+            request.unregisterProducer()
+            producer.resumeProducing()
+        if self._buffered:
+            request.write(b"".join(self._buffered))
+        request.finish()
+
+    def responseFailed(self, reason: Failure, headReceived: bool) -> None:
+        request = self.request
+        if request is None:
+            return
+        conn = self.conn
+        if (
+            not headReceived
+            and not self._retried
+            and conn is not None
+            and conn.requestsSent > 1
+            and not conn.gotResponseBytes
+            and self._replayable()
+        ):
+            # A kept-alive connection the target had closed: try a new one.
+            self._retried = True
+            self.conn = None
+            self._acquire(fresh=True)
+            return
+        self.log.info(
+            "Unable to proxy request to {target}: {error}",
+            target=self.target.address,
+            error=reason.getErrorMessage(),
+        )
+        if headReceived:
+            self._release()
+            if self._producer is not None:
+                request.unregisterProducer()
+            request.loseConnection()
+        else:
+            self._fail(502)
+
+    def _replayable(self) -> bool:
+        if self._body:
+            return False
+        if self._method in _REPLAYABLE_METHODS:
+            return True
+        incoming = self.request.requestHeaders if self.request is not None else None
+        return bool(
+            incoming is not None
+            and (incoming.hasHeader(b"idempotency-key") or incoming.hasHeader(b"x-idempotency-key"))
+        )
+
+    # Ending early
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if self.request is None:
+            return
+        self.log.info(
+            "Target {target} did not respond within {timeout}s",
+            target=self.target.address,
+            timeout=self.options.response_timeout,
+        )
+        self._abortUpstream()
+        self._fail(504)
+
+    def cancelForDrain(self) -> None:
+        """
+        The drain deadline passed with this request still running.
+        """
+        request = self.request
+        if request is None:
+            return
+        self._abortUpstream()
+        if self.headReceived:
+            self._release()
+            request.loseConnection()
+        else:
+            self._fail(504)
+
+    def _clientGone(self, reason: Failure) -> None:
+        request = self.request
+        if request is None:
+            return
+        self._abortUpstream()
+        self._release()
+        request.kamalStatus = CLIENT_CLOSED_REQUEST  # type: ignore[attr-defined]
+        site = getattr(request, "site", None)
+        if site is not None:
+            site.log(request)
+
+    def _abortUpstream(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+
+    def _fail(self, status: int) -> None:
+        request = self.request
+        self._release()
+        if request is not None:
+            pages.writePage(request, status)
+
+    def _cancelTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _release(self) -> None:
+        """
+        This forwarding is over: forget the client and leave the target.
+        """
+        self._cancelTimer()
+        self.request = None
+        self.target.finished(self)
+
+
+def forward(
+    clock: IReactorTime,
+    request: IRequest,
+    target: Target,
+    options: TargetOptions,
+    path: bytes,
+) -> int:
+    """
+    Forward C{request} to C{target} with C{path} as the upstream request
+    target; the response is written to C{request} asynchronously.
+
+    @return: L{NOT_DONE_YET}, for C{render} to return.
+    """
+    now = clock.seconds()
+    headers, requestId = requestHeaders(request, options, now)
+    request.kamalRequestId = requestId  # type: ignore[attr-defined]
+    request.kamalTarget = target.address  # type: ignore[attr-defined]
+    request.defaultContentType = None  # type: ignore[attr-defined]
+    request.kamalTrustForwarded = options.forward_headers  # type: ignore[attr-defined]
+    if options.log_request_headers or options.log_response_headers:
+        request.kamalLogHeaders = (  # type: ignore[attr-defined]
+            options.log_request_headers,
+            options.log_response_headers,
+        )
+    Forwarding(clock, request, target, options).start(request.method, path, headers)
+    return NOT_DONE_YET

@@ -1,0 +1,226 @@
+# -*- test-case-name: tests.test_options -*-
+"""
+What a deploy asks for: the options of a service and of its targets, with the
+original kamal-proxy's defaults, validation and JSON form (used both on the
+control socket and in the state file).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, TypeVar
+
+import attr
+
+from kamalproxy.durations import formatDuration
+
+DEFAULT_HEALTH_CHECK_PATH = "/up"
+DEFAULT_HEALTH_CHECK_INTERVAL = 1.0
+DEFAULT_HEALTH_CHECK_TIMEOUT = 5.0
+DEFAULT_TARGET_TIMEOUT = 30.0
+DEFAULT_DEPLOY_TIMEOUT = 30.0
+DEFAULT_DRAIN_TIMEOUT = 30.0
+DEFAULT_BUFFER_MEMORY = 1 << 20
+
+_TARGET_PATTERN = re.compile(r"^\w[-_.\w+]+(:\d+)?$")
+_HOST_PATTERN = re.compile(r"^(\*\.)?[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_])?$")
+_SERVICE_PATTERN = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+
+
+class InvalidOptions(ValueError):
+    """
+    A deploy's options are not acceptable; the message says why, in one line.
+    """
+
+
+def _tupleOfStr(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value)
+
+
+@attr.s(auto_attribs=True, frozen=True, slots=True)
+class HealthCheckConfig:
+    """
+    How a target is probed: C{GET path} every C{interval} seconds, each probe
+    bounded by C{timeout}; any 2xx is healthy.
+    """
+
+    path: str = DEFAULT_HEALTH_CHECK_PATH
+    interval: float = DEFAULT_HEALTH_CHECK_INTERVAL
+    timeout: float = DEFAULT_HEALTH_CHECK_TIMEOUT
+    port: int = 0
+    host: str = ""
+
+
+@attr.s(auto_attribs=True, frozen=True, slots=True)
+class TargetOptions:
+    """
+    How requests are forwarded to a service's targets.
+    """
+
+    health_check: HealthCheckConfig = HealthCheckConfig()
+    response_timeout: float = DEFAULT_TARGET_TIMEOUT
+    buffer_requests: bool = False
+    buffer_responses: bool = False
+    max_memory_buffer_size: int = DEFAULT_BUFFER_MEMORY
+    max_request_body_size: int = 0
+    max_response_body_size: int = 0
+    log_request_headers: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
+    log_response_headers: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
+    forward_headers: bool = True
+
+
+@attr.s(auto_attribs=True, frozen=True, slots=True)
+class ServiceOptions:
+    """
+    How a service is reached: the hosts and path prefixes it owns.
+
+    An empty C{hosts} makes the service the default one, serving any host not
+    claimed by another service.
+    """
+
+    hosts: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
+    path_prefixes: tuple[str, ...] = attr.ib(default=("/",), converter=_tupleOfStr)
+    strip_prefix: bool = True
+    tls_enabled: bool = False
+
+
+@attr.s(auto_attribs=True, frozen=True, slots=True)
+class DeployOptions:
+    """
+    Everything one C{deploy} carries besides the service name and targets.
+    """
+
+    service: ServiceOptions = ServiceOptions()
+    target: TargetOptions = TargetOptions()
+    deploy_timeout: float = DEFAULT_DEPLOY_TIMEOUT
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    force: bool = False
+
+
+_T = TypeVar("_T")
+
+
+def toJSON(value: Any) -> dict[str, Any]:
+    """
+    The JSON-ready dictionary of one of the option classes above.
+    """
+    return attr.asdict(value, retain_collection_types=False)
+
+
+def fromJSON(cls: type[_T], data: Mapping[str, Any]) -> _T:
+    """
+    Build one of the option classes from L{toJSON}'s output; unknown keys are
+    ignored (newer state files), missing ones take their defaults.
+
+    @raise InvalidOptions: if a value has the wrong type.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidOptions(f"expected an object for {cls.__name__}")
+    kwargs: dict[str, Any] = {}
+    for field in attr.fields(cls):  # type: ignore[arg-type]
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        nested = _NESTED.get(field.name)
+        kwargs[field.name] = fromJSON(nested, value) if nested else value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise InvalidOptions(str(e)) from e
+
+
+_NESTED: dict[str, type] = {
+    "health_check": HealthCheckConfig,
+    "target": TargetOptions,
+    "service": ServiceOptions,
+}
+
+
+def normalizeTarget(target: str) -> str:
+    """
+    Check a C{host[:port]} target as the original does and add port 80 when
+    none is given.
+
+    @raise InvalidOptions: C{"<target> :invalid host pattern"}.
+    """
+    target = target.strip()
+    if not _TARGET_PATTERN.match(target):
+        raise InvalidOptions(f"{target} :invalid host pattern")
+    if ":" not in target:
+        target += ":80"
+    return target
+
+
+def normalizePathPrefix(prefix: str) -> str:
+    """
+    C{"api/"} and C{"/api"} both become C{"/api"}; the empty prefix is C{"/"}.
+    """
+    return "/" + prefix.strip().strip("/")
+
+
+def normalizeHost(host: str) -> str:
+    """
+    Check a host name (C{example.com} or C{*.example.com}).
+
+    @raise InvalidOptions: for anything else.
+    """
+    host = host.strip()
+    if not _HOST_PATTERN.match(host) or (host.startswith("*") and host.count(".") < 2):
+        raise InvalidOptions(f"invalid host: {host!r}")
+    return host
+
+
+def validateServiceName(name: str) -> str:
+    """
+    Check a service name.
+
+    @raise InvalidOptions: for an empty or odd name.
+    """
+    if not _SERVICE_PATTERN.match(name):
+        raise InvalidOptions(f"invalid service name: {name!r}")
+    return name
+
+
+def normalizeDeploy(
+    name: str, targets: list[str], options: DeployOptions
+) -> tuple[str, tuple[str, ...], DeployOptions]:
+    """
+    Validate and normalise a whole deploy, server side and client side alike.
+
+    @raise InvalidOptions: with the first problem found.
+    """
+    validateServiceName(name)
+    if not targets:
+        raise InvalidOptions("at least one target is required")
+    normalized = tuple(dict.fromkeys(normalizeTarget(t) for t in targets))
+    hosts = tuple(dict.fromkeys(normalizeHost(h) for h in options.service.hosts if h.strip()))
+    prefixes = tuple(
+        dict.fromkeys(normalizePathPrefix(p) for p in options.service.path_prefixes)
+    ) or ("/",)
+    hc = options.target.health_check
+    if not hc.path.startswith("/"):
+        raise InvalidOptions("health check path must start with /")
+    for label, value in (
+        ("deploy timeout", options.deploy_timeout),
+        ("drain timeout", options.drain_timeout),
+        ("health check interval", hc.interval),
+        ("health check timeout", hc.timeout),
+        ("target timeout", options.target.response_timeout),
+    ):
+        if value < 0:
+            raise InvalidOptions(f"{label} must not be negative")
+    if hc.interval <= 0:
+        raise InvalidOptions("health check interval must be positive")
+    if hc.timeout <= 0:
+        raise InvalidOptions("health check timeout must be positive")
+    if not 0 <= hc.port <= 65535:
+        raise InvalidOptions(f"invalid health check port: {hc.port}")
+    service = attr.evolve(options.service, hosts=hosts, path_prefixes=prefixes)
+    return name, normalized, attr.evolve(options, service=service)
+
+
+def describeTimeout(seconds: float) -> str:
+    """
+    A timeout as the original prints it in messages (C{30s}).
+    """
+    return formatDuration(seconds)

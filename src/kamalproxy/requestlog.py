@@ -1,0 +1,161 @@
+# -*- test-case-name: tests.test_requestlog -*-
+"""
+The per-request log line: one JSON object, with the field names of the
+original kamal-proxy, emitted through C{twisted.logger}.
+
+The event carries the finished line as C{kamal_json} (its format is just
+that field), so a text observer shows the JSON and L{JSONLinesObserver}
+writes it as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import IO, Any, Optional
+
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+REQUEST_FORMAT = "{kamal_json}"
+
+_LEVELS = {
+    LogLevel.debug: "DEBUG",
+    LogLevel.info: "INFO",
+    LogLevel.warn: "WARN",
+    LogLevel.error: "ERROR",
+    LogLevel.critical: "ERROR",
+}
+
+
+class _Timestamps:
+    """
+    RFC 3339 times with microseconds, the seconds part cached.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def format(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((when - second) * 1e6):06d}Z"
+
+
+_timestamps = _Timestamps()
+
+
+def formatTime(when: float) -> str:
+    """
+    C{when} (POSIX seconds) as an RFC 3339 UTC time.
+    """
+    return _timestamps.format(when)
+
+
+def _header(headers: Any, name: bytes) -> str:
+    values = headers.getRawHeaders(name)
+    return b",".join(values).decode("latin-1") if values else ""
+
+
+def headerField(prefix: str, name: str) -> str:
+    """
+    The log field for a logged header: C{req_cache_control}.
+    """
+    return prefix + name.lower().replace("-", "_")
+
+
+class RequestLogger:
+    """
+    Logs finished requests.
+    """
+
+    def __init__(self, clock: Any, logger: Optional[Logger] = None) -> None:
+        self._clock = clock
+        self._log = logger or Logger(namespace="kamalproxy.request")
+
+    def __call__(self, request: IRequest) -> None:
+        """
+        Log C{request} (a L{Site} calls this when it finishes).
+        """
+        self._log.info(REQUEST_FORMAT, kamal_json=self.line(request))
+
+    def line(self, request: IRequest) -> str:
+        """
+        The JSON line for C{request}.
+        """
+        now = self._clock.seconds()
+        started = getattr(request, "kamalStarted", now)
+        reqHeaders = request.requestHeaders
+        respHeaders = request.responseHeaders
+        peer = request.getClientAddress()
+        peerHost = getattr(peer, "host", "")
+        uri = request.uri
+        path = request.path
+        query = uri[len(path) + 1 :] if len(uri) > len(path) else b""
+        length = reqHeaders.getRawHeaders(b"content-length")
+        remote = peerHost
+        if getattr(request, "kamalTrustForwarded", False):
+            remote = _header(reqHeaders, b"x-forwarded-for") or peerHost
+        host = getattr(request, "getHost", None)
+        fields: dict[str, Any] = {
+            "time": formatTime(now),
+            "level": "INFO",
+            "msg": "Request",
+            "host": _header(reqHeaders, b"host"),
+            "port": host().port if host is not None else 0,
+            "path": path.decode("latin-1"),
+            "request_id": getattr(request, "kamalRequestId", b"").decode("latin-1"),
+            "status": getattr(request, "kamalStatus", None) or request.code,
+            "service": getattr(request, "kamalService", ""),
+            "target": getattr(request, "kamalTarget", ""),
+            "duration": int((now - started) * 1e9),
+            "method": request.method.decode("latin-1"),
+            "req_content_length": int(length[0]) if length and length[0].isdigit() else 0,
+            "req_content_type": _header(reqHeaders, b"content-type"),
+            "resp_content_length": getattr(request, "sentLength", 0),
+            "resp_content_type": _header(respHeaders, b"content-type"),
+            "client_addr": peerHost,
+            "client_port": getattr(peer, "port", 0),
+            "remote_addr": remote,
+            "user_agent": _header(reqHeaders, b"user-agent"),
+            "proto": request.clientproto.decode("latin-1"),
+            "scheme": "https" if request.isSecure() else "http",
+            "query": query.decode("latin-1"),
+        }
+        logged = getattr(request, "kamalLogHeaders", None)
+        if logged is not None:
+            for name in logged[0]:
+                fields[headerField("req_", name)] = _header(reqHeaders, name.encode("latin-1"))
+            for name in logged[1]:
+                fields[headerField("resp_", name)] = _header(respHeaders, name.encode("latin-1"))
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+
+@implementer(ILogObserver)
+class JSONLinesObserver:
+    """
+    Writes every event as one JSON line (request events as they are), as
+    C{kamal-proxy run} does on standard output.
+    """
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        line = event.get("kamal_json")
+        if line is None:
+            record: dict[str, Any] = {
+                "time": formatTime(event.get("log_time") or time.time()),
+                "level": _LEVELS.get(event.get("log_level"), "INFO"),  # type: ignore[arg-type]
+                "msg": formatEvent(event),
+            }
+            failure = event.get("log_failure")
+            if failure is not None:
+                record["error"] = failure.getTraceback()
+            line = json.dumps(record, ensure_ascii=False)
+        self._out.write(line + "\n")
+        self._out.flush()

@@ -1,0 +1,233 @@
+# -*- test-case-name: tests.test_router -*-
+"""
+The router: the root resource that sends each request to its service, and
+the one place where services are deployed, removed and restored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from zope.interface import implementer
+
+from kamalproxy import pages
+from kamalproxy.durations import formatDuration
+from kamalproxy.options import DeployOptions, InvalidOptions, fromJSON, normalizeDeploy, toJSON
+from kamalproxy.routing import RoutingTable, requestHost
+from kamalproxy.service import Service
+from kamalproxy.targets import ConnectorFor, Target, TargetGroup
+from kamalproxy.upstream import UpstreamConnection, endpointFor
+
+
+class DeployError(Exception):
+    """
+    A deploy (or remove) could not be done; nothing was changed. The message
+    is the one-line reason for the user.
+    """
+
+
+class _UpstreamFactory(Factory):
+    """
+    Makes target connections, quietly (health checks connect every second).
+    """
+
+    noisy = False
+    protocol = UpstreamConnection
+
+
+def tcpConnectorFor(reactor: IReactorTCP) -> ConnectorFor:
+    """
+    Connect to targets over TCP with C{reactor}.
+    """
+
+    factory = _UpstreamFactory()
+
+    def connectorFor(host: str, port: int) -> Callable[[], Deferred]:
+        endpoint = endpointFor(reactor, host, port)
+        return lambda: endpoint.connect(factory)
+
+    return connectorFor
+
+
+@implementer(IResource)
+class Router:
+    """
+    An L{IResource} that routes by host and path prefix to deployed
+    services, and the API that changes them.
+
+    @ivar services: the deployed services by name.
+    @ivar onChange: called with L{snapshot}'s result after every change, to
+        persist it.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        connectorFor: ConnectorFor,
+        onChange: Optional[Callable[[list[dict[str, Any]]], None]] = None,
+    ) -> None:
+        self._clock = clock
+        self._connectorFor = connectorFor
+        self.onChange = onChange
+        self.services: dict[str, Service] = {}
+        self._table: RoutingTable[Service] = RoutingTable()
+
+    # IResource
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        return self
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        raise NotImplementedError("the router has no children")
+
+    def render(self, request: IRequest) -> Any:
+        """
+        Forward C{request} to the service that owns its host and path, or
+        answer with the 404 page.
+        """
+        uri: bytes = request.uri
+        path: bytes = request.path
+        if not path.startswith(b"/"):
+            return pages.renderPage(request, 400)
+        match = self._table.lookup(requestHost(request.getHeader(b"host")), path)
+        if match is None:
+            return pages.renderPage(request, 404)
+        service, prefix = match
+        return service.render(request, path, prefix, uri[len(path) :])
+
+    # Changing services
+
+    async def deploy(self, name: str, targets: Sequence[str], options: DeployOptions) -> None:
+        """
+        Deploy C{name} to C{targets}: wait for them to be healthy (unless
+        C{options.force}), send all new requests to them, then wait for the
+        replaced targets to drain.
+
+        @raise DeployError: nothing was changed.
+        @raise InvalidOptions: nothing was changed.
+        """
+        name, normalized, options = normalizeDeploy(name, list(targets), options)
+        self._checkConflicts(name, options)
+        group = TargetGroup(self._makeTarget(t, options) for t in normalized)
+        group.startHealthChecks()
+        if not options.force:
+            try:
+                await group.whenHealthy().addTimeout(options.deploy_timeout, self._clock)
+            except TimeoutError:
+                group.stop()
+                raise DeployError(
+                    "target failed to become healthy within configured timeout "
+                    f"({formatDuration(options.deploy_timeout)})"
+                )
+            except BaseException:
+                group.stop()
+                raise
+        try:
+            self._checkConflicts(name, options)
+        except DeployError:
+            group.stop()
+            raise
+        old = self.services.get(name)
+        self.services[name] = Service(self._clock, name, options, group)
+        if old is not None:
+            self.services[name].state = old.state
+        self._changed()
+        self.log.info(
+            "Deployed {service} to {targets}", service=name, targets=", ".join(normalized)
+        )
+        if old is not None:
+            await old.group.drain(options.drain_timeout)
+
+    def remove(self, name: str) -> None:
+        """
+        Stop routing to C{name} at once (requests in flight finish) and
+        forget it.
+
+        @raise DeployError: no such service.
+        """
+        service = self.services.pop(name, None)
+        if service is None:
+            raise DeployError("service not found")
+        service.group.stop()
+        self._changed()
+        self.log.info("Removed {service}", service=name)
+
+    def restore(self, snapshot: Iterable[dict[str, Any]]) -> None:
+        """
+        Bring back services from L{snapshot}'s output; they serve at once,
+        their targets considered healthy while health checks resume.
+        Unusable entries are logged and skipped.
+        """
+        for entry in snapshot:
+            try:
+                options = fromJSON(DeployOptions, entry.get("options", {}))
+                name, targets, options = normalizeDeploy(
+                    entry["name"], list(entry["targets"]), options
+                )
+                self._checkConflicts(name, options)
+            except (InvalidOptions, DeployError, KeyError, TypeError, AttributeError) as e:
+                self.log.error("Skipping a saved service that cannot be restored: {error}", error=e)
+                continue
+            group = TargetGroup(self._makeTarget(t, options) for t in targets)
+            group.markHealthy()
+            group.startHealthChecks()
+            self.services[name] = Service(self._clock, name, options, group)
+            self.log.info("Restored {service}", service=name)
+        self._rebuild()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """
+        Every service as JSON-ready data, for the state file.
+        """
+        return [
+            {"name": s.name, "targets": s.group.addresses, "options": toJSON(s.options)}
+            for s in sorted(self.services.values(), key=lambda s: s.name)
+        ]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """
+        Every service as C{list} shows it, sorted by name.
+        """
+        return [s.describe() for s in sorted(self.services.values(), key=lambda s: s.name)]
+
+    def stop(self) -> None:
+        """
+        Stop every health check and close idle connections (shutdown).
+        """
+        for service in self.services.values():
+            service.group.stop()
+
+    # Private
+
+    def _makeTarget(self, address: str, options: DeployOptions) -> Target:
+        return Target(self._clock, address, options.target, self._connectorFor)
+
+    def _checkConflicts(self, name: str, options: DeployOptions) -> None:
+        table = self._table
+        hosts = options.service.hosts or ("",)
+        for host in hosts:
+            for prefix in options.service.path_prefixes:
+                owner = table.owner(host, prefix)
+                if owner is not None and owner.name != name:
+                    raise DeployError("host settings conflict with another service")
+
+    def _rebuild(self) -> None:
+        self._table = RoutingTable(
+            (host, prefix, service)
+            for service in self.services.values()
+            for host, prefix in service.bindings()
+        )
+
+    def _changed(self) -> None:
+        self._rebuild()
+        if self.onChange is not None:
+            self.onChange(self.snapshot())

@@ -1,0 +1,70 @@
+# -*- test-case-name: tests.test_router -*-
+"""
+A deployed service: its options and the target group it currently forwards
+to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
+
+from kamalproxy import pages
+from kamalproxy.forwarding import forward
+from kamalproxy.options import DeployOptions
+from kamalproxy.routing import strippedPath
+from kamalproxy.targets import TargetGroup
+
+RUNNING = "running"
+
+
+class Service:
+    """
+    A named service; its group is replaced in one assignment on deploy.
+    """
+
+    def __init__(self, clock: IReactorTime, name: str, options: DeployOptions, group: TargetGroup) -> None:
+        self.clock = clock
+        self.name = name
+        self.options = options
+        self.group = group
+        self.state = RUNNING
+
+    def __repr__(self) -> str:
+        return f"<Service {self.name} {self.group.addresses}>"
+
+    def bindings(self) -> list[tuple[str, str]]:
+        """
+        The C{(host, prefix)} pairs this service owns (host C{""} = default).
+        """
+        hosts = self.options.service.hosts or ("",)
+        return [(h, p) for h in hosts for p in self.options.service.path_prefixes]
+
+    def render(self, request: IRequest, path: bytes, prefix: bytes, query: bytes) -> Any:
+        """
+        Forward C{request}, whose path C{path} matched C{prefix}.
+        """
+        request.kamalService = self.name  # type: ignore[attr-defined]
+        target = self.group.pick()
+        if target is None or target.draining:
+            return pages.renderPage(request, 503)
+        options = self.options
+        if options.service.strip_prefix:
+            path = strippedPath(path, prefix)
+        return forward(self.clock, request, target, options.target, path + query)
+
+    def describe(self) -> dict[str, Any]:
+        """
+        What C{list} shows about this service.
+        """
+        return {
+            "service": self.name,
+            "hosts": list(self.options.service.hosts),
+            "path_prefixes": list(self.options.service.path_prefixes),
+            "targets": self.group.addresses,
+            "health": {t.address: t.state for t in self.group.targets},
+            "state": self.state,
+            "tls": self.options.service.tls_enabled,
+        }

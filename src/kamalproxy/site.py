@@ -1,0 +1,99 @@
+# -*- test-case-name: tests.test_site -*-
+"""
+The HTTP site in front of the router: stamps each request with its start
+time, logs it when it ends, and counts requests in flight so a shutdown can
+wait for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+
+
+class ProxyRequest(Request):
+    """
+    A request that tells its site when it starts and ends.
+    """
+
+    kamalSite: "ProxySite"
+
+    def process(self) -> None:
+        site: ProxySite = self.channel.site
+        self.kamalSite = site
+        self.kamalStarted = site.clock.seconds()
+        site.requestStarted(self)
+        super().process()
+
+    def finish(self) -> None:
+        super().finish()
+        self.kamalSite.requestEnded(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        site = getattr(self, "kamalSite", None)
+        if site is not None:
+            site.requestEnded(self)
+
+
+class ProxySite(Site):
+    """
+    A L{Site} for the proxy; C{requestLog} is called with every finished
+    request.
+    """
+
+    requestFactory = ProxyRequest
+
+    def __init__(
+        self,
+        resource: IResource,
+        clock: IReactorTime,
+        requestLog: Optional[Callable[[IRequest], None]] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource, **kwargs)
+        self.clock = clock
+        self.requestLog = requestLog
+        self.active: set[IRequest] = set()
+        self._idleWaiters: list[Deferred] = []
+
+    def log(self, request: IRequest) -> None:
+        if self.requestLog is not None:
+            self.requestLog(request)
+
+    def requestStarted(self, request: IRequest) -> None:
+        self.active.add(request)
+
+    def requestEnded(self, request: IRequest) -> None:
+        self.active.discard(request)
+        if not self.active and self._idleWaiters:
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def whenIdle(self, timeout: float) -> Deferred:
+        """
+        Fires when no request is in flight, or after C{timeout} seconds.
+        """
+        if not self.active:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._idleWaiters.append(d)
+        call = self.clock.callLater(timeout, lambda: d.called or self._giveUp(d))
+
+        def cancelCall(result: Any) -> Any:
+            if call.active():
+                call.cancel()
+            return result
+
+        return d.addBoth(cancelCall)
+
+    def _giveUp(self, d: Deferred) -> None:
+        if d in self._idleWaiters:
+            self._idleWaiters.remove(d)
+        d.callback(None)

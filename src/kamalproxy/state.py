@@ -1,0 +1,86 @@
+# -*- test-case-name: tests.test_state -*-
+"""
+The state file: every deployed service, saved atomically after each change
+and read back at start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+from twisted.logger import Logger
+
+STATE_FILE_NAME = "kamal-proxy.state"
+
+
+class StateStore:
+    """
+    Keeps the router's snapshot in C{<directory>/kamal-proxy.state}.
+    """
+
+    log = Logger()
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, STATE_FILE_NAME)
+
+    def save(self, snapshot: list[dict[str, Any]]) -> None:
+        """
+        Write C{snapshot} atomically: a temporary file in the same directory,
+        flushed to disk, then renamed over the old one.
+        """
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        data = json.dumps(snapshot, indent=2, sort_keys=True).encode("utf-8")
+        fd, tmp = tempfile.mkstemp(prefix=".kamal-proxy.state.", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        dirfd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+    def load(self) -> list[dict[str, Any]]:
+        """
+        The saved snapshot; empty when there is none. A file that cannot be
+        read as a snapshot is logged, moved aside (C{.corrupt-<time>}) and
+        treated as empty, so the daemon starts rather than crash-loops.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            self.log.info("No previous state to restore")
+            return []
+        try:
+            snapshot = json.loads(raw)
+            if not isinstance(snapshot, list) or not all(
+                isinstance(entry, dict) for entry in snapshot
+            ):
+                raise ValueError("expected a list of services")
+        except ValueError as e:
+            aside = f"{self.path}.corrupt-{int(time.time())}"
+            os.replace(self.path, aside)
+            self.log.error(
+                "State file {path} is corrupt ({error}); moved it to {aside} and "
+                "started with no services",
+                path=self.path,
+                error=str(e),
+                aside=aside,
+            )
+            return []
+        return snapshot

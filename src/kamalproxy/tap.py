@@ -1,0 +1,227 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd kamal-proxy}: the daemon's options and the service tree it runs.
+
+L{buildService} is the pure part (a reactor in, a L{ProxyService} out); the
+global reactor is imported only by L{makeService}.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Any, Mapping, Optional
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from kamalproxy.controlserver import ControlFactory
+from kamalproxy.paths import defaultSocketPath, defaultStateDir
+from kamalproxy.requestlog import RequestLogger
+from kamalproxy.router import Router, tcpConnectorFor
+from kamalproxy.site import ProxySite
+from kamalproxy.state import StateStore
+
+SHUTDOWN_GRACE = 10.0
+ENV_PREFIX = "KAMAL_PROXY_"
+
+
+def _fromEnv(environ: Mapping[str, str], name: str) -> Optional[str]:
+    """
+    C{KAMAL_PROXY_<NAME>}, else C{<NAME>}, else L{None}.
+    """
+    for key in (ENV_PREFIX + name, name):
+        value = environ.get(key)
+        if value:
+            return value
+    return None
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(value)
+    return port
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    raise ValueError(value)
+
+
+class Options(usage.Options):
+    """
+    The daemon's flags; each can also come from the environment
+    (C{KAMAL_PROXY_HTTP_PORT} or C{HTTP_PORT}, the prefixed one winning).
+    """
+
+    synopsis = "[options]"
+    longdesc = "Run the kamal-proxy daemon: route HTTP by host and path, deploy with no downtime."
+
+    optParameters = [
+        ["http-port", None, None, "Port to serve HTTP on. [default: 80]", _port],
+        ["https-port", None, None, "Port to serve HTTPS on (used once TLS is enabled). [default: 443]", _port],
+        ["bind", None, None, "Address to listen on. [default: all interfaces]"],
+        ["http-endpoint", None, None, "Endpoint description for HTTP, e.g. tcp:8080:interface=127.0.0.1 (overrides --http-port/--bind)."],
+        ["socket", None, None, "Control socket path. [default: $KAMAL_PROXY_SOCKET, $XDG_RUNTIME_DIR/kamal-proxy.sock, or the temp dir]"],
+        ["state-dir", None, None, "Directory for the state file. [default: ~/.config/kamal-proxy]"],
+        ["metrics-port", None, None, "Prometheus metrics port (0 = off). [default: 0]", _port],
+    ]
+    optFlags = [
+        ["debug", None, "Log debug messages."],
+        ["http3", None, "Serve HTTP/3 (not supported yet)."],
+    ]
+
+    def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__()
+        self.environ = os.environ if environ is None else environ
+
+    def postOptions(self) -> None:
+        env = self.environ
+        for key, convert, default in (
+            ("http-port", _port, 80),
+            ("https-port", _port, 443),
+            ("metrics-port", _port, 0),
+        ):
+            if self[key] is None:
+                raw = _fromEnv(env, key.upper().replace("-", "_"))
+                try:
+                    self[key] = convert(raw) if raw is not None else default
+                except ValueError:
+                    self[key] = default  # as the original: unparsable env values fall back
+        if not self["debug"]:
+            raw = _fromEnv(env, "DEBUG")
+            try:
+                self["debug"] = bool(raw is not None and _bool(raw))
+            except ValueError:
+                self["debug"] = False
+        if self["bind"] is None:
+            self["bind"] = _fromEnv(env, "BIND") or ""
+        if self["socket"] is None:
+            self["socket"] = defaultSocketPath(env)
+        if self["state-dir"] is None:
+            self["state-dir"] = _fromEnv(env, "STATE_DIR") or defaultStateDir(env)
+        if self["http3"]:
+            raise usage.UsageError("`--http3` is not supported yet")
+        if self["metrics-port"]:
+            raise usage.UsageError("`--metrics-port` is not supported yet")
+        if self["http-endpoint"] is None:
+            self["http-endpoint"] = tcpEndpoint(self["http-port"], self["bind"])
+
+
+def tcpEndpoint(port: int, bind: str) -> str:
+    """
+    The endpoint description for a TCP port on C{bind} (all interfaces when
+    empty).
+    """
+    if not bind:
+        return f"tcp:{port}"
+    return f"tcp:{port}:interface={bind.replace(':', chr(92) + ':')}"
+
+
+class ControlSocketInUse(Exception):
+    """
+    Another live daemon answers on the control socket.
+    """
+
+
+def clearStaleSocket(path: str) -> None:
+    """
+    Remove a control socket left by a crashed daemon.
+
+    @raise ControlSocketInUse: a daemon answers on it.
+    """
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as e:
+        if e.errno in (errno.ECONNREFUSED, errno.ENOTSOCK, errno.ENOENT):
+            os.unlink(path)
+            return
+        raise
+    finally:
+        probe.close()
+    raise ControlSocketInUse(
+        f"another kamal-proxy is running with the control socket at {path}"
+    )
+
+
+class ProxyService(MultiService):
+    """
+    The whole daemon: listeners and control socket as children; on stop it
+    stops accepting, then waits (at most L{SHUTDOWN_GRACE} seconds) for
+    requests in flight.
+    """
+
+    log = Logger()
+
+    def __init__(self, router: Router, site: ProxySite, grace: float = SHUTDOWN_GRACE) -> None:
+        super().__init__()
+        self.router = router
+        self.site = site
+        self.grace = grace
+
+    def stopService(self) -> Deferred:
+        stopped = super().stopService()
+
+        async def drain() -> None:
+            await stopped
+            if self.site.active:
+                self.log.info(
+                    "Waiting for {count} requests in flight", count=len(self.site.active)
+                )
+            await self.site.whenIdle(self.grace)
+            self.router.stop()
+
+        return Deferred.fromCoroutine(drain())
+
+
+def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
+    """
+    The daemon's service tree for parsed L{Options}, on C{reactor}. Saved
+    services are restored before it returns.
+
+    @raise ControlSocketInUse: another daemon owns the control socket.
+    """
+    store = StateStore(config["state-dir"])
+    router = Router(reactor, tcpConnectorFor(reactor), onChange=store.save)
+    router.restore(store.load())
+    site = ProxySite(router, reactor, requestLog=RequestLogger(reactor))
+    site.displayTracebacks = False
+    service = ProxyService(router, site)
+    listener = strports.service(config["http-endpoint"], site, reactor=reactor)
+    listener._raiseSynchronously = True  # a port in use stops the start, loudly
+    listener.setServiceParent(service)
+    socketPath = config["socket"]
+    clearStaleSocket(socketPath)
+    os.makedirs(os.path.dirname(os.path.abspath(socketPath)), exist_ok=True)
+    control = f"unix:{socketPath.replace(':', chr(92) + ':')}:mode=600"
+    controlListener = strports.service(control, ControlFactory(router), reactor=reactor)
+    controlListener._raiseSynchronously = True
+    controlListener.setServiceParent(service)
+    return service
+
+
+def makeService(config: Options) -> ProxyService:
+    """
+    The twistd entry point: L{buildService} on the global reactor.
+    """
+    from twisted.internet import reactor
+
+    try:
+        return buildService(config, reactor)
+    except ControlSocketInUse as e:
+        raise SystemExit(f"kamal-proxy: {e}")
+
+
+__all__ = ["Options", "ProxyService", "buildService", "makeService"]
