@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -98,6 +98,15 @@ class Router:
         path: bytes = request.path
         if not path.startswith(b"/"):
             return pages.renderPage(request, 400)
+        if request.prepath:
+            # Mounted below the root of another application's resource tree:
+            # route on what is left of the path.
+            mount = b"/".join([b""] + request.prepath)
+            if path.startswith(mount):
+                uri = uri[len(mount) :]
+                path = path[len(mount) :]
+                if not path.startswith(b"/"):
+                    uri, path = b"/" + uri, b"/" + path
         match = self._table.lookup(requestHost(request.getHeader(b"host")), path)
         if match is None:
             return pages.renderPage(request, 404)
@@ -199,12 +208,12 @@ class Router:
         """
         return [s.describe() for s in sorted(self.services.values(), key=lambda s: s.name)]
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred:
         """
-        Stop every health check and close idle connections (shutdown).
+        Stop every health check and close idle connections (shutdown); fires
+        once they are closed.
         """
-        for service in self.services.values():
-            service.group.stop()
+        return DeferredList([s.group.stop() for s in self.services.values()])
 
     # Private
 

@@ -181,7 +181,7 @@ class ProxyService(MultiService):
                     "Waiting for {count} requests in flight", count=len(self.site.active)
                 )
             await self.site.whenIdle(self.grace)
-            self.router.stop()
+            await self.router.stop()
 
         return Deferred.fromCoroutine(drain())
 

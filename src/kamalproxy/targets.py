@@ -175,12 +175,13 @@ class Target:
         d.addCallback(done)
         return d
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred:
         """
-        Stop probing and close idle connections (the group is discarded).
+        Stop probing and close idle connections (the group is discarded);
+        fires once they are closed.
         """
         self.healthCheck.stop()
-        self.pool.close()
+        return self.pool.close()
 
 
 class TargetGroup:
@@ -244,9 +245,9 @@ class TargetGroup:
         """
         return DeferredList([t.drain(timeout) for t in self.targets])
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred:
         """
-        Stop probing and close idle connections of every target.
+        Stop probing and close idle connections of every target; fires once
+        they are closed.
         """
-        for target in self.targets:
-            target.stop()
+        return DeferredList([target.stop() for target in self.targets])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Protocol as TypingProtocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -92,9 +92,21 @@ class UpstreamConnection(Protocol):
         self._chunkState = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailer
         self._chunkLeft = 0
         self._gotBytes = False
+        self._lostWaiters: list[Deferred] = []
 
     def connectionMade(self) -> None:
         self.connected = True
+
+    def close(self) -> Deferred:
+        """
+        Close the connection; fires once it is closed.
+        """
+        if not self.connected:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._lostWaiters.append(d)
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        return d
 
     # Sending
 
@@ -355,6 +367,9 @@ class UpstreamConnection(Protocol):
                 handler.responseFailed(reason, self._headDone)
         if self.onLost is not None:
             self.onLost(self)
+        waiters, self._lostWaiters = self._lostWaiters, []
+        for d in waiters:
+            d.callback(None)
 
 
 def endpointFor(reactor: IReactorTCP, host: str, port: int, timeout: float = 30) -> IStreamClientEndpoint:
@@ -435,14 +450,14 @@ class UpstreamPool:
         except ValueError:
             pass
 
-    def close(self) -> None:
+    def close(self) -> Deferred:
         """
-        Close the idle connections and keep no more.
+        Close the idle connections and keep no more; fires once they are
+        closed.
         """
         self._closed = True
         idle, self.idle = self.idle, []
-        for conn in idle:
-            conn.transport.loseConnection()  # type: ignore[union-attr]
+        return DeferredList([conn.close() for conn in idle])
 
 
 __all__ = [
