@@ -156,6 +156,6 @@ class JSONLinesObserver:
             failure = event.get("log_failure")
             if failure is not None:
                 record["error"] = failure.getTraceback()
-            line = json.dumps(record, ensure_ascii=False)
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         self._out.write(line + "\n")
         self._out.flush()

@@ -243,7 +243,11 @@ class UpstreamConnection(Protocol):
             headers.append((name, value))
         if not keepAlive:
             self.reusable = False
-        if self._headRequest or status in _NO_BODY_STATUSES or status == 101:
+        if status == 101:
+            # Upgraded protocols (WebSockets) are not relayed yet: never reuse.
+            self.reusable = False
+            self._remaining = 0
+        elif self._headRequest or status in _NO_BODY_STATUSES:
             self._remaining = 0
         elif chunked:
             self._remaining = -1

@@ -1,0 +1,666 @@
+#!/usr/bin/env bash
+# bench/run.sh - throughput, latency and CPU cost of this project's proxy ("kamal-proxy") next to
+# the proxies a user would otherwise pick, all in front of one nginx origin, on THIS machine.
+#
+#   HTTP/1.1 (wrk):  direct        nginx origin, no proxy                        127.0.0.1:9001
+#                    nginx         nginx reverse proxy, 1 worker, upstream keepalive   :9002
+#                    caddy         caddy reverse_proxy                                 :9003
+#                    twisted       plain twisted.web.proxy.ReverseProxyResource        :9004
+#                    kamal-proxy   this project (request log on, to a file)            :9010
+#   (HTTPS / HTTP/2 with h2load: not yet; see SECTIONS and the run_<section> hook below.)
+#
+# Method (same as the team's peers.sh): one discarded warm-up per target and path, then ROUNDS
+# interleaved rounds (round r: /small for every target, then /big for every target) of
+#   wrk -t$THREADS -c$CONNS -d$DURATION --latency http://127.0.0.1:PORT/PATH
+# reporting medians with min-max, and proxy CPU time per request from /proc/<pid>/stat
+# (utime+stime of the proxy process and its direct children) sampled around each run.
+#
+# Everything listens on and talks to 127.0.0.1. The script starts its own servers, records their
+# PIDs in $W/pids.txt and on exit (trap) stops only those PIDs: TERM, then KILL after 5 s.
+# It never kills by name and does not touch the system nginx/caddy configs.
+#
+# Usage:   bash bench/run.sh                               # ~5 min on 2 cores (ROUNDS=3)
+#          ONLY="caddy kamal-proxy" ROUNDS=1 DURATION=3s WARMUP=1s bash bench/run.sh   # quick check
+# Knobs (env):
+#   ROUNDS=3 DURATION=8s CONNS=32 THREADS=1 WARMUP=5s     wrk parameters
+#   ONLY="direct nginx caddy twisted kamal-proxy"         subset of targets (origin always runs)
+#   SECTIONS=http1          protocol sections to run (hook for a later "h2" section)
+#   INSTALL=1               apt-get missing tools, create $VENV and pip install the project into it
+#   VENV=/tmp/kp-bench-venv python environment (kamal-proxy and the plain Twisted proxy run from it)
+#   PYTHON=python3          interpreter used to create $VENV
+#   W=/tmp/kp-bench         work dir: configs, logs, raw wrk output
+#   RESULTS=<repo>/docs/benchmarks.md                     report written here
+#   KP_RUN_FLAGS, KP_DEPLOY_ARGS                          kamal-proxy command line (see below)
+#   REPORT_ONLY=1           rewrite $RESULTS from the last run's raw files, start nothing
+# Output:  $RESULTS. Anything in it from the line "<!-- notes -->" to the end is kept across
+#          re-runs (hand-written notes). Last stdout line:
+#          RESULT kamal-proxy small: X req/s, Y x caddy, Z us/req
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8s}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-1}
+WARMUP=${WARMUP:-5s}
+INSTALL=${INSTALL:-1}
+ONLY=${ONLY:-}
+SECTIONS=${SECTIONS:-http1}
+W=${W:-/tmp/kp-bench}
+VENV=${VENV:-/tmp/kp-bench-venv}
+PYTHON=${PYTHON:-python3}
+RESULTS=${RESULTS:-$REPO/docs/benchmarks.md}
+NOTES_MARKER='<!-- notes -->'
+
+# ---- kamal-proxy command line: everything about how it is started and deployed is here.
+KP_PORT=9010
+KP_SOCK=$W/kp.sock
+KP_STATE=$W/kp-state
+# If "--https-port 0" is refused by the runner, use "--https-port 9443" instead.
+KP_RUN_FLAGS=${KP_RUN_FLAGS:-"--http-port $KP_PORT --https-port 0 --bind 127.0.0.1 --state-dir $KP_STATE --socket $KP_SOCK"}
+KP_DEPLOY_ARGS=${KP_DEPLOY_ARGS:-"bench --target 127.0.0.1:9001 --health-check-path /up"}
+KP_DEPLOY_TIMEOUT=${KP_DEPLOY_TIMEOUT:-120}   # seconds; deploy blocks until the target is healthy
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- targets
+# name|port|server (process whose CPU is charged; "-" = none)|note
+ALL_TARGETS=(
+  "direct|9001|-|nginx origin, no proxy"
+  "nginx|9002|nginx-proxy|nginx 1 worker, upstream keepalive"
+  "caddy|9003|caddy|caddy reverse_proxy"
+  "twisted|9004|twisted|plain twisted.web ReverseProxyResource, CPython, no access log"
+  "kamal-proxy|$KP_PORT|kamal-proxy|this project, request log on"
+)
+HTTP_TARGETS=()
+
+selected() { # selected NAME: is target NAME part of this run?
+  [[ -z $ONLY ]] && return 0
+  local n
+  for n in $ONLY; do [[ $n == "$1" ]] && return 0; done
+  return 1
+}
+
+select_targets() {
+  local n t known=" "
+  for t in "${ALL_TARGETS[@]}"; do known+="${t%%|*} "; done
+  for n in $ONLY; do [[ $known == *" $n "* ]] || die "ONLY: unknown target '$n' (known:$known)"; done
+  for t in "${ALL_TARGETS[@]}"; do selected "${t%%|*}" && HTTP_TARGETS+=("$t"); done
+  ((${#HTTP_TARGETS[@]})) || die "no target selected"
+  local s
+  for s in $SECTIONS; do declare -F "run_$s" >/dev/null || die "SECTIONS: no section '$s' (have: http1)"; done
+  : >"$W/raw/targets.tsv"
+  local name port srv note
+  for t in "${HTTP_TARGETS[@]}"; do
+    IFS='|' read -r name port srv note <<<"$t"
+    printf 'http1\t%s\t%s\t%s\n' "$name" "$port" "$note" >>"$W/raw/targets.tsv"
+  done
+}
+
+# ---------------------------------------------------------------- process bookkeeping
+declare -a STARTED_PIDS=()
+declare -A PID_OF=()
+
+cleanup() {
+  local rc=$? pid i
+  trap - EXIT INT TERM
+  if ((${#STARTED_PIDS[@]})); then
+    log "stopping started servers: ${STARTED_PIDS[*]}"
+    for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+      kill -TERM "${STARTED_PIDS[i]}" 2>/dev/null || true
+    done
+    for _ in $(seq 1 50); do
+      local alive=0
+      for pid in "${STARTED_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+      ((alive)) || break
+      sleep 0.1
+    done
+    for pid in "${STARTED_PIDS[@]}"; do
+      if kill -0 "$pid" 2>/dev/null; then
+        log "PID $pid still alive 5 s after TERM, sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+      wait "$pid" 2>/dev/null || true
+    done
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start_bg NAME CMD... : run CMD in the background, log to $W/logs/NAME.log, remember its PID
+start_bg() {
+  local name=$1; shift
+  "$@" >"$W/logs/$name.log" 2>&1 &
+  local pid=$!
+  STARTED_PIDS+=("$pid")
+  PID_OF[$name]=$pid
+  echo "$name $pid $*" >>"$W/pids.txt"
+  log "started $name pid=$pid"
+}
+
+port_busy() { [[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
+
+# wait_port PORT NAME: bounded (30 s) wait until 127.0.0.1:PORT accepts connections
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 150); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    kill -0 "${PID_OF[$name]}" 2>/dev/null || { tail -n 30 "$W/logs/$name.log" >&2; die "$name exited before listening on $port"; }
+    sleep 0.2
+  done
+  tail -n 30 "$W/logs/$name.log" >&2
+  die "$name did not listen on $port within 30s"
+}
+
+# wait_path PATH NAME: bounded (30 s) wait until PATH (e.g. a unix socket) exists
+wait_path() {
+  local path=$1 name=$2
+  for _ in $(seq 1 150); do
+    [[ -e $path ]] && return 0
+    kill -0 "${PID_OF[$name]}" 2>/dev/null || { tail -n 30 "$W/logs/$name.log" >&2; die "$name exited before creating $path"; }
+    sleep 0.2
+  done
+  tail -n 30 "$W/logs/$name.log" >&2
+  die "$name did not create $path within 30s"
+}
+
+# CPU ticks (utime+stime) of a process and its direct children (nginx master -> worker)
+proc_ticks() {
+  local total=0 p s
+  local -a f
+  [[ -z "${1:-}" ]] && { echo 0; return; }
+  for p in "$1" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+    s=$(cat /proc/"$p"/stat 2>/dev/null) || continue
+    s=${s##*) }
+    read -r -a f <<<"$s"
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+# machine-wide busy ticks (all CPUs) from /proc/stat
+sys_busy_ticks() {
+  local cpu u n s i io irq sirq st rest
+  read -r cpu u n s i io irq sirq st rest </proc/stat
+  echo $((u + n + s + irq + sirq + st))
+}
+
+# ---------------------------------------------------------------- 0. dependencies
+ensure_deps() {
+  local missing=() b
+  for b in nginx caddy wrk h2load curl ss; do command -v "$b" >/dev/null || missing+=("$b"); done
+  [[ -x /usr/bin/time ]] || missing+=(/usr/bin/time)
+  if ((${#missing[@]})); then
+    ((INSTALL)) || die "missing: ${missing[*]} (INSTALL=0; apt-get install wrk nginx caddy nghttp2-client time curl iproute2)"
+    log "installing wrk nginx caddy nghttp2-client time (missing: ${missing[*]})"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx caddy nghttp2-client time curl iproute2 >/dev/null
+  fi
+}
+
+ensure_venv() {
+  if ((INSTALL)); then
+    if [[ ! -x $VENV/bin/python ]]; then
+      log "creating $VENV with $PYTHON"
+      "$PYTHON" -m venv "$VENV"
+    fi
+    # Build from a copy so that pip's in-tree build (build/, *.egg-info) does not touch the repo.
+    rm -rf "$W/pkg"; mkdir -p "$W/pkg"
+    tar -C "$REPO" --exclude=./.git --exclude=./bench --exclude=./build --exclude=./dist \
+      --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis -cf - . |
+      tar -C "$W/pkg" -xf -
+    log "pip install $REPO into $VENV"
+    if ! timeout 900 "$VENV/bin/pip" install -q "$W/pkg" >"$W/logs/pip-install.log" 2>&1; then
+      tail -n 20 "$W/logs/pip-install.log" >&2
+      selected kamal-proxy && die "pip install of the project failed (log: $W/logs/pip-install.log)"
+      log "pip install of the project failed; kamal-proxy not selected, installing plain twisted only"
+      timeout 900 "$VENV/bin/pip" install -q twisted >>"$W/logs/pip-install.log" 2>&1 || die "pip install twisted failed"
+    fi
+  else
+    [[ -x $VENV/bin/python ]] || die "VENV=$VENV has no bin/python (INSTALL=0)"
+  fi
+  if selected twisted; then
+    "$VENV/bin/python" -c 'import twisted.web.proxy' 2>/dev/null || die "twisted is not importable in $VENV"
+  fi
+  if selected kamal-proxy; then check_kamal_proxy; fi
+}
+
+check_kamal_proxy() {
+  local kp=$VENV/bin/kamal-proxy
+  [[ -x $kp ]] || die "target kamal-proxy selected but $kp does not exist (project not installed in VENV=$VENV; INSTALL=1 installs it from $REPO; or drop it with ONLY=...)"
+  if ! timeout 60 "$kp" run --help >"$W/logs/kamal-proxy-run-help.txt" 2>&1; then
+    tail -n 15 "$W/logs/kamal-proxy-run-help.txt" >&2
+    die "target kamal-proxy selected but '$kp run --help' fails (see above / $W/logs/kamal-proxy-run-help.txt)"
+  fi
+  local flag
+  for flag in $KP_RUN_FLAGS; do
+    [[ $flag == --* ]] || continue
+    grep -q -- "${flag%%=*}" "$W/logs/kamal-proxy-run-help.txt" || log "WARNING: 'kamal-proxy run --help' does not mention $flag"
+  done
+}
+
+# ---------------------------------------------------------------- 1. files and configs
+write_files() {
+  mkdir -p "$W"/{www,logs,raw,origin/tmp,nginx-proxy/tmp,caddy/data,caddy/config}
+  chmod 755 "$W" "$W/www"
+  : >"$W/pids.txt"
+  rm -f "$W"/raw/* "$W"/logs/*
+  # deterministic payloads: 1 KiB text and 100 KiB (102400 bytes) binary
+  python3 - "$W/www" <<'EOF'
+import hashlib, os, sys
+d = sys.argv[1]
+open(os.path.join(d, "small"), "wb").write((b"0123456789abcdef" * 64)[:1024])
+out, seed = b"", b"anchors"
+while len(out) < 102400:
+    seed = hashlib.sha256(seed).digest(); out += seed
+open(os.path.join(d, "big"), "wb").write(out[:102400])
+EOF
+  chmod 644 "$W"/www/*
+
+  temps() {
+    local d=$1
+    printf '  client_body_temp_path %s/body;\n  proxy_temp_path %s/proxy;\n  fastcgi_temp_path %s/fastcgi;\n  uwsgi_temp_path %s/uwsgi;\n  scgi_temp_path %s/scgi;\n' "$d" "$d" "$d" "$d" "$d"
+  }
+  cat >"$W/origin/nginx.conf" <<EOF
+# origin: static files /small /big, health check /up; 1 worker
+daemon off;
+worker_processes 1;
+pid $W/origin/nginx.pid;
+error_log $W/logs/origin-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  default_type application/octet-stream;
+$(temps "$W/origin/tmp")
+  server {
+    listen 127.0.0.1:9001 backlog=4096;
+    root $W/www;
+    location = /up { default_type text/plain; return 200 "ok\n"; }
+  }
+}
+EOF
+  cat >"$W/nginx-proxy/nginx.conf" <<EOF
+# nginx reverse proxy, 1 worker, upstream keep-alive pool; proxy buffering at nginx defaults
+daemon off;
+worker_processes 1;
+pid $W/nginx-proxy/nginx.pid;
+error_log $W/logs/nginx-proxy-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+$(temps "$W/nginx-proxy/tmp")
+  upstream origin {
+    server 127.0.0.1:9001;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:9002 backlog=4096;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+  cat >"$W/caddy/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+}
+http://127.0.0.1:9003 {
+	bind 127.0.0.1
+	reverse_proxy 127.0.0.1:9001
+}
+EOF
+  cat >"$W/twisted_proxy.py" <<'EOF'
+"""Plain Twisted reverse proxy: twisted.web.proxy.ReverseProxyResource under twisted.web.server.Site.
+
+usage: twisted_proxy.py ENDPOINT...   (e.g. tcp:9004:interface=127.0.0.1)
+Access logging is disabled (nginx/caddy run with access logs off too).
+"""
+import sys
+
+from twisted.internet import endpoints, reactor
+from twisted.web import proxy, server
+
+
+class QuietSite(server.Site):
+    def log(self, request):
+        pass
+
+
+site = QuietSite(proxy.ReverseProxyResource("127.0.0.1", 9001, b""))
+for desc in sys.argv[1:]:
+    endpoints.serverFromString(reactor, desc).listen(site)
+print("listening", sys.argv[1:], "reactor", type(reactor).__name__, sys.version.replace("\n", " "), flush=True)
+reactor.run()
+EOF
+}
+
+# ---------------------------------------------------------------- 2. servers
+start_servers() {
+  local t name port srv note
+  port_busy 9001 && die "port 9001 already in use (not ours; not touching it)"
+  for t in "${HTTP_TARGETS[@]}"; do
+    IFS='|' read -r name port srv note <<<"$t"
+    [[ $name == direct ]] && continue
+    port_busy "$port" && die "port $port already in use (not ours; not touching it)"
+  done
+
+  start_bg origin nginx -e "$W/logs/origin-error.log" -p "$W/origin" -c "$W/origin/nginx.conf"
+  wait_port 9001 origin
+  if selected nginx; then
+    start_bg nginx-proxy nginx -e "$W/logs/nginx-proxy-error.log" -p "$W/nginx-proxy" -c "$W/nginx-proxy/nginx.conf"
+  fi
+  if selected caddy; then
+    start_bg caddy env XDG_DATA_HOME="$W/caddy/data" XDG_CONFIG_HOME="$W/caddy/config" HOME="$W/caddy" \
+      caddy run --config "$W/caddy/Caddyfile" --adapter caddyfile
+  fi
+  if selected twisted; then
+    start_bg twisted "$VENV/bin/python" "$W/twisted_proxy.py" "tcp:9004:interface=127.0.0.1:backlog=4096"
+  fi
+  if selected kamal-proxy; then start_kamal_proxy; fi
+  if selected nginx; then wait_port 9002 nginx-proxy; fi
+  if selected caddy; then wait_port 9003 caddy; fi
+  if selected twisted; then wait_port 9004 twisted; fi
+  if selected kamal-proxy; then wait_port "$KP_PORT" kamal-proxy; fi
+  return 0
+}
+
+start_kamal_proxy() {
+  rm -rf "$KP_STATE"; mkdir -p "$KP_STATE"; rm -f "$KP_SOCK"
+  # shellcheck disable=SC2086  # KP_RUN_FLAGS is a flag list, split on purpose
+  start_bg kamal-proxy "$VENV/bin/kamal-proxy" run $KP_RUN_FLAGS
+  wait_path "$KP_SOCK" kamal-proxy
+  log "deploying: kamal-proxy --socket $KP_SOCK deploy $KP_DEPLOY_ARGS"
+  # shellcheck disable=SC2086
+  if ! timeout "$KP_DEPLOY_TIMEOUT" "$VENV/bin/kamal-proxy" --socket "$KP_SOCK" deploy $KP_DEPLOY_ARGS \
+    >"$W/logs/kamal-proxy-deploy.log" 2>&1; then
+    tail -n 20 "$W/logs/kamal-proxy-deploy.log" >&2
+    tail -n 20 "$W/logs/kamal-proxy.log" >&2
+    die "kamal-proxy deploy failed or did not finish within ${KP_DEPLOY_TIMEOUT}s"
+  fi
+  echo "kamal-proxy-deploy - $VENV/bin/kamal-proxy --socket $KP_SOCK deploy $KP_DEPLOY_ARGS" >>"$W/pids.txt"
+}
+
+# ---------------------------------------------------------------- 3. checks
+sanity_checks() {
+  local t name port srv note path got
+  : >"$W/raw/checks.txt"
+  for t in "${HTTP_TARGETS[@]}"; do
+    IFS='|' read -r name port srv note <<<"$t"
+    for path in small big; do
+      got=$(curl -s -m 10 -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/$path" || true)
+      echo "$name /$path -> $got" >>"$W/raw/checks.txt"
+      [[ $got == "200 $([[ $path == small ]] && echo 1024 || echo 102400)" ]] || die "$name /$path returned '$got'"
+    done
+    # does the client connection stay alive? (2 requests, count connects)
+    echo "$name keep-alive: new connections for 2 sequential requests = $(curl -s -m 10 -o /dev/null -o /dev/null -w '%{num_connects} ' \
+      "http://127.0.0.1:$port/small" "http://127.0.0.1:$port/small" || true)(1 0 = reused, 1 1 = closed after each)" >>"$W/raw/checks.txt"
+    curl -s -m 10 -o /dev/null -D - "http://127.0.0.1:$port/small" 2>/dev/null | tr -d '\r' | sed '/^$/d; s/^/    /' |
+      { echo "$name response headers for /small:"; cat; } >>"$W/raw/checks.txt" || true
+  done
+  cat "$W/raw/checks.txt" >&2
+}
+
+# ---------------------------------------------------------------- 4. measurement
+RUNS_TSV=""
+# measure KIND NAME PORT SRV PATH ROUND CMD...
+measure() {
+  local kind=$1 name=$2 port=$3 srv=$4 path=$5 round=$6; shift 6
+  local raw="$W/raw/$kind-$name-$path-r$round.txt" tfile="$W/raw/time-$kind-$name-$path-r$round.txt"
+  local spid=""
+  [[ $srv != "-" ]] && spid=${PID_OF[$srv]}
+  local opid=${PID_OF[origin]}
+  local s0 o0 b0 s1 o1 b1
+  s0=$(proc_ticks "$spid"); o0=$(proc_ticks "$opid"); b0=$(sys_busy_ticks)
+  /usr/bin/time -f '%e %U %S' -o "$tfile" timeout 300 "$@" >"$raw" 2>&1 || echo "exit=$?" >>"$raw"
+  s1=$(proc_ticks "$spid"); o1=$(proc_ticks "$opid"); b1=$(sys_busy_ticks)
+  local wall cu cs
+  read -r wall cu cs < <(tail -n 1 "$tfile")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$name" "$path" "$round" "$port" \
+    $((s1 - s0)) $((o1 - o0)) $((b1 - b0)) "$wall" "$cu" "$cs" "$raw" >>"$RUNS_TSV"
+  log "$kind $name /$path r$round: $(grep -E 'Requests/sec' "$raw" | head -1 | tr -s ' ' || echo 'no result')"
+}
+
+# One function per protocol section: run_<section>. SECTIONS="http1" by default.
+# A later HTTPS/h2 section adds run_h2 (h2load against TLS ports, measure kind "h2"), its targets
+# in targets.tsv with kind "h2", and a renderer in write_report's SECTION_RENDERERS.
+run_http1() {
+  local t name port srv note r path
+  log "HTTP/1.1 warm-up (${WARMUP} per target and path, discarded)"
+  for t in "${HTTP_TARGETS[@]}"; do
+    IFS='|' read -r name port srv note <<<"$t"
+    for path in small big; do
+      timeout 300 wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port/$path" >"$W/raw/warmup-$name-$path.txt" 2>&1 || true
+    done
+  done
+  for r in $(seq 1 "$ROUNDS"); do
+    for path in small big; do
+      for t in "${HTTP_TARGETS[@]}"; do
+        IFS='|' read -r name port srv note <<<"$t"
+        measure wrk "$name" "$port" "$srv" "$path" "$r" \
+          wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/$path"
+      done
+    done
+  done
+}
+
+# ---------------------------------------------------------------- 5. report
+machine_notes() {
+  local rev
+  rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+  if [[ -n "$(git -C "$REPO" status --porcelain 2>/dev/null | head -1)" ]]; then rev+=" + uncommitted changes"; fi
+  {
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- CPU: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), memory $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
+    echo "- load average before/after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), caddy $(caddy version 2>/dev/null | cut -d' ' -f1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2 || true), $(curl --version | head -1 | cut -d' ' -f1-2)"
+    echo "- Python (VENV): $("$VENV/bin/python" -c 'import sys, twisted; print(sys.implementation.name, sys.version.split()[0], "Twisted", twisted.__version__)' 2>/dev/null || echo unknown)"
+    if selected kamal-proxy; then
+      echo "- kamal-proxy: $("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("kamal-proxy"))' 2>/dev/null || echo '?') installed from $REPO (git: $rev)"
+      local lines size
+      lines=$(wc -l <"$W/logs/kamal-proxy.log" 2>/dev/null || echo 0)
+      size=$(du -h "$W/logs/kamal-proxy.log" 2>/dev/null | cut -f1 || echo 0)
+      echo "- kamal-proxy log after the run: $lines lines, $size (one JSON line per request is expected)"
+    fi
+    echo "- net.ipv4.tcp_tw_reuse=$(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null), somaxconn=$(sysctl -n net.core.somaxconn 2>/dev/null)"
+    echo "- client (wrk) and all servers share the same $(nproc) vCPUs; no CPU pinning"
+  } >"$W/raw/machine.txt"
+}
+
+write_report() {
+  local keep=""
+  if [[ -f $RESULTS ]] && grep -qF -- "$NOTES_MARKER" "$RESULTS"; then
+    keep=$(sed -n "\\|^$NOTES_MARKER|,\$p" "$RESULTS")
+  fi
+  mkdir -p "$(dirname "$RESULTS")"
+  local tmp="$RESULTS.tmp.$$"
+  CLK=$(getconf CLK_TCK) ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS WARMUP=$WARMUP \
+    ONLY_USED="$ONLY" KP_RUN_FLAGS="$KP_RUN_FLAGS" KP_DEPLOY_ARGS="$KP_DEPLOY_ARGS" KP_SOCK="$KP_SOCK" VENV="$VENV" \
+    python3 - "$RUNS_TSV" "$W" "$tmp" <<'EOF'
+import os, re, statistics, sys
+tsv, W, out = sys.argv[1:4]
+E = os.environ
+CLK = int(E["CLK"])
+targets = {}  # kind -> {name: (port, note)}
+for line in open(os.path.join(W, "raw", "targets.tsv")):
+    kind, name, port, note = line.rstrip("\n").split("\t")
+    targets.setdefault(kind, {})[name] = (port, note)
+
+def ms(v, unit):
+    return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+NAN = float("nan")
+runs = []
+for line in open(tsv):
+    kind, name, path, rnd, port, sticks, oticks, bticks, wall, cu, cs, raw = line.rstrip("\n").split("\t")
+    txt = open(raw, errors="replace").read()
+    wall = float(wall)
+    r = dict(kind=kind, name=name, path=path, round=int(rnd), port=port, wall=wall,
+             srv_cpu=int(sticks) / CLK / wall * 100, origin_cpu=int(oticks) / CLK / wall * 100,
+             busy=int(bticks) / CLK / wall * 100, client_cpu=(float(cu) + float(cs)) / wall * 100)
+    if kind == "wrk":
+        m = re.search(r"Requests/sec:\s+([\d.]+)", txt); r["rps"] = float(m.group(1)) if m else NAN
+        for q in ("50", "99"):
+            m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % q, txt, re.M)
+            r["p" + q] = ms(*m.groups()) if m else NAN
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", txt)
+        r["sockerr"] = sum(map(int, m.groups())) if m else 0
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", txt); r["non2xx"] = int(m.group(1)) if m else 0
+        m = re.search(r"(\d+) requests in", txt); r["total"] = int(m.group(1)) if m else 0
+        if not r["total"]:
+            r["sockerr"] += 1  # wrk produced no result at all: count the run as an error
+        n = r["total"]
+    else:
+        n = 0
+    r["us_per_req"] = (int(sticks) / CLK) / n * 1e6 if n else NAN
+    runs.append(r)
+
+def med(xs):
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else NAN
+
+def f0(x): return "n/a" if x != x else f"{x:,.0f}"
+def f1(x): return "n/a" if x != x else f"{x:.1f}"
+def f2(x): return "n/a" if x != x else f"{x:.2f}"
+def ratio(a, b): return NAN if (a != a or b != b or not b) else a / b
+
+def group(kind, name, path):
+    return [r for r in runs if r["kind"] == kind and r["name"] == name and r["path"] == path]
+
+summary = {}  # (name, path) -> dict, for the RESULT line
+
+def render_http1(L):
+    L.append("## HTTP/1.1 through a proxy (wrk)\n")
+    for path, label in (("small", "1 KiB /small (1024 B)"), ("big", "100 KiB /big (102400 B)")):
+        dmed = med([r["rps"] for r in group("wrk", "direct", path)])
+        cmed = med([r["rps"] for r in group("wrk", "caddy", path)])
+        L.append(f"### {label}\n")
+        L.append("| target | median req/s [min-max] | p50 ms | p99 ms | vs direct | vs caddy | proxy CPU % | proxy CPU µs/req | errors |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for name, (port, note) in targets.get("http1", {}).items():
+            g = group("wrk", name, path)
+            if not g:
+                continue
+            rps = [r["rps"] for r in g if r["rps"] == r["rps"]]
+            m = med(rps)
+            errs = sum(r["sockerr"] + r["non2xx"] for r in g)
+            cpu = med([r["srv_cpu"] for r in g]); us = med([r["us_per_req"] for r in g])
+            vc = ratio(m, cmed)
+            summary[(name, path)] = dict(rps=m, vs_caddy=vc, us=us)
+            rng = f"[{f0(min(rps))}-{f0(max(rps))}]" if rps else ""
+            direct = name == "direct"
+            L.append(f"| **{name}** ({note}, :{port}) | {f0(m)} {rng} | {f2(med([r['p50'] for r in g]))} | "
+                     f"{f2(med([r['p99'] for r in g]))} | {f2(ratio(m, dmed))} | {f2(vc)} | "
+                     f"{'-' if direct else f1(cpu) + '%'} | {'-' if direct else f0(us)} | {errs} |")
+        L.append("")
+
+# protocol sections: kind in targets.tsv -> renderer (add "h2": render_h2 with the h2 section)
+SECTION_RENDERERS = {"http1": render_http1}
+
+L = []
+L.append("# Benchmarks: kamal-proxy (this project) next to nginx, Caddy and plain Twisted\n")
+L.append("Generated by `bench/run.sh` (re-run it to refresh; everything above the `<!-- notes -->` line is "
+         f"regenerated, the notes below it are kept). Raw wrk output and server logs: `{W}/raw/`, `{W}/logs/`.\n")
+if E.get("ONLY_USED"):
+    L.append(f"**Partial run**: `ONLY=\"{E['ONLY_USED']}\"`.\n")
+L.append("## Machine\n")
+L.append(open(os.path.join(W, "raw", "machine.txt")).read())
+L.append("\n## Method\n")
+L.append("- Origin: nginx, 1 worker, access log off, on 127.0.0.1:9001: static files `/small` (1024 B) and `/big` (102400 B), `/up` answers 200 `ok`.")
+L.append("- Proxies, all on 127.0.0.1 and all forwarding to the origin: nginx (1 worker, upstream keepalive 64, access log off) :9002; "
+         "Caddy `reverse_proxy` (admin and auto-HTTPS off, no access log) :9003; plain Twisted `twisted.web.proxy.ReverseProxyResource` "
+         "under `twisted.web.server.Site` on CPython, no access log :9004; this project :9010.")
+if "kamal-proxy" in targets.get("http1", {}):
+  L.append(f"- kamal-proxy started as `kamal-proxy run {E['KP_RUN_FLAGS']}` (stdout/stderr to a log file: its per-request JSON log line "
+         f"is on and included in the figures), then `kamal-proxy --socket {E['KP_SOCK']} deploy {E['KP_DEPLOY_ARGS']}` (blocks until healthy).")
+L.append(f"- HTTP/1.1: one discarded {E['WARMUP']} warm-up per target and path, then {E['ROUNDS']} interleaved rounds "
+         f"(round r: /small for every target, then /big for every target). Command per run:\n"
+         f"  `wrk -t{E['THREADS']} -c{E['CONNS']} -d{E['DURATION']} --latency http://127.0.0.1:PORT/small` (and `/big`).")
+L.append("- Reported: median over rounds, min-max of req/s in brackets. p50/p99: wrk --latency percentiles (closed loop, no "
+         "coordinated-omission correction), median over rounds. *vs direct*/*vs caddy*: median req/s ratio. "
+         "*proxy CPU %*: utime+stime of the proxy process and its direct children (/proc/PID/stat) during the run / wall time "
+         "(100% = one core). *proxy CPU µs/req*: that CPU time / requests completed, the least machine-dependent figure here. "
+         "*errors*: non-2xx/3xx responses + socket errors reported by wrk, summed over all measured runs.")
+L.append(f"- Re-run: `ROUNDS={E['ROUNDS']} DURATION={E['DURATION']} CONNS={E['CONNS']} THREADS={E['THREADS']} WARMUP={E['WARMUP']} bash bench/run.sh`"
+         + (f" with `ONLY=\"{E['ONLY_USED']}\"`" if E.get("ONLY_USED") else "") + ".\n")
+
+for kind, render in SECTION_RENDERERS.items():
+    if kind in targets:
+        render(L)
+
+L.append("## Every run (in execution order)\n")
+L.append("| target | path | round | req/s | p99 ms | proxy CPU | proxy µs/req | origin CPU | wrk CPU | machine CPU (all cores) |")
+L.append("|---|---|---|---|---|---|---|---|---|---|")
+for r in runs:
+    d = r["name"] == "direct"
+    L.append(f"| {r['name']} | {r['path']} | {r['round']} | {f0(r['rps'])} | {f2(r.get('p99', NAN))} | {'-' if d else f1(r['srv_cpu']) + '%'} | "
+             f"{'-' if d else f0(r['us_per_req'])} | {f1(r['origin_cpu'])}% | {f1(r['client_cpu'])}% | {f1(r['busy'])}% |")
+L.append("")
+L.append("## Sanity checks (curl, before the runs)\n")
+L.append("```")
+L.append(open(os.path.join(W, "raw", "checks.txt")).read().rstrip())
+L.append("```\n")
+L.append("## Servers as started\n")
+L.append("```")
+for line in open(os.path.join(W, "pids.txt")):
+    name, pid, cmd = line.rstrip("\n").split(" ", 2)
+    L.append(f"{name}: {cmd}")
+L.append("```")
+L.append("nginx configs, the Caddyfile and twisted_proxy.py are written by `write_files` in `bench/run.sh`.\n")
+open(out, "w").write("\n".join(L) + "\n")
+
+s = summary.get(("kamal-proxy", "small"))
+if s:
+    print(f"RESULT kamal-proxy small: {f0(s['rps']).replace(',', '')} req/s, {f2(s['vs_caddy'])} x caddy, {f0(s['us']).replace(',', '')} us/req")
+else:
+    print("RESULT kamal-proxy small: not measured (target not selected)")
+EOF
+  if [[ -n $keep ]]; then
+    printf '%s\n' "$keep" >>"$tmp"
+  else
+    printf '%s\n\n## Notes\n\n(hand-written observations go here; kept across re-runs)\n' "$NOTES_MARKER" >>"$tmp"
+  fi
+  mv -f "$tmp" "$RESULTS"
+  log "report written to $RESULTS"
+}
+
+# ---------------------------------------------------------------- main
+main() {
+  if [[ ${REPORT_ONLY:-0} == 1 ]]; then # regenerate the report from the last run's raw files
+    # shellcheck disable=SC1091
+    source "$W/raw/params.env"
+    RUNS_TSV="$W/raw/runs.tsv"
+    write_report
+    return 0
+  fi
+  local start=$SECONDS
+  LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+  mkdir -p "$W"/{logs,raw}
+  ensure_deps
+  write_files
+  select_targets
+  ensure_venv
+  start_servers
+  sanity_checks
+  RUNS_TSV="$W/raw/runs.tsv"; : >"$RUNS_TSV"
+  declare -p ROUNDS DURATION CONNS THREADS WARMUP ONLY SECTIONS VENV KP_RUN_FLAGS KP_DEPLOY_ARGS LOAD_BEFORE |
+    sed 's/^declare -[-x]* //' >"$W/raw/params.env"
+  local s
+  for s in $SECTIONS; do "run_$s"; done
+  machine_notes
+  write_report
+  log "done in $((SECONDS - start)) s"
+}
+main "$@"
