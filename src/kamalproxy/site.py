@@ -7,9 +7,11 @@ wait for them.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
@@ -61,6 +63,7 @@ class ProxySite(Site):
         self.requestLog = requestLog
         self.active: set[IRequest] = set()
         self._idleWaiters: list[Deferred] = []
+        self._channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
     def log(self, request: IRequest) -> None:
         if self.requestLog is not None:
@@ -68,6 +71,7 @@ class ProxySite(Site):
 
     def requestStarted(self, request: IRequest) -> None:
         self.active.add(request)
+        self._channels.add(request.channel)  # type: ignore[attr-defined]
 
     def requestEnded(self, request: IRequest) -> None:
         self.active.discard(request)
@@ -97,3 +101,31 @@ class ProxySite(Site):
         if d in self._idleWaiters:
             self._idleWaiters.remove(d)
         d.callback(None)
+
+    def closeConnections(self, timeout: float) -> Deferred:
+        """
+        Close every connection that carried a request, each once what was
+        written to it has been sent (so a response finished just before a
+        shutdown still reaches its client); fires when they are closed,
+        aborting those still open after C{timeout} seconds.
+        """
+        channels = [c for c in self._channels if _isOpen(c)]
+        for channel in channels:
+            channel.loseConnection()
+        deadline = self.clock.seconds() + timeout
+
+        async def closed() -> None:
+            while any(_isOpen(c) for c in channels):
+                if self.clock.seconds() >= deadline:
+                    for c in channels:
+                        if _isOpen(c):
+                            c.transport.abortConnection()
+                    return
+                await deferLater(self.clock, 0.01, lambda: None)  # type: ignore[arg-type]
+
+        return Deferred.fromCoroutine(closed())
+
+
+def _isOpen(channel: Any) -> bool:
+    transport = getattr(channel, "transport", None)
+    return transport is not None and bool(getattr(transport, "connected", False))

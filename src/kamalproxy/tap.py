@@ -175,12 +175,16 @@ class ProxyService(MultiService):
         stopped = super().stopService()
 
         async def drain() -> None:
+            deadline = self.site.clock.seconds() + self.grace
             await stopped
             if self.site.active:
                 self.log.info(
                     "Waiting for {count} requests in flight", count=len(self.site.active)
                 )
             await self.site.whenIdle(self.grace)
+            # Let the last responses reach their clients before the reactor
+            # drops every connection.
+            await self.site.closeConnections(max(0.0, deadline - self.site.clock.seconds()))
             await self.router.stop()
 
         return Deferred.fromCoroutine(drain())

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional, Protocol
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, FirstError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kamalproxy.health import HealthCheck
 from kamalproxy.options import TargetOptions
@@ -229,11 +230,19 @@ class TargetGroup:
 
     def whenHealthy(self) -> Deferred:
         """
-        Fires once every target is healthy; cancel it to stop waiting.
+        Fires once every target is healthy; cancel it to stop waiting (it
+        then fails with L{CancelledError}, so C{addTimeout} turns that into
+        L{TimeoutError}).
         """
-        return DeferredList(
+        waiting = DeferredList(
             [t.whenHealthy() for t in self.targets], fireOnOneErrback=True, consumeErrors=True
         )
+
+        def unwrap(failure: Failure) -> Failure:
+            failure.trap(FirstError)
+            return failure.value.subFailure  # type: ignore[no-any-return]
+
+        return waiting.addErrback(unwrap)
 
     @property
     def inflightCount(self) -> int:
