@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import IO, Any, Optional
 
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
@@ -61,6 +62,18 @@ def _header(headers: Any, name: bytes) -> str:
     return b",".join(values).decode("latin-1") if values else ""
 
 
+def _requestId(request: IRequest) -> str:
+    """
+    The request's ID: the one forwarded upstream, else the client's
+    C{X-Request-ID}, else a new one (unrouted requests are logged with an ID
+    too, as the original does).
+    """
+    forwarded = getattr(request, "kamalRequestId", None)
+    if forwarded:
+        return forwarded.decode("latin-1")
+    return _header(request.requestHeaders, b"x-request-id") or str(uuid.uuid4())
+
+
 def headerField(prefix: str, name: str) -> str:
     """
     The log field for a logged header: C{req_cache_control}.
@@ -108,7 +121,7 @@ class RequestLogger:
             "host": _header(reqHeaders, b"host"),
             "port": host().port if host is not None else 0,
             "path": path.decode("latin-1"),
-            "request_id": getattr(request, "kamalRequestId", b"").decode("latin-1"),
+            "request_id": _requestId(request),
             "status": getattr(request, "kamalStatus", None) or request.code,
             "service": getattr(request, "kamalService", ""),
             "target": getattr(request, "kamalTarget", ""),
