@@ -409,7 +409,6 @@ class UnsupportedTests(SynchronousTestCase):
         "canonical-host": "example.com",
         "writer-affinity-timeout": "2s",
         "read-target-websockets": None,
-        "buffer-memory": "100",
         "error-pages": "/pages",
         "exclude-metrics-path": "/up",
         "client-ip-header": "CF-Connecting-IP",
@@ -424,7 +423,7 @@ class UnsupportedTests(SynchronousTestCase):
         assert deployVerb is not None
         unsupported = {flag.name for flag in deployVerb.flags if not flag.supported}
         self.assertEqual(
-            unsupported, set(self.unsupportedValues) | {"max-request-body", "max-response-body"}
+            unsupported, set(self.unsupportedValues)
         )
         for name, value in self.unsupportedValues.items():
             arg = f"--{name}" if value is None else f"--{name}={value}"
@@ -458,7 +457,7 @@ class UnsupportedTests(SynchronousTestCase):
     def test_maxBodyNeedsBuffering(self) -> None:
         """
         As in the original, C{--max-request-body}/C{--max-response-body}
-        need their buffer flag; with it, a limit is not supported yet.
+        need their buffer flag; with it, the limit is taken.
         """
         self.assertEqual(
             deployError(self, "deploy s --target web --max-request-body=10"),
@@ -468,14 +467,13 @@ class UnsupportedTests(SynchronousTestCase):
             deployError(self, "deploy s --target web --max-response-body=10"),
             "max-response-body can only be set when response buffering is enabled",
         )
-        self.assertEqual(
-            deployError(self, "deploy s --target web --buffer-requests --max-request-body=10"),
-            "`--max-request-body` is not supported yet",
+        _, _, options = parseDeploy(
+            "s --target web --buffer-requests --max-request-body=10 "
+            "--buffer-responses --max-response-body=20 --buffer-memory=5".split()
         )
-        self.assertEqual(
-            deployError(self, "deploy s --target web --buffer-responses --max-response-body=10"),
-            "`--max-response-body` is not supported yet",
-        )
+        self.assertEqual(options.target.max_request_body_size, 10)
+        self.assertEqual(options.target.max_response_body_size, 20)
+        self.assertEqual(options.target.max_memory_buffer_size, 5)
 
     def test_unsupportedFlagValuesStillChecked(self) -> None:
         """

@@ -405,21 +405,18 @@ _DEPLOY_FLAGS = (
         INT,
         DEFAULT_BUFFER_MEMORY,
         "Max size of memory buffer",
-        supported=False,
     ),
     Flag(
         "max-request-body",
         INT,
         0,
         "Max size of request body when buffering (default of 0 means unlimited)",
-        supported=False,
     ),
     Flag(
         "max-response-body",
         INT,
         0,
         "Max size of response body when buffering (default of 0 means unlimited)",
-        supported=False,
     ),
     Flag("error-pages", STRING, "", "Path to custom error pages", supported=False),
     Flag(

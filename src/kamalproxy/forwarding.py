@@ -27,6 +27,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from kamalproxy import pages
+from kamalproxy.buffering import BodyBuffer, BodyTooLarge
 from kamalproxy.options import TargetOptions
 from kamalproxy.targets import Target
 from kamalproxy.upstream import RawHeaders, UpstreamConnection
@@ -187,7 +188,7 @@ class Forwarding:
         self.headReceived = False
         self._timer: Optional[IDelayedCall] = None
         self._producer: Optional[_UpstreamProducer] = None
-        self._buffered: Optional[list[bytes]] = [] if options.buffer_responses else None
+        self._buffered: Optional[BodyBuffer] = None
         self._retried = False
         self._method = b"GET"
         self._path = b"/"
@@ -257,8 +258,13 @@ class Forwarding:
         self.headReceived = True
         self._cancelTimer()
         request.setResponseCode(status, reason or None)
-        request.responseHeaders = copyResponseHeaders(headers)
-        if self._buffered is None and self.conn is not None:
+        request.responseHeaders = responseHeaders = copyResponseHeaders(headers)
+        options = self.options
+        if options.buffer_responses and not _isEventStream(responseHeaders):
+            self._buffered = BodyBuffer(
+                options.max_memory_buffer_size, options.max_response_body_size
+            )
+        elif self.conn is not None:
             self._producer = _UpstreamProducer(self.conn.transport)  # type: ignore[arg-type]
             request.registerProducer(self._producer, True)
 
@@ -266,10 +272,22 @@ class Forwarding:
         request = self.request
         if request is None:
             return
-        if self._buffered is not None:
-            self._buffered.append(data)
-        else:
+        buffered = self._buffered
+        if buffered is None:
             request.write(data)
+            return
+        try:
+            buffered.write(data)
+        except BodyTooLarge:
+            self.log.info(
+                "Response from {target} is over the maximum response body size",
+                target=self.target.address,
+            )
+            buffered.close()
+            self._buffered = None
+            self._abortUpstream()
+            request.responseHeaders = Headers()
+            self._fail(502)
 
     def responseDone(self) -> None:
         request = self.request
@@ -280,9 +298,13 @@ class Forwarding:
         if producer is not None:
             request.unregisterProducer()
             producer.resumeProducing()
-        if self._buffered:
-            request.write(b"".join(self._buffered))
-        request.finish()
+        buffered, self._buffered = self._buffered, None
+        if buffered is None:
+            request.finish()
+        else:
+            # The target connection goes back to the pool as this returns;
+            # the client reads the buffered copy at its own pace.
+            sendBuffered(request, buffered)
 
     def responseFailed(self, reason: Failure, headReceived: bool) -> None:
         request = self.request
@@ -388,6 +410,38 @@ class Forwarding:
         self._cancelTimer()
         self.request = None
         self.target.finished(self)
+
+
+def _isEventStream(headers: Headers) -> bool:
+    contentType = headers.getRawHeaders(b"content-type")
+    return bool(contentType) and contentType[0].lower().startswith(b"text/event-stream")
+
+
+def sendBuffered(request: IRequest, buffered: BodyBuffer) -> None:
+    """
+    Send a completely buffered response body to C{request}'s client and
+    finish it: in one write from memory, or streamed from the temporary file
+    with flow control; the buffer is freed afterwards.
+    """
+    if (
+        request.method != b"HEAD"
+        and request.code not in (204, 304)
+        and not request.responseHeaders.hasHeader(b"content-length")
+    ):
+        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % buffered.size])
+    if buffered.inMemory:
+        request.write(buffered.getvalue())
+        buffered.close()
+        request.finish()
+        return
+    buffered.file.seek(0)
+
+    def done(result: object) -> None:
+        buffered.close()
+        if not getattr(request, "_disconnected", False):
+            request.finish()
+
+    FileSender().beginFileTransfer(buffered.file, request).addBoth(done)
 
 
 def forward(

@@ -46,3 +46,36 @@ def writePage(request: IRequest, status: int) -> None:
     if request.method != b"HEAD":
         request.write(body)
     request.finish()
+
+
+_REASONS = {
+    400: b"Bad Request",
+    404: b"Not Found",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+def rawResponse(status: int) -> bytes:
+    """
+    A complete HTTP/1.1 response with the page for C{status} and
+    C{Connection: close}, for answering on a connection directly when there
+    is no request object fit to answer with (a request refused before it
+    was fully received).
+    """
+    body = _PAGES.get(status, b"")
+    reason = _REASONS.get(status, b"Error")
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, reason),
+            b"Content-Type: text/html; charset=utf-8\r\n",
+            b"Content-Length: %d\r\n" % len(body),
+            b"Connection: close\r\n\r\n",
+            body,
+        )
+    )

@@ -107,11 +107,20 @@ class Router:
                 path = path[len(mount) :]
                 if not path.startswith(b"/"):
                     uri, path = b"/" + uri, b"/" + path
-        match = self._table.lookup(requestHost(request.getHeader(b"host")), path)
+        match = getattr(request, "kamalRoute", None) or self.routeFor(
+            request.getHeader(b"host"), path
+        )
         if match is None:
             return pages.renderPage(request, 404)
         service, prefix = match
         return service.render(request, path, prefix, uri[len(path) :])
+
+    def routeFor(self, host: Optional[bytes], path: bytes) -> Optional[tuple[Service, bytes]]:
+        """
+        The service (and matched prefix) for a C{Host} header value and a
+        path, or L{None}.
+        """
+        return self._table.lookup(requestHost(host), path)
 
     # Changing services
 

@@ -8,6 +8,7 @@ wait for them.
 from __future__ import annotations
 
 import weakref
+from io import BytesIO
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
@@ -15,15 +16,88 @@ from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from twisted.logger import Logger
 from twisted.web.server import Request, Site
+
+from kamalproxy import pages
+from kamalproxy.buffering import bodyFile
+from kamalproxy.options import DEFAULT_BUFFER_MEMORY
+
+_log = Logger()
 
 
 class ProxyRequest(Request):
     """
-    A request that tells its site when it starts and ends.
+    A request that tells its site when it starts and ends, and that applies
+    its service's body rules as soon as its headers are in: a declared
+    C{Content-Length} over C{--max-request-body} is refused with 413 before
+    the body is read, a chunked body crossing it is cut off with 413, and the
+    body is kept in memory up to C{--buffer-memory}, in a temporary file
+    beyond.
     """
 
     kamalSite: "ProxySite"
+    kamalRefused = False
+    _bodyLimit = 0
+    _bodyReceived = 0
+
+    def gotLength(self, length: Optional[int]) -> None:
+        route = self._routeEarly()
+        self.kamalRoute = route
+        if route is None:
+            self.content = bodyFile(length, DEFAULT_BUFFER_MEMORY)
+            return
+        options = route[0].options.target
+        self._bodyLimit = options.max_request_body_size
+        if self._bodyLimit and length is not None and length > self._bodyLimit:
+            self.content = BytesIO()
+            self._refuse(413, f"declared body of {length} bytes is over the limit")
+            return
+        self.content = bodyFile(length, options.max_memory_buffer_size)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.kamalRefused:
+            return
+        self._bodyReceived += len(data)
+        if self._bodyLimit and self._bodyReceived > self._bodyLimit:
+            self._refuse(413, "body is over the limit")
+            return
+        self.content.write(data)
+
+    def _routeEarly(self) -> Optional[tuple[Any, bytes]]:
+        """
+        The route for this request from its head alone (the body is not in
+        yet), when the site's resource is the proxy's router.
+        """
+        router = getattr(self.channel.site, "resource", None)
+        routeFor = getattr(router, "routeFor", None)
+        target = getattr(self.channel, "_path", None)  # the request target, kept by HTTPChannel
+        if routeFor is None or not target or not target.startswith(b"/"):
+            return None
+        return routeFor(self.requestHeaders.getRawHeaders(b"host", [None])[0], target.split(b"?", 1)[0])
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """
+        Answer C{status} at once, straight on the connection, and close it:
+        the request is never forwarded.
+        """
+        self.kamalRefused = True
+        channel = self.channel
+        peer = channel.transport.getPeer() if channel.transport is not None else None
+        _log.info(
+            "Refused a request with {status} from {peer}: {reason}",
+            status=status,
+            peer=getattr(peer, "host", "?"),
+            reason=reason,
+        )
+        if channel.transport is not None:
+            channel.transport.write(pages.rawResponse(status))
+            channel.transport.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.kamalRefused:
+            return
+        super().requestReceived(command, path, version)
 
     def process(self) -> None:
         site: ProxySite = self.channel.site
