@@ -409,7 +409,6 @@ class UnsupportedTests(SynchronousTestCase):
         "canonical-host": "example.com",
         "writer-affinity-timeout": "2s",
         "read-target-websockets": None,
-        "error-pages": "/pages",
         "exclude-metrics-path": "/up",
         "client-ip-header": "CF-Connecting-IP",
         "scope-cookie-paths": None,

@@ -418,7 +418,7 @@ _DEPLOY_FLAGS = (
         0,
         "Max size of response body when buffering (default of 0 means unlimited)",
     ),
-    Flag("error-pages", STRING, "", "Path to custom error pages", supported=False),
+    Flag("error-pages", STRING, "", "Path to custom error pages"),
     Flag(
         "log-request-header",
         STRINGS,
@@ -710,6 +710,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             path_prefixes=values["path-prefix"] or ("/",),
             strip_prefix=values["strip-path-prefix"],
             tls_enabled=tls,
+            error_page_path=values["error-pages"],
         ),
         target=TargetOptions(
             health_check=HealthCheckConfig(

@@ -82,6 +82,7 @@ class ServiceOptions:
     path_prefixes: tuple[str, ...] = attr.ib(default=("/",), converter=_tupleOfStr)
     strip_prefix: bool = True
     tls_enabled: bool = False
+    error_page_path: str = ""
 
 
 @attr.s(auto_attribs=True, frozen=True, slots=True)

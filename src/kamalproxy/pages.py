@@ -9,6 +9,8 @@ from importlib.resources import files
 
 from twisted.web.iweb import IRequest
 
+from kamalproxy.errorpages import renderTemplate
+
 STATUSES = (400, 404, 502, 503, 504)
 
 _PAGES: dict[int, bytes] = {
@@ -29,7 +31,11 @@ def renderPage(request: IRequest, status: int) -> bytes:
     Set C{request} up to answer with the error page for C{status} and return
     its body, for a resource's C{render} to return.
     """
-    body = _PAGES[status]
+    custom = getattr(request, "kamalErrorPages", None)
+    if custom and status in custom:
+        body = renderTemplate(custom[status], getattr(request, "kamalErrorMessage", ""))
+    else:
+        body = _PAGES[status]
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"text/html; charset=utf-8")
     request.setHeader(b"content-length", b"%d" % len(body))

@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from kamalproxy import pages
 from kamalproxy.durations import formatDuration
+from kamalproxy.errorpages import loadErrorPages
 from kamalproxy.options import DeployOptions, InvalidOptions, fromJSON, normalizeDeploy, toJSON
 from kamalproxy.routing import RoutingTable, requestHost
 from kamalproxy.service import Service
@@ -53,6 +54,16 @@ def tcpConnectorFor(reactor: IReactorTCP) -> ConnectorFor:
         return lambda: endpoint.connect(factory)
 
     return connectorFor
+
+
+def _errorPagesFor(options: DeployOptions) -> Optional[dict[int, bytes]]:
+    """
+    The service's own error pages, read at deploy time (a few small files).
+
+    @raise InvalidOptions: the directory cannot be used.
+    """
+    path = options.service.error_page_path
+    return loadErrorPages(path) if path else None
 
 
 @implementer(IResource)
@@ -135,6 +146,7 @@ class Router:
         """
         name, normalized, options = normalizeDeploy(name, list(targets), options)
         self._checkConflicts(name, options)
+        errorPages = _errorPagesFor(options)
         group = TargetGroup(self._makeTarget(t, options) for t in normalized)
         group.startHealthChecks()
         if not options.force:
@@ -155,7 +167,7 @@ class Router:
             group.stop()
             raise
         old = self.services.get(name)
-        self.services[name] = Service(self._clock, name, options, group)
+        self.services[name] = Service(self._clock, name, options, group, errorPages)
         if old is not None:
             self.services[name].state = old.state
         self._changed()
@@ -195,10 +207,19 @@ class Router:
             except (InvalidOptions, DeployError, KeyError, TypeError, AttributeError) as e:
                 self.log.error("Skipping a saved service that cannot be restored: {error}", error=e)
                 continue
+            try:
+                errorPages = _errorPagesFor(options)
+            except InvalidOptions as e:
+                self.log.error(
+                    "Restored {service} with the built-in error pages: {error}",
+                    service=name,
+                    error=e,
+                )
+                errorPages = None
             group = TargetGroup(self._makeTarget(t, options) for t in targets)
             group.markHealthy()
             group.startHealthChecks()
-            self.services[name] = Service(self._clock, name, options, group)
+            self.services[name] = Service(self._clock, name, options, group, errorPages)
             self.log.info("Restored {service}", service=name)
         self._rebuild()
 

@@ -6,7 +6,7 @@ to.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
@@ -25,12 +25,24 @@ class Service:
     A named service; its group is replaced in one assignment on deploy.
     """
 
-    def __init__(self, clock: IReactorTime, name: str, options: DeployOptions, group: TargetGroup) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        name: str,
+        options: DeployOptions,
+        group: TargetGroup,
+        errorPages: Optional[dict[int, bytes]] = None,
+    ) -> None:
+        """
+        @param errorPages: the service's own error page templates by status
+            (see L{kamalproxy.errorpages}).
+        """
         self.clock = clock
         self.name = name
         self.options = options
         self.group = group
         self.state = RUNNING
+        self.errorPages = errorPages
 
     def __repr__(self) -> str:
         return f"<Service {self.name} {self.group.addresses}>"
@@ -47,6 +59,8 @@ class Service:
         Forward C{request}, whose path C{path} matched C{prefix}.
         """
         request.kamalService = self.name  # type: ignore[attr-defined]
+        if self.errorPages:
+            request.kamalErrorPages = self.errorPages  # type: ignore[attr-defined]
         target = self.group.pick()
         if target is None or target.draining:
             return pages.renderPage(request, 503)

@@ -132,6 +132,7 @@ class ProxySite(Site):
         requestLog: Optional[Callable[[IRequest], None]] = None,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("reactor", clock)  # timeouts on the injected clock, not the global reactor
         super().__init__(resource, **kwargs)
         self.clock = clock
         self.requestLog = requestLog
