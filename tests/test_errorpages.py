@@ -60,5 +60,5 @@ class ErrorPagesTests(SynchronousTestCase):
         request = DummyRequest([b""])
         request.kamalErrorPages = loaded
         self.assertEqual(pages.renderPage(request, 502), b"<h1>our 502</h1>")
-        self.assertEqual(request.code, 502)
+        self.assertEqual(request.responseCode, 502)
         self.assertEqual(pages.renderPage(request, 504), pages.pageFor(504))
