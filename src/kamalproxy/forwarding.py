@@ -457,8 +457,19 @@ def forward(
 
     @return: L{NOT_DONE_YET}, for C{render} to return.
     """
-    now = clock.seconds()
-    headers, requestId = requestHeaders(request, options, now)
+    headers = stampRequest(clock, request, target, options)
+    Forwarding(clock, request, target, options).start(request.method, path, headers)
+    return NOT_DONE_YET
+
+
+def stampRequest(
+    clock: IReactorTime, request: IRequest, target: Target, options: TargetOptions
+) -> RawHeaders:
+    """
+    Note on C{request} what the request log needs, and return the headers
+    to send upstream.
+    """
+    headers, requestId = requestHeaders(request, options, clock.seconds())
     request.kamalRequestId = requestId  # type: ignore[attr-defined]
     request.kamalTarget = target.address  # type: ignore[attr-defined]
     request.defaultContentType = None  # type: ignore[attr-defined]
@@ -468,5 +479,4 @@ def forward(
             options.log_request_headers,
             options.log_response_headers,
         )
-    Forwarding(clock, request, target, options).start(request.method, path, headers)
-    return NOT_DONE_YET
+    return headers

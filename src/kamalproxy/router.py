@@ -14,6 +14,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from kamalproxy import pages
@@ -105,6 +106,10 @@ class Router:
         Forward C{request} to the service that owns its host and path, or
         answer with the 404 page.
         """
+        streaming = getattr(request, "kamalStreaming", None)
+        if streaming is not None:
+            streaming.requestReady()
+            return NOT_DONE_YET
         uri: bytes = request.uri
         path: bytes = request.path
         if not path.startswith(b"/"):

@@ -38,6 +38,7 @@ class ProxyRequest(Request):
 
     kamalSite: "ProxySite"
     kamalRefused = False
+    kamalStreaming: Any = None
     _bodyLimit = 0
     _bodyReceived = 0
 
@@ -53,10 +54,37 @@ class ProxyRequest(Request):
             self.content = BytesIO()
             self._refuse(413, f"declared body of {length} bytes is over the limit")
             return
+        if not options.buffer_requests and length != 0:
+            self.content = BytesIO()
+            self._startStreaming(route, length)
+            return
         self.content = bodyFile(length, options.max_memory_buffer_size)
+
+    def _startStreaming(self, route: tuple[Any, bytes], length: Optional[int]) -> None:
+        """
+        Forward now and send the body on as it arrives (request buffering
+        is off for this service).
+        """
+        service, prefix = route
+        site: ProxySite = self.channel.site
+        self.kamalSite = site
+        self.kamalStarted = site.clock.seconds()
+        site.requestStarted(self)
+        target: bytes = self.channel._path
+        path, sep, query = target.partition(b"?")
+        self.method = self.channel._command
+        streaming = service.startStreaming(self, self.method, path, prefix, sep + query, length)
+        if streaming is None:
+            self._refuse(503, "no healthy target")
+            return
+        self.kamalStreaming = streaming
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.kamalRefused:
+            return
+        streaming = self.kamalStreaming
+        if streaming is not None:
+            streaming.bodyChunk(data)
             return
         self._bodyReceived += len(data)
         if self._bodyLimit and self._bodyReceived > self._bodyLimit:
@@ -97,12 +125,15 @@ class ProxyRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.kamalRefused:
             return
+        if self.kamalStreaming is not None:
+            self.kamalStreaming.bodyDone()
         super().requestReceived(command, path, version)
 
     def process(self) -> None:
         site: ProxySite = self.channel.site
         self.kamalSite = site
-        self.kamalStarted = site.clock.seconds()
+        if self.kamalStreaming is None:
+            self.kamalStarted = site.clock.seconds()
         site.requestStarted(self)
         super().process()
 

@@ -118,6 +118,7 @@ class UpstreamConnection(Protocol):
         headers: RawHeaders,
         body: bytes = b"",
         streamedLength: int = 0,
+        chunked: bool = False,
     ) -> None:
         """
         Send one request; the response goes to C{handler}.
@@ -125,7 +126,8 @@ class UpstreamConnection(Protocol):
         C{headers} must not contain hop-by-hop headers nor C{Content-Length};
         this sets C{Content-Length} from C{body} for methods that carry one.
         With C{streamedLength}, the caller writes that many body bytes to the
-        transport itself after this returns.
+        transport itself after this returns; with C{chunked}, the caller
+        writes the body chunk-encoded, ending with the last chunk.
         """
         self._handler = handler
         self._headRequest = method == b"HEAD"
@@ -136,7 +138,9 @@ class UpstreamConnection(Protocol):
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         length = streamedLength or len(body)
-        if length or method in (b"POST", b"PUT", b"PATCH"):
+        if chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif length or method in (b"POST", b"PUT", b"PATCH"):
             parts += (b"Content-Length: ", b"%d" % length, b"\r\n")
         parts.append(b"\r\n")
         if body and len(body) < 65536:
