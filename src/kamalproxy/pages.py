@@ -11,7 +11,7 @@ from twisted.web.iweb import IRequest
 
 from kamalproxy.errorpages import renderTemplate
 
-STATUSES = (400, 404, 502, 503, 504)
+STATUSES = (400, 404, 502, 503, 504, 408, 413, 414, 431)
 
 _PAGES: dict[int, bytes] = {
     status: files("kamalproxy").joinpath("pages", f"{status}.html").read_bytes()

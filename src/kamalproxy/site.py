@@ -21,9 +21,32 @@ from twisted.web.server import Request, Site
 
 from kamalproxy import pages
 from kamalproxy.buffering import bodyFile
+from kamalproxy.channel import ChannelLimits, ConnectionLimiter, buildChannelProtocol
 from kamalproxy.options import DEFAULT_BUFFER_MEMORY
 
 _log = Logger()
+
+
+def refuseOn(channel: Any, status: int, reason: str) -> None:
+    """
+    Answer C{status} with its page straight on C{channel}'s connection and
+    close it: through L{ProxyChannel.refuse} when the channel is ours (one
+    log line, write timeout on the close), else directly.
+    """
+    refuse = getattr(channel, "refuse", None)
+    if refuse is not None:
+        refuse(status, reason)
+        return
+    transport = channel.transport
+    _log.info(
+        "Refused a request from {peer} with {status}: {reason}",
+        peer=getattr(transport.getPeer(), "host", "?") if transport is not None else "?",
+        status=status,
+        reason=reason,
+    )
+    if transport is not None:
+        transport.write(pages.rawResponse(status))
+        transport.loseConnection()
 
 
 class ProxyRequest(Request):
@@ -110,17 +133,7 @@ class ProxyRequest(Request):
         the request is never forwarded.
         """
         self.kamalRefused = True
-        channel = self.channel
-        peer = channel.transport.getPeer() if channel.transport is not None else None
-        _log.info(
-            "Refused a request with {status} from {peer}: {reason}",
-            status=status,
-            peer=getattr(peer, "host", "?"),
-            reason=reason,
-        )
-        if channel.transport is not None:
-            channel.transport.write(pages.rawResponse(status))
-            channel.transport.loseConnection()
+        refuseOn(self.channel, status, reason)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.kamalRefused:
@@ -155,21 +168,34 @@ class ProxySite(Site):
     """
 
     requestFactory = ProxyRequest
+    # --- connection limits (kamalproxy.channel) ---
+    protocol = buildChannelProtocol  # a strict ProxyChannel, still switchable to HTTP/2 by ALPN
 
     def __init__(
         self,
         resource: IResource,
         clock: IReactorTime,
         requestLog: Optional[Callable[[IRequest], None]] = None,
+        limits: Optional[ChannelLimits] = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("reactor", clock)  # timeouts on the injected clock, not the global reactor
         super().__init__(resource, **kwargs)
+        self.limits = limits if limits is not None else ChannelLimits()
+        self.timeOut = self.limits.idleTimeout or None  # HTTP/2's idle timeout
+        self.connectionLimiter = ConnectionLimiter(clock, self.limits.maxConnections)
+        # --- end connection limits ---
         self.clock = clock
         self.requestLog = requestLog
         self.active: set[IRequest] = set()
         self._idleWaiters: list[Deferred] = []
         self._channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        # --- connection limits (kamalproxy.channel): None closes it at once ---
+        if not self.connectionLimiter.admit(addr):
+            return None
+        return super().buildProtocol(addr)
 
     def log(self, request: IRequest) -> None:
         if self.requestLog is not None:

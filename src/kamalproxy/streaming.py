@@ -20,9 +20,9 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from kamalproxy import pages
 from kamalproxy.forwarding import Forwarding, stampRequest
 from kamalproxy.options import TargetOptions
+from kamalproxy.site import refuseOn
 from kamalproxy.targets import Target
 from kamalproxy.upstream import RawHeaders, UpstreamConnection
 
@@ -202,12 +202,9 @@ class StreamingForwarding(Forwarding):
         self._release()
         self._abortUpstream()
         request.kamalRefused = True  # type: ignore[attr-defined]
-        transport = self._clientTransport
-        if transport is not None:
-            if self._clientPaused:
-                transport.resumeProducing()
-            transport.write(pages.rawResponse(status))
-            transport.loseConnection()
+        if self._clientPaused and self._clientTransport is not None:
+            self._clientTransport.resumeProducing()
+        refuseOn(request.channel, status, "the target could not take the request")
 
 
 def forwardStreaming(

@@ -19,7 +19,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from kamalproxy import channel
 from kamalproxy.controlserver import ControlFactory
+from kamalproxy.durations import parseDuration
 from kamalproxy.paths import defaultSocketPath, defaultStateDir
 from kamalproxy.requestlog import RequestLogger
 from kamalproxy.router import Router, tcpConnectorFor
@@ -48,6 +50,46 @@ def _port(value: str) -> int:
     return port
 
 
+def _seconds(value: str) -> float:
+    """
+    A Go duration (C{30s}, C{1m}), or an integer number of seconds as
+    Thruster reads its timeouts.
+    """
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    return parseDuration(text)
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(value)
+    return number
+
+
+# Connection limits (kamalproxy.channel): flag, coerce, default, ChannelLimits field.
+_CHANNEL_OPTIONS = (
+    ("http-idle-timeout", _seconds, channel.DEFAULT_IDLE_TIMEOUT, "idleTimeout"),
+    ("http-read-timeout", _seconds, channel.DEFAULT_READ_TIMEOUT, "readTimeout"),
+    ("http-write-timeout", _seconds, channel.DEFAULT_WRITE_TIMEOUT, "writeTimeout"),
+    ("max-connections", _count, channel.DEFAULT_MAX_CONNECTIONS, "maxConnections"),
+    ("max-request-line", _count, channel.DEFAULT_MAX_REQUEST_LINE, "maxRequestLine"),
+    ("max-header-line", _count, channel.DEFAULT_MAX_HEADER_LINE, "maxHeaderLine"),
+    ("max-header-bytes", _count, channel.DEFAULT_MAX_HEADER_BYTES, "maxHeaderBytes"),
+    ("max-headers", _count, channel.DEFAULT_MAX_HEADERS, "maxHeaders"),
+)
+
+
+def channelLimits(config: Mapping[str, Any]) -> channel.ChannelLimits:
+    """
+    The L{channel.ChannelLimits} for parsed L{Options} (defaults for any
+    option missing from C{config}).
+    """
+    values = {field: config[key] for key, _, _, field in _CHANNEL_OPTIONS if config.get(key) is not None}
+    return channel.ChannelLimits(**values)
+
+
 def _bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "t", "true"):
@@ -74,6 +116,14 @@ class Options(usage.Options):
         ["socket", None, None, "Control socket path. [default: $KAMAL_PROXY_SOCKET, $XDG_RUNTIME_DIR/kamal-proxy.sock, or the temp dir]"],
         ["state-dir", None, None, "Directory for the state file. [default: ~/.config/kamal-proxy]"],
         ["metrics-port", None, None, "Prometheus metrics port (0 = off). [default: 0]", _port],
+        ["http-idle-timeout", None, None, "Close a connection waiting this long for a request (0 = never). [default: 60s]", _seconds],
+        ["http-read-timeout", None, None, "Time a request's head and body have to arrive from its first byte; else 408 (0 = none). [default: 30s]", _seconds],
+        ["http-write-timeout", None, None, "Abort a connection whose client reads nothing for this long (0 = never). [default: 30s]", _seconds],
+        ["max-connections", None, None, "Connections open at once; more are closed at once (0 = no limit). [default: 10000]", _count],
+        ["max-request-line", None, None, "Longest request line in bytes; longer gets 414. [default: 8192]", _count],
+        ["max-header-line", None, None, "Longest header line in bytes; longer gets 431. [default: 16384]", _count],
+        ["max-header-bytes", None, None, "Most bytes of headers in a request; more gets 431. [default: 65536]", _count],
+        ["max-headers", None, None, "Most headers in a request; more gets 431. [default: 100]", _count],
     ]
     optFlags = [
         ["debug", None, "Log debug messages."],
@@ -90,6 +140,7 @@ class Options(usage.Options):
             ("http-port", _port, 80),
             ("https-port", _port, 443),
             ("metrics-port", _port, 0),
+            *((key, convert, default) for key, convert, default, _ in _CHANNEL_OPTIONS),
         ):
             if self[key] is None:
                 raw = _fromEnv(env, key.upper().replace("-", "_"))
@@ -200,7 +251,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     store = StateStore(config["state-dir"])
     router = Router(reactor, tcpConnectorFor(reactor), onChange=store.save)
     router.restore(store.load())
-    site = ProxySite(router, reactor, requestLog=RequestLogger(reactor))
+    site = ProxySite(router, reactor, requestLog=RequestLogger(reactor), limits=channelLimits(config))
     site.displayTracebacks = False
     service = ProxyService(router, site)
     listener = strports.service(config["http-endpoint"], site, reactor=reactor)
