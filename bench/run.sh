@@ -8,23 +8,33 @@
 #                    twisted       plain twisted.web.proxy.ReverseProxyResource        :9004
 #                    kamal-proxy   this project (request log on, to a file)            :9010
 #   (HTTPS / HTTP/2 with h2load: not yet; see SECTIONS and the run_<section> hook below.)
+#   Slow clients (section "slow"): nginx, caddy and kamal-proxy, each with 500 slowloris
+#   connections held open (bench/slowloris.py) while wrk measures /small; see run_slow.
 #
 # Method (same as the team's peers.sh): one discarded warm-up per target and path, then ROUNDS
 # interleaved rounds (round r: /small for every target, then /big for every target) of
 #   wrk -t$THREADS -c$CONNS -d$DURATION --latency http://127.0.0.1:PORT/PATH
 # reporting medians with min-max, and proxy CPU time per request from /proc/<pid>/stat
 # (utime+stime of the proxy process and its direct children) sampled around each run.
+# Section "slow", per round and target: a baseline wrk run on /small, then 500 slowloris
+# connections opened and held while the same wrk run is repeated; ratio = req/s with them /
+# baseline req/s (paired per round), plus the proxy's peak RSS (bench/rss_peak.py, every 0.2 s).
 #
 # Everything listens on and talks to 127.0.0.1. The script starts its own servers, records their
 # PIDs in $W/pids.txt and on exit (trap) stops only those PIDs: TERM, then KILL after 5 s.
 # It never kills by name and does not touch the system nginx/caddy configs.
 #
-# Usage:   bash bench/run.sh                               # ~5 min on 2 cores (ROUNDS=3)
+# Usage:   bash bench/run.sh                               # ~8 min on 2 cores (ROUNDS=3)
 #          ONLY="caddy kamal-proxy" ROUNDS=1 DURATION=3s WARMUP=1s bash bench/run.sh   # quick check
 # Knobs (env):
 #   ROUNDS=3 DURATION=8s CONNS=32 THREADS=1 WARMUP=5s     wrk parameters
 #   ONLY="direct nginx caddy twisted kamal-proxy"         subset of targets (origin always runs)
-#   SECTIONS=http1          protocol sections to run (hook for a later "h2" section)
+#   SECTIONS="http1 slow"   sections to run, in order (hook for a later "h2" section)
+#   SLOW_CONNS=500 SLOW_TARGETS="nginx caddy kamal-proxy" SLOW_INTERVAL=1 SLOW_SETTLE=1
+#   SLOW_READY_TIMEOUT=30   slowloris connections, targets of the slow section (those also in
+#                           ONLY), seconds between header bytes, pause after all are open before
+#                           wrk starts, longest wait for all to open
+#   NOFILE=65536            ulimit -n raised to this (or the hard limit) for everything started
 #   INSTALL=1               apt-get missing tools, create $VENV and pip install the project into it
 #   VENV=/tmp/kp-bench-venv python environment (kamal-proxy and the plain Twisted proxy run from it)
 #   PYTHON=python3          interpreter used to create $VENV
@@ -35,6 +45,7 @@
 # Output:  $RESULTS. Anything in it from the line "<!-- notes -->" to the end is kept across
 #          re-runs (hand-written notes). Last stdout line:
 #          RESULT kamal-proxy small: X req/s, Y x caddy, Z us/req
+#          (the line before it, with the slow section: RESULT kamal-proxy slowloris: R x baseline ...)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -47,7 +58,13 @@ THREADS=${THREADS:-1}
 WARMUP=${WARMUP:-5s}
 INSTALL=${INSTALL:-1}
 ONLY=${ONLY:-}
-SECTIONS=${SECTIONS:-http1}
+SECTIONS=${SECTIONS:-http1 slow}
+SLOW_CONNS=${SLOW_CONNS:-500}
+SLOW_TARGETS=${SLOW_TARGETS:-nginx caddy kamal-proxy}
+SLOW_INTERVAL=${SLOW_INTERVAL:-1}
+SLOW_SETTLE=${SLOW_SETTLE:-1}
+SLOW_READY_TIMEOUT=${SLOW_READY_TIMEOUT:-30}
+NOFILE=${NOFILE:-65536}
 W=${W:-/tmp/kp-bench}
 VENV=${VENV:-/tmp/kp-bench-venv}
 PYTHON=${PYTHON:-python3}
@@ -76,6 +93,7 @@ ALL_TARGETS=(
   "kamal-proxy|$KP_PORT|kamal-proxy|this project, request log on"
 )
 HTTP_TARGETS=()
+SLOW_LIST=()   # targets of the slow section
 
 selected() { # selected NAME: is target NAME part of this run?
   [[ -z $ONLY ]] && return 0
@@ -91,13 +109,23 @@ select_targets() {
   for t in "${ALL_TARGETS[@]}"; do selected "${t%%|*}" && HTTP_TARGETS+=("$t"); done
   ((${#HTTP_TARGETS[@]})) || die "no target selected"
   local s
-  for s in $SECTIONS; do declare -F "run_$s" >/dev/null || die "SECTIONS: no section '$s' (have: http1)"; done
+  for s in $SECTIONS; do
+    declare -F "run_$s" >/dev/null || die "SECTIONS: no section '$s' (have:$(declare -F | sed -n 's/^declare -f run_/ /p' | tr -d '\n'))"
+  done
   : >"$W/raw/targets.tsv"
   local name port srv note
   for t in "${HTTP_TARGETS[@]}"; do
     IFS='|' read -r name port srv note <<<"$t"
     printf 'http1\t%s\t%s\t%s\n' "$name" "$port" "$note" >>"$W/raw/targets.tsv"
   done
+  if [[ " $SECTIONS " == *" slow "* ]]; then
+    for t in "${HTTP_TARGETS[@]}"; do
+      IFS='|' read -r name port srv note <<<"$t"
+      [[ " $SLOW_TARGETS " == *" $name "* ]] || continue
+      SLOW_LIST+=("$t")
+      printf 'slow\t%s\t%s\t%s\n' "$name" "$port" "$note" >>"$W/raw/targets.tsv"
+    done
+  fi
 }
 
 # ---------------------------------------------------------------- process bookkeeping
@@ -141,6 +169,13 @@ start_bg() {
   PID_OF[$name]=$pid
   echo "$name $pid $*" >>"$W/pids.txt"
   log "started $name pid=$pid"
+}
+
+# forget_pid PID: drop an exited, reaped PID from the cleanup list (its number may be reused)
+forget_pid() {
+  local i
+  for i in "${!STARTED_PIDS[@]}"; do [[ ${STARTED_PIDS[i]} == "$1" ]] && unset 'STARTED_PIDS[i]'; done
+  STARTED_PIDS=("${STARTED_PIDS[@]}")
 }
 
 port_busy() { [[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
@@ -288,6 +323,7 @@ $(temps "$W/origin/tmp")
 EOF
   cat >"$W/nginx-proxy/nginx.conf" <<EOF
 # nginx reverse proxy, 1 worker, upstream keep-alive pool; proxy buffering at nginx defaults
+# (worker_connections must stay >= 1200 for the slow section's 500 slowloris connections + wrk + upstream)
 daemon off;
 worker_processes 1;
 pid $W/nginx-proxy/nginx.pid;
@@ -393,6 +429,17 @@ start_kamal_proxy() {
   echo "kamal-proxy-deploy - $VENV/bin/kamal-proxy --socket $KP_SOCK deploy $KP_DEPLOY_ARGS" >>"$W/pids.txt"
 }
 
+# Open-file limit for everything started from here on (servers, wrk, slowloris generator):
+# NOFILE if allowed (root can raise the hard limit too), else the hard limit.
+raise_nofile() {
+  ulimit -n "$NOFILE" 2>/dev/null || ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true
+  local n; n=$(ulimit -n)
+  log "ulimit -n = $n"
+  if [[ " $SECTIONS " == *" slow "* ]] && [[ $n != unlimited ]] && ((n < SLOW_CONNS + 4 * CONNS + 200)); then
+    die "ulimit -n is $n, too low for SLOW_CONNS=$SLOW_CONNS (raise the hard limit or lower SLOW_CONNS)"
+  fi
+}
+
 # ---------------------------------------------------------------- 3. checks
 sanity_checks() {
   local t name port srv note path got
@@ -433,7 +480,7 @@ measure() {
   log "$kind $name /$path r$round: $(grep -E 'Requests/sec' "$raw" | head -1 | tr -s ' ' || echo 'no result')"
 }
 
-# One function per protocol section: run_<section>. SECTIONS="http1" by default.
+# One function per section: run_<section>. SECTIONS="http1 slow" by default.
 # A later HTTPS/h2 section adds run_h2 (h2load against TLS ports, measure kind "h2"), its targets
 # in targets.tsv with kind "h2", and a renderer in write_report's SECTION_RENDERERS.
 run_http1() {
@@ -454,6 +501,81 @@ run_http1() {
       done
     done
   done
+  HTTP1_DONE=1
+}
+
+# Section "slow": throughput of a well-behaved client (wrk on /small) while SLOW_CONNS slowloris
+# connections are held open, against the same wrk run just before without them, and the proxy's
+# peak RSS in both runs. Per round, per target (interleaved like http1):
+#   1. baseline: wrk on /small with the proxy's RSS sampled every 0.2 s (kind wrk-base)
+#   2. bench/slowloris.py opens SLOW_CONNS connections, each sending a partial request head and
+#      then one header byte every SLOW_INTERVAL s; wait (<= SLOW_READY_TIMEOUT s) until all are
+#      open, then SLOW_SETTLE s
+#   3. the same wrk run with RSS sampling while they are held (kind wrk-slow); SIGUSR1 marks
+#      before and after record how many were open; then the generator is stopped (TERM) and
+#      prints its summary (opened, open at end, closed by the server)
+HTTP1_DONE=0
+run_slow() {
+  local t name port srv note r spid base slow gpid gdur i
+  if ((${#SLOW_LIST[@]} == 0)); then
+    log "slow section: none of SLOW_TARGETS=\"$SLOW_TARGETS\" is selected, skipping"
+    return 0
+  fi
+  if ((!HTTP1_DONE)); then
+    log "slow section warm-up (${WARMUP} on /small per target, discarded)"
+    for t in "${SLOW_LIST[@]}"; do
+      IFS='|' read -r name port srv note <<<"$t"
+      timeout 300 wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port/small" >"$W/raw/warmup-slow-$name.txt" 2>&1 || true
+    done
+  fi
+  # generator's own bound: ramp-up wait + settle + the wrk run + margin; it is normally stopped earlier
+  gdur=$((SLOW_READY_TIMEOUT + SLOW_SETTLE + $(dur_s "$DURATION") + 60))
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in "${SLOW_LIST[@]}"; do
+      IFS='|' read -r name port srv note <<<"$t"
+      spid=${PID_OF[$srv]}
+      base="$W/raw/wrk-base-$name-small-r$r"
+      slow="$W/raw/wrk-slow-$name-small-r$r"
+      measure wrk-base "$name" "$port" "$srv" small "$r" \
+        python3 "$SCRIPT_DIR/rss_peak.py" --pid "$spid" --interval 0.2 --out "$base.rss.json" -- \
+        wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/small"
+
+      rm -f "$slow.ready" "$slow.slowloris.json"
+      python3 "$SCRIPT_DIR/slowloris.py" --host 127.0.0.1 --port "$port" --conns "$SLOW_CONNS" \
+        --interval "$SLOW_INTERVAL" --duration "$gdur" --ready-file "$slow.ready" --out "$slow.slowloris.json" \
+        >"$W/logs/slowloris-$name-r$r.log" 2>&1 &
+      gpid=$!
+      STARTED_PIDS+=("$gpid")
+      for ((i = 0; i < SLOW_READY_TIMEOUT * 10; i++)); do
+        [[ -e $slow.ready ]] && break
+        kill -0 "$gpid" 2>/dev/null || { cat "$W/logs/slowloris-$name-r$r.log" >&2; die "slowloris generator for $name exited early"; }
+        sleep 0.1
+      done
+      if [[ -e $slow.ready ]]; then
+        log "slow $name r$r: $SLOW_CONNS slowloris connections open ($(cat "$slow.ready"))"
+      else
+        log "WARNING: slow $name r$r: not all $SLOW_CONNS slowloris connections open after ${SLOW_READY_TIMEOUT}s; measuring anyway"
+      fi
+      sleep "$SLOW_SETTLE"
+      kill -USR1 "$gpid" 2>/dev/null || { cat "$W/logs/slowloris-$name-r$r.log" >&2; die "slowloris generator for $name exited early"; }
+      measure wrk-slow "$name" "$port" "$srv" small "$r" \
+        python3 "$SCRIPT_DIR/rss_peak.py" --pid "$spid" --interval 0.2 --out "$slow.rss.json" -- \
+        wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/small"
+      kill -USR1 "$gpid" 2>/dev/null || true
+      kill -TERM "$gpid" 2>/dev/null || true
+      for ((i = 0; i < 100; i++)); do kill -0 "$gpid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$gpid" 2>/dev/null && { log "slowloris pid $gpid still alive 10 s after TERM, sending KILL"; kill -KILL "$gpid" 2>/dev/null || true; }
+      wait "$gpid" 2>/dev/null || true
+      forget_pid "$gpid"
+      [[ -s $slow.slowloris.json ]] || die "slowloris generator for $name wrote no summary (log: $W/logs/slowloris-$name-r$r.log)"
+      log "slow $name r$r: slowloris $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("opened %(opened)s, open at end %(open_at_end)s, closed by server %(closed_by_server)s, generator CPU %(cpu_s)ss" % d)' "$slow.slowloris.json")"
+    done
+  done
+}
+
+# dur_s 8s|500ms|2m|8 -> whole seconds, rounded up
+dur_s() {
+  python3 -c 'import re,sys,math; m=re.fullmatch(r"([\d.]+)(ms|s|m|h)?", sys.argv[1]); v=float(m.group(1)); u=m.group(2) or "s"; print(math.ceil(v*{"ms":1e-3,"s":1,"m":60,"h":3600}[u]))' "$1"
 }
 
 # ---------------------------------------------------------------- 5. report
@@ -474,7 +596,7 @@ machine_notes() {
       size=$(du -h "$W/logs/kamal-proxy.log" 2>/dev/null | cut -f1 || echo 0)
       echo "- kamal-proxy log after the run: $lines lines, $size (one JSON line per request is expected)"
     fi
-    echo "- net.ipv4.tcp_tw_reuse=$(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null), somaxconn=$(sysctl -n net.core.somaxconn 2>/dev/null)"
+    echo "- net.ipv4.tcp_tw_reuse=$(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null), somaxconn=$(sysctl -n net.core.somaxconn 2>/dev/null), ulimit -n for the servers and clients: $(ulimit -n)"
     echo "- client (wrk) and all servers share the same $(nproc) vCPUs; no CPU pinning"
   } >"$W/raw/machine.txt"
 }
@@ -482,14 +604,23 @@ machine_notes() {
 write_report() {
   local keep=""
   if [[ -f $RESULTS ]] && grep -qF -- "$NOTES_MARKER" "$RESULTS"; then
-    keep=$(sed -n "\\|^$NOTES_MARKER|,\$p" "$RESULTS")
+    # from the line starting with the marker to the end; if no line starts with it (a file
+    # whose marker ended up inside a line), the marker and everything after its last occurrence
+    keep=$(python3 - "$RESULTS" "$NOTES_MARKER" <<'PY'
+import re, sys
+text, marker = open(sys.argv[1]).read(), sys.argv[2]
+m = re.search("^" + re.escape(marker), text, re.M)
+print(text[m.start():] if m else marker + text[text.rindex(marker) + len(marker):], end="")
+PY
+)
   fi
   mkdir -p "$(dirname "$RESULTS")"
   local tmp="$RESULTS.tmp.$$"
   CLK=$(getconf CLK_TCK) ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS WARMUP=$WARMUP \
-    ONLY_USED="$ONLY" KP_RUN_FLAGS="$KP_RUN_FLAGS" KP_DEPLOY_ARGS="$KP_DEPLOY_ARGS" KP_SOCK="$KP_SOCK" VENV="$VENV" \
+    SLOW_CONNS=$SLOW_CONNS SLOW_INTERVAL=$SLOW_INTERVAL SLOW_SETTLE=$SLOW_SETTLE \
+    SECTIONS="$SECTIONS" ONLY_USED="$ONLY" KP_RUN_FLAGS="$KP_RUN_FLAGS" KP_DEPLOY_ARGS="$KP_DEPLOY_ARGS" KP_SOCK="$KP_SOCK" VENV="$VENV" \
     python3 - "$RUNS_TSV" "$W" "$tmp" <<'EOF'
-import os, re, statistics, sys
+import json, os, re, statistics, sys
 tsv, W, out = sys.argv[1:4]
 E = os.environ
 CLK = int(E["CLK"])
@@ -510,7 +641,11 @@ for line in open(tsv):
     r = dict(kind=kind, name=name, path=path, round=int(rnd), port=port, wall=wall,
              srv_cpu=int(sticks) / CLK / wall * 100, origin_cpu=int(oticks) / CLK / wall * 100,
              busy=int(bticks) / CLK / wall * 100, client_cpu=(float(cu) + float(cs)) / wall * 100)
-    if kind == "wrk":
+    for ext, key in ((".rss.json", "rss"), (".slowloris.json", "slowloris")):
+        side = raw[:-len(".txt")] + ext
+        r[key] = json.load(open(side)) if os.path.exists(side) else None
+    r["rss_mib"] = r["rss"]["peak_kib"] / 1024 if r["rss"] else NAN
+    if kind.startswith("wrk"):  # wrk (http1), wrk-base / wrk-slow (slow section)
         m = re.search(r"Requests/sec:\s+([\d.]+)", txt); r["rps"] = float(m.group(1)) if m else NAN
         for q in ("50", "99"):
             m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % q, txt, re.M)
@@ -542,6 +677,8 @@ def group(kind, name, path):
 summary = {}  # (name, path) -> dict, for the RESULT line
 
 def render_http1(L):
+    if not any(r["kind"] == "wrk" for r in runs):
+        return
     L.append("## HTTP/1.1 through a proxy (wrk)\n")
     for path, label in (("small", "1 KiB /small (1024 B)"), ("big", "100 KiB /big (102400 B)")):
         dmed = med([r["rps"] for r in group("wrk", "direct", path)])
@@ -566,13 +703,72 @@ def render_http1(L):
                      f"{'-' if direct else f1(cpu) + '%'} | {'-' if direct else f0(us)} | {errs} |")
         L.append("")
 
-# protocol sections: kind in targets.tsv -> renderer (add "h2": render_h2 with the h2 section)
-SECTION_RENDERERS = {"http1": render_http1}
+def render_slow(L):
+    n = E["SLOW_CONNS"]
+    L.append(f"## Slow clients: wrk while {n} slowloris connections are held open\n")
+    L.append(f"Per round and target: a baseline `wrk` run on /small, then {n} slowloris connections opened and held "
+             f"(each sent a partial request head and then one more header byte every {E['SLOW_INTERVAL']} s, never finishing it) "
+             "while the same `wrk` run is repeated. *ratio*: req/s with them / req/s of the baseline run just before, "
+             "median over rounds [min-max] (goal for kamal-proxy: >= 0.9). *peak RSS*: highest VmRSS of the proxy process "
+             "(plus its direct children: nginx's worker) sampled every 0.2 s during a run; *baseline*: the first round's "
+             "baseline run, before the proxy had seen any slowloris connection (memory freed later is not always returned "
+             "to the OS, so later baselines carry the earlier peak); *with slowloris*: highest over rounds. "
+             "Every run's peak is in the table at the end. "
+             "*closed by server*: slowloris connections the proxy closed (each reopened at once), summed over rounds. "
+             "*open at wrk start / end*: slowloris connections open when wrk started and ended (lowest over rounds). "
+             "*errors*: non-2xx/3xx + socket errors reported by wrk, baseline / with slowloris, summed over rounds.\n")
+    L.append(f"| target | baseline req/s | with {n} slowloris req/s | ratio | p99 ms baseline / with slowloris | "
+             "peak RSS baseline (round 1) MiB | peak RSS with slowloris (highest) MiB | slowloris conns closed by server | "
+             "slowloris open at wrk start / end | errors |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for name, (port, note) in targets.get("slow", {}).items():
+        base = {r["round"]: r for r in group("wrk-base", name, "small")}
+        slow = {r["round"]: r for r in group("wrk-slow", name, "small")}
+        if not slow:
+            continue
+        rounds = sorted(slow)
+        ratios = [ratio(slow[k]["rps"], base[k]["rps"]) for k in rounds if k in base]
+        ratios = [x for x in ratios if x == x]
+        rm = med(ratios)
+        def rng(xs, fmt):
+            xs = [x for x in xs if x == x]
+            return f" [{fmt(min(xs))}-{fmt(max(xs))}]" if len(xs) > 1 else ""
+        brps = [r["rps"] for r in base.values()]; srps = [r["rps"] for r in slow.values()]
+        sl = [slow[k]["slowloris"] or {} for k in rounds]
+        closed = sum(d.get("closed_by_server", 0) for d in sl)
+        marks = [d.get("marks") or [] for d in sl]
+        at_start = min((m[0]["open"] for m in marks if m), default=None)
+        at_end = min((d["open_at_end"] for d in sl if "open_at_end" in d), default=None)
+        berr = sum(r["sockerr"] + r["non2xx"] for r in base.values())
+        serr = sum(r["sockerr"] + r["non2xx"] for r in slow.values())
+        rss_slow = [r["rss_mib"] for r in slow.values() if r["rss_mib"] == r["rss_mib"]]
+        summary[(name, "slow")] = dict(ratio=rm, rss_base=base[min(base)]["rss_mib"] if base else NAN,
+                                       rss_slow=max(rss_slow) if rss_slow else NAN)
+        L.append(f"| **{name}** (:{port}) | {f0(med(brps))}{rng(brps, f0)} | {f0(med(srps))}{rng(srps, f0)} | "
+                 f"**{f2(rm)}**{rng(ratios, f2)} | {f2(med([r['p99'] for r in base.values()]))} / "
+                 f"{f2(med([r['p99'] for r in slow.values()]))} | {f1(summary[(name, 'slow')]['rss_base'])} | "
+                 f"{f1(summary[(name, 'slow')]['rss_slow'])} | {closed} | "
+                 f"{'?' if at_start is None else at_start} / {'?' if at_end is None else at_end} | {berr} / {serr} |")
+    L.append("")
+    L.append("Slowloris generator per run (`bench/slowloris.py`, asyncio, one process on the same machine):\n")
+    L.append("| target | round | all open after s | opened | connect failures | closed by server | responses from server | generator CPU s |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        d = r["slowloris"]
+        if r["kind"] != "wrk-slow" or not d:
+            continue
+        st = ", ".join(f"{k}: {v}" for k, v in sorted(d.get("statuses", {}).items())) or "none"
+        L.append(f"| {r['name']} | {r['round']} | {d.get('ready_after_s')} | {d.get('opened')} | {d.get('connect_failures')} | "
+                 f"{d.get('closed_by_server')} | {st} | {d.get('cpu_s')} |")
+    L.append("")
+
+# sections: kind in targets.tsv -> renderer (add "h2": render_h2 with the h2 section)
+SECTION_RENDERERS = {"http1": render_http1, "slow": render_slow}
 
 L = []
 L.append("# Benchmarks: kamal-proxy (this project) next to nginx, Caddy and plain Twisted\n")
-L.append("Generated by `bench/run.sh` (re-run it to refresh; everything above the `<!-- notes -->` line is "
-         f"regenerated, the notes below it are kept). Raw wrk output and server logs: `{W}/raw/`, `{W}/logs/`.\n")
+L.append("Generated by `bench/run.sh` (re-run it to refresh; everything above the notes marker, an HTML comment "
+         f"before *Notes*, is regenerated, the notes below it are kept). Raw wrk output and server logs: `{W}/raw/`, `{W}/logs/`.\n")
 if E.get("ONLY_USED"):
     L.append(f"**Partial run**: `ONLY=\"{E['ONLY_USED']}\"`.\n")
 L.append("## Machine\n")
@@ -585,7 +781,9 @@ L.append("- Proxies, all on 127.0.0.1 and all forwarding to the origin: nginx (1
 if "kamal-proxy" in targets.get("http1", {}):
   L.append(f"- kamal-proxy started as `kamal-proxy run {E['KP_RUN_FLAGS']}` (stdout/stderr to a log file: its per-request JSON log line "
          f"is on and included in the figures), then `kamal-proxy --socket {E['KP_SOCK']} deploy {E['KP_DEPLOY_ARGS']}` (blocks until healthy).")
-L.append(f"- HTTP/1.1: one discarded {E['WARMUP']} warm-up per target and path, then {E['ROUNDS']} interleaved rounds "
+HTTP1_RAN = any(r["kind"] == "wrk" for r in runs)
+if HTTP1_RAN:
+  L.append(f"- HTTP/1.1: one discarded {E['WARMUP']} warm-up per target and path, then {E['ROUNDS']} interleaved rounds "
          f"(round r: /small for every target, then /big for every target). Command per run:\n"
          f"  `wrk -t{E['THREADS']} -c{E['CONNS']} -d{E['DURATION']} --latency http://127.0.0.1:PORT/small` (and `/big`).")
 L.append("- Reported: median over rounds, min-max of req/s in brackets. p50/p99: wrk --latency percentiles (closed loop, no "
@@ -593,7 +791,16 @@ L.append("- Reported: median over rounds, min-max of req/s in brackets. p50/p99:
          "*proxy CPU %*: utime+stime of the proxy process and its direct children (/proc/PID/stat) during the run / wall time "
          "(100% = one core). *proxy CPU µs/req*: that CPU time / requests completed, the least machine-dependent figure here. "
          "*errors*: non-2xx/3xx responses + socket errors reported by wrk, summed over all measured runs.")
-L.append(f"- Re-run: `ROUNDS={E['ROUNDS']} DURATION={E['DURATION']} CONNS={E['CONNS']} THREADS={E['THREADS']} WARMUP={E['WARMUP']} bash bench/run.sh`"
+if "slow" in targets and any(r["kind"] == "wrk-slow" for r in runs):
+    L.append(f"- Slow clients: {E['ROUNDS']} rounds; in each, for every one of {', '.join(targets['slow'])} in turn: a baseline run, "
+             f"then {E['SLOW_CONNS']} slowloris connections opened (`bench/slowloris.py`), a {E['SLOW_SETTLE']} s pause once all "
+             "are open, the same run with them held, the generator stopped. Both runs: "
+             "`wrk -t{0} -c{1} -d{2} --latency http://127.0.0.1:PORT/small` under `bench/rss_peak.py` (proxy RSS every 0.2 s). "
+             "The proxies are warm (HTTP/1.1 section first, or a {3} warm-up). File-descriptor limit (`ulimit -n`, see Machine) "
+             "raised for everything the script starts; nginx has `worker_connections 4096`."
+             .format(E['THREADS'], E['CONNS'], E['DURATION'], E['WARMUP']))
+L.append(f"- Re-run: `ROUNDS={E['ROUNDS']} DURATION={E['DURATION']} CONNS={E['CONNS']} THREADS={E['THREADS']} WARMUP={E['WARMUP']}"
+         + (f" SECTIONS=\"{E['SECTIONS']}\"" if E['SECTIONS'] != "http1 slow" else "") + " bash bench/run.sh`"
          + (f" with `ONLY=\"{E['ONLY_USED']}\"`" if E.get("ONLY_USED") else "") + ".\n")
 
 for kind, render in SECTION_RENDERERS.items():
@@ -601,12 +808,15 @@ for kind, render in SECTION_RENDERERS.items():
         render(L)
 
 L.append("## Every run (in execution order)\n")
-L.append("| target | path | round | req/s | p99 ms | proxy CPU | proxy µs/req | origin CPU | wrk CPU | machine CPU (all cores) |")
-L.append("|---|---|---|---|---|---|---|---|---|---|")
+L.append("| target | path | round | req/s | p99 ms | proxy CPU | proxy µs/req | proxy peak RSS MiB | origin CPU | wrk CPU | machine CPU (all cores) |")
+L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+RUN_LABEL = {"wrk": "", "wrk-base": " (slow baseline)", "wrk-slow": f" + {E['SLOW_CONNS']} slowloris"}
 for r in runs:
     d = r["name"] == "direct"
-    L.append(f"| {r['name']} | {r['path']} | {r['round']} | {f0(r['rps'])} | {f2(r.get('p99', NAN))} | {'-' if d else f1(r['srv_cpu']) + '%'} | "
-             f"{'-' if d else f0(r['us_per_req'])} | {f1(r['origin_cpu'])}% | {f1(r['client_cpu'])}% | {f1(r['busy'])}% |")
+    L.append(f"| {r['name']} | {r['path']}{RUN_LABEL.get(r['kind'], ' (' + r['kind'] + ')')} | {r['round']} | {f0(r['rps'])} | "
+             f"{f2(r.get('p99', NAN))} | {'-' if d else f1(r['srv_cpu']) + '%'} | "
+             f"{'-' if d else f0(r['us_per_req'])} | {'-' if r['rss'] is None else f1(r['rss_mib'])} | "
+             f"{f1(r['origin_cpu'])}% | {f1(r['client_cpu'])}% | {f1(r['busy'])}% |")
 L.append("")
 L.append("## Sanity checks (curl, before the runs)\n")
 L.append("```")
@@ -621,6 +831,10 @@ L.append("```")
 L.append("nginx configs, the Caddyfile and twisted_proxy.py are written by `write_files` in `bench/run.sh`.\n")
 open(out, "w").write("\n".join(L) + "\n")
 
+s = summary.get(("kamal-proxy", "slow"))
+if s:
+    print(f"RESULT kamal-proxy slowloris: {f2(s['ratio'])} x baseline req/s with {E['SLOW_CONNS']} slowloris connections, "
+          f"peak RSS {f1(s['rss_slow'])} MiB (baseline {f1(s['rss_base'])} MiB)")
 s = summary.get(("kamal-proxy", "small"))
 if s:
     print(f"RESULT kamal-proxy small: {f0(s['rps']).replace(',', '')} req/s, {f2(s['vs_caddy'])} x caddy, {f0(s['us']).replace(',', '')} us/req")
@@ -652,10 +866,12 @@ main() {
   write_files
   select_targets
   ensure_venv
+  raise_nofile
   start_servers
   sanity_checks
   RUNS_TSV="$W/raw/runs.tsv"; : >"$RUNS_TSV"
-  declare -p ROUNDS DURATION CONNS THREADS WARMUP ONLY SECTIONS VENV KP_RUN_FLAGS KP_DEPLOY_ARGS LOAD_BEFORE |
+  declare -p ROUNDS DURATION CONNS THREADS WARMUP ONLY SECTIONS VENV KP_RUN_FLAGS KP_DEPLOY_ARGS LOAD_BEFORE \
+    SLOW_CONNS SLOW_INTERVAL SLOW_SETTLE |
     sed 's/^declare -[-x]* //' >"$W/raw/params.env"
   local s
   for s in $SECTIONS; do "run_$s"; done

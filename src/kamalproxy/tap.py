@@ -29,6 +29,7 @@ from kamalproxy.site import ProxySite
 from kamalproxy.state import StateStore
 
 SHUTDOWN_GRACE = 10.0
+LISTEN_BACKLOG = 1024
 ENV_PREFIX = "KAMAL_PROXY_"
 
 
@@ -171,11 +172,11 @@ class Options(usage.Options):
 def tcpEndpoint(port: int, bind: str) -> str:
     """
     The endpoint description for a TCP port on C{bind} (all interfaces when
-    empty).
+    empty), with a listen backlog deep enough for bursts of new connections.
     """
     if not bind:
-        return f"tcp:{port}"
-    return f"tcp:{port}:interface={bind.replace(':', chr(92) + ':')}"
+        return f"tcp:{port}:backlog={LISTEN_BACKLOG}"
+    return f"tcp:{port}:backlog={LISTEN_BACKLOG}:interface={bind.replace(':', chr(92) + ':')}"
 
 
 class ControlSocketInUse(Exception):
