@@ -905,3 +905,23 @@ class HTTP2Tests(SynchronousTestCase):
         self.assertIsInstance(conn.protocol._channel, H2Connection)
         self.assertEqual(channel._idleCall, None)
         self.assertEqual(conn.site.timeOut, 60)
+
+
+class GarbageTests(SynchronousTestCase):
+    """
+    Binary garbage with no line end is refused at once, not after the read
+    timeout.
+    """
+
+    def test_binaryRequestLineRefusedAtOnce(self) -> None:
+        """
+        A TLS ClientHello sent to the plain HTTP port gets a 400 page as soon
+        as it arrives.
+        """
+        site = ProxySite(Recorder(), MemoryReactorClock())
+        protocol = site.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
+        self.assertTrue(transport.disconnecting)

@@ -62,6 +62,7 @@ MAX_CHUNK_SIZE_LINE = 4096
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE_BYTE = re.compile(rb"[^\t\x20-\x7e]")
 _BAD_TARGET_BYTE = re.compile(rb"[^\x21-\x7e]")
+_BAD_REQUEST_LINE_BYTE = re.compile(rb"[^\x21-\x7e \r\n]")
 _ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)\Z", re.DOTALL)
 _AUTHORITY = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?\Z"
@@ -402,6 +403,12 @@ class ProxyChannel(HTTPChannel):
             return
         if self._phase == "idle" and data:
             self._startReading()
+        if not self._sawRequestLine and _BAD_REQUEST_LINE_BYTE.search(data.split(b"\n", 1)[0]):
+            # Binary garbage or a TLS handshake on the HTTP port: no request
+            # line can hold these bytes, so refuse now rather than wait for a
+            # line end or the read timeout.
+            self.refuse(400, "malformed request line")
+            return
         super().dataReceived(data)
 
     def lineLengthExceeded(self, line: bytes) -> None:
