@@ -73,7 +73,7 @@ class StateStore:
             ):
                 raise ValueError("expected a list of services")
         except ValueError as e:
-            aside = f"{self.path}.corrupt-{int(time.time())}"
+            aside = f"{self.path}.corrupt-{time.time_ns()}"
             os.replace(self.path, aside)
             self.log.error(
                 "State file {path} is corrupt ({error}); moved it to {aside} and "

@@ -249,6 +249,8 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
 
     @raise ControlSocketInUse: another daemon owns the control socket.
     """
+    socketPath = config["socket"]
+    clearStaleSocket(socketPath)
     store = StateStore(config["state-dir"])
     router = Router(reactor, tcpConnectorFor(reactor), onChange=store.save)
     router.restore(store.load())
@@ -258,8 +260,6 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     listener = strports.service(config["http-endpoint"], site, reactor=reactor)
     listener._raiseSynchronously = True  # a port in use stops the start, loudly
     listener.setServiceParent(service)
-    socketPath = config["socket"]
-    clearStaleSocket(socketPath)
     os.makedirs(os.path.dirname(os.path.abspath(socketPath)), exist_ok=True)
     control = f"unix:{socketPath.replace(':', chr(92) + ':')}:mode=600"
     controlListener = strports.service(control, ControlFactory(router), reactor=reactor)

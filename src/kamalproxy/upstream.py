@@ -254,6 +254,8 @@ class UpstreamConnection(Protocol):
         elif self._headRequest or status in _NO_BODY_STATUSES:
             self._remaining = 0
         elif chunked:
+            if contentLength >= 0:
+                self.reusable = False  # RFC 9112 6.3: framing was ambiguous
             self._remaining = -1
             self._chunkState = 0
         elif contentLength >= 0:

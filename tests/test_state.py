@@ -1,0 +1,133 @@
+"""
+Tests for L{kamalproxy.state}: the state file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from kamalproxy import state
+from kamalproxy.state import STATE_FILE_NAME, StateStore
+
+from ._helpers import tempDir
+
+SNAPSHOT = [
+    {"name": "app", "targets": ["10.0.0.1:3000"], "options": {"deploy_timeout": 30.0}},
+    {"name": "web", "targets": ["10.0.0.2:80", "10.0.0.3:80"], "options": {}},
+]
+
+
+class StateStoreTests(SynchronousTestCase):
+    """
+    L{StateStore} saves and loads the router's snapshot.
+    """
+
+    def setUp(self) -> None:
+        self.directory = tempDir(self)
+        self.store = StateStore(self.directory)
+
+    def test_roundTrip(self) -> None:
+        """
+        What is saved is loaded back.
+        """
+        self.store.save(SNAPSHOT)
+        self.assertEqual(self.store.load(), SNAPSHOT)
+        self.assertEqual(self.store.path, os.path.join(self.directory, STATE_FILE_NAME))
+
+    def test_overwrite(self) -> None:
+        """
+        A second save replaces the first.
+        """
+        self.store.save(SNAPSHOT)
+        self.store.save(SNAPSHOT[:1])
+        self.assertEqual(self.store.load(), SNAPSHOT[:1])
+
+    def test_noTemporaryFilesLeft(self) -> None:
+        """
+        Saving leaves only the state file in the directory.
+        """
+        self.store.save(SNAPSHOT)
+        self.store.save([])
+        self.assertEqual(os.listdir(self.directory), [STATE_FILE_NAME])
+
+    def test_createsDirectory(self) -> None:
+        """
+        A missing directory is created, private to the user.
+        """
+        directory = os.path.join(self.directory, "a", "b")
+        StateStore(directory).save(SNAPSHOT)
+        self.assertEqual(StateStore(directory).load(), SNAPSHOT)
+        self.assertEqual(os.stat(directory).st_mode & 0o777, 0o700)
+
+    def test_failedSaveKeepsOldFile(self) -> None:
+        """
+        A save that fails before the rename leaves the previous state file
+        as it was and no temporary file behind.
+        """
+        self.store.save(SNAPSHOT)
+
+        def broken(src: str, dst: str) -> None:
+            raise OSError("disk full")
+
+        self.patch(state.os, "replace", broken)
+        self.assertRaises(OSError, self.store.save, [])
+        self.assertEqual(os.listdir(self.directory), [STATE_FILE_NAME])
+        with open(self.store.path) as f:
+            self.assertEqual(json.load(f), SNAPSHOT)
+
+    def test_missing(self) -> None:
+        """
+        With no state file, the snapshot is empty.
+        """
+        self.assertEqual(self.store.load(), [])
+
+    def _assertSetAside(self, content: bytes) -> None:
+        with open(self.store.path, "wb") as f:
+            f.write(content)
+        self.assertEqual(self.store.load(), [])
+        self.assertFalse(os.path.exists(self.store.path))
+        [aside] = os.listdir(self.directory)
+        self.assertTrue(aside.startswith(STATE_FILE_NAME + ".corrupt-"), aside)
+        self.assertTrue(aside[len(STATE_FILE_NAME + ".corrupt-") :].isdigit(), aside)
+        with open(os.path.join(self.directory, aside), "rb") as f:
+            self.assertEqual(f.read(), content)
+
+    def test_corrupt(self) -> None:
+        """
+        A file that is not JSON is moved aside as
+        C{kamal-proxy.state.corrupt-<time>}, and the snapshot is empty.
+        """
+        self._assertSetAside(b'[{"name": "app", "targ')
+
+    def test_notUTF8(self) -> None:
+        """
+        A file that is not text is moved aside too.
+        """
+        self._assertSetAside(b"\xff\xfe\x00garbage")
+
+    def test_notAList(self) -> None:
+        """
+        JSON that is not a list is moved aside too.
+        """
+        self._assertSetAside(b'{"name": "app"}')
+
+    def test_notAListOfObjects(self) -> None:
+        """
+        A list whose entries are not objects is moved aside too.
+        """
+        self._assertSetAside(b'[1, "two"]')
+
+    def test_corruptThenSave(self) -> None:
+        """
+        After a corrupt file is set aside, saving writes a new state file
+        next to it.
+        """
+        with open(self.store.path, "wb") as f:
+            f.write(b"nonsense")
+        self.assertEqual(self.store.load(), [])
+        self.store.save(SNAPSHOT)
+        self.assertEqual(self.store.load(), SNAPSHOT)
+        self.assertEqual(len(os.listdir(self.directory)), 2)

@@ -1,0 +1,319 @@
+"""
+Tests for L{kamalproxy.tap}: the daemon's options and the service tree
+L{buildService} makes (on a L{MemoryReactorClock}, so nothing listens).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any, Mapping
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from kamalproxy.site import ProxySite
+from kamalproxy.state import STATE_FILE_NAME
+from kamalproxy.controlserver import ControlFactory
+from kamalproxy.tap import (
+    SHUTDOWN_GRACE,
+    ControlSocketInUse,
+    Options,
+    ProxyService,
+    buildService,
+    clearStaleSocket,
+)
+
+from ._helpers import tempDir
+
+
+def _parse(argv: list[str] = [], environ: Mapping[str, str] = {}) -> dict[str, Any]:
+    options = Options(environ=dict(environ))
+    options.parseOptions(argv)
+    return dict(options)
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{Options} parses flags, with environment fallbacks.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Without flags or environment, HTTP is on port 80 of every
+        interface and HTTPS on 443.
+        """
+        config = _parse()
+        self.assertEqual(config["http-port"], 80)
+        self.assertEqual(config["https-port"], 443)
+        self.assertEqual(config["bind"], "")
+        self.assertEqual(config["http-endpoint"], "tcp:80:backlog=1024")
+        self.assertFalse(config["debug"])
+
+    def test_flags(self) -> None:
+        """
+        Flags set the ports.
+        """
+        config = _parse(["--http-port", "8080", "--https-port", "8443"])
+        self.assertEqual((config["http-port"], config["https-port"]), (8080, 8443))
+        self.assertEqual(config["http-endpoint"], "tcp:8080:backlog=1024")
+
+    def test_envFallback(self) -> None:
+        """
+        C{HTTP_PORT} in the environment sets the port when no flag does.
+        """
+        self.assertEqual(_parse([], {"HTTP_PORT": "8080"})["http-port"], 8080)
+        self.assertEqual(_parse([], {"HTTPS_PORT": "8443"})["https-port"], 8443)
+
+    def test_prefixedEnvWins(self) -> None:
+        """
+        C{KAMAL_PROXY_HTTP_PORT} wins over C{HTTP_PORT}.
+        """
+        env = {"HTTP_PORT": "8080", "KAMAL_PROXY_HTTP_PORT": "9090"}
+        self.assertEqual(_parse([], env)["http-port"], 9090)
+
+    def test_flagWinsOverEnv(self) -> None:
+        """
+        A flag wins over the environment.
+        """
+        env = {"HTTP_PORT": "8080", "KAMAL_PROXY_HTTP_PORT": "9090"}
+        self.assertEqual(_parse(["--http-port", "7070"], env)["http-port"], 7070)
+
+    def test_unparsableEnv(self) -> None:
+        """
+        An environment value that is not a port falls back to the default,
+        as the original does.
+        """
+        self.assertEqual(_parse([], {"HTTP_PORT": "eighty"})["http-port"], 80)
+        self.assertEqual(_parse([], {"HTTP_PORT": "70000"})["http-port"], 80)
+        self.assertEqual(_parse([], {"KAMAL_PROXY_HTTPS_PORT": "x"})["https-port"], 443)
+
+    def test_badFlag(self) -> None:
+        """
+        A flag value that is not a port is a usage error.
+        """
+        self.assertRaises(usage.UsageError, _parse, ["--http-port", "eighty"])
+
+    def test_bind(self) -> None:
+        """
+        C{--bind} adds the interface to the HTTP endpoint, escaping the
+        colons of an IPv6 address.
+        """
+        config = _parse(["--bind", "127.0.0.1", "--http-port", "8080"])
+        self.assertEqual(config["http-endpoint"], "tcp:8080:backlog=1024:interface=127.0.0.1")
+        config = _parse(["--bind", "::1"])
+        self.assertEqual(config["http-endpoint"], "tcp:80:backlog=1024:interface=\\:\\:1")
+        self.assertEqual(_parse([], {"BIND": "10.0.0.1"})["bind"], "10.0.0.1")
+
+    def test_httpEndpointOverride(self) -> None:
+        """
+        C{--http-endpoint} is used as given, whatever the port and bind.
+        """
+        config = _parse(
+            ["--http-endpoint", "tcp:8080:interface=127.0.0.1", "--http-port", "81", "--bind", "10.0.0.1"]
+        )
+        self.assertEqual(config["http-endpoint"], "tcp:8080:interface=127.0.0.1")
+
+    def test_http3Refused(self) -> None:
+        """
+        C{--http3} is refused with a usage error.
+        """
+        with self.assertRaises(usage.UsageError) as caught:
+            _parse(["--http3"])
+        self.assertIn("--http3", str(caught.exception))
+
+    def test_socketAndStateDir(self) -> None:
+        """
+        The control socket comes from C{KAMAL_PROXY_SOCKET}, the state
+        directory from C{STATE_DIR} or below C{HOME}; flags win.
+        """
+        env = {"KAMAL_PROXY_SOCKET": "/run/kp.sock", "HOME": "/home/u"}
+        config = _parse([], env)
+        self.assertEqual(config["socket"], "/run/kp.sock")
+        self.assertEqual(config["state-dir"], "/home/u/.config/kamal-proxy")
+        self.assertEqual(_parse([], {"STATE_DIR": "/var/kp"})["state-dir"], "/var/kp")
+        config = _parse(["--socket", "/tmp/x.sock", "--state-dir", "/srv/kp"], env)
+        self.assertEqual((config["socket"], config["state-dir"]), ("/tmp/x.sock", "/srv/kp"))
+
+    def test_debugFromEnv(self) -> None:
+        """
+        C{DEBUG=true} turns debug logging on; an unparsable value leaves it
+        off.
+        """
+        self.assertTrue(_parse([], {"DEBUG": "true"})["debug"])
+        self.assertTrue(_parse([], {"KAMAL_PROXY_DEBUG": "1"})["debug"])
+        self.assertFalse(_parse([], {"DEBUG": "maybe"})["debug"])
+
+
+class BuildServiceTests(SynchronousTestCase):
+    """
+    L{buildService} makes the listeners, restores state and guards the
+    control socket.
+    """
+
+    def setUp(self) -> None:
+        self.directory = tempDir(self)
+        self.socketPath = os.path.join(self.directory, "kp.sock")
+        self.stateDir = os.path.join(self.directory, "state")
+        self.reactor = MemoryReactorClock()
+
+    def config(self, *argv: str) -> dict[str, Any]:
+        return _parse(
+            ["--http-endpoint", "tcp:8080", "--socket", self.socketPath, "--state-dir", self.stateDir, *argv]
+        )
+
+    def build(self) -> ProxyService:
+        service = buildService(self.config(), self.reactor)
+        self.addCleanup(service.router.stop)
+        return service
+
+    def test_listeners(self) -> None:
+        """
+        Starting the service listens for HTTP with the proxy site and on
+        the control socket, mode 0600, with the control factory.
+        """
+        service = self.build()
+        self.assertEqual(self.reactor.tcpServers, [])
+        service.startService()
+        [(port, site, _, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, interface), (8080, ""))
+        self.assertIsInstance(site, ProxySite)
+        self.assertIs(site.resource, service.router)
+        [(address, factory, _, mode, _)] = self.reactor.unixServers
+        self.assertEqual(address, self.socketPath)
+        self.assertEqual(mode, 0o600)
+        self.assertIsInstance(factory, ControlFactory)
+        self.assertIs(factory.router, service.router)
+
+    def test_bindInterface(self) -> None:
+        """
+        The HTTP endpoint's interface and backlog reach the listener.
+        """
+        config = _parse(
+            ["--bind", "127.0.0.1", "--http-port", "8081", "--socket", self.socketPath, "--state-dir", self.stateDir]
+        )
+        service = buildService(config, self.reactor)
+        self.addCleanup(service.router.stop)
+        service.startService()
+        [(port, _, backlog, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (8081, 1024, "127.0.0.1"))
+
+    def test_restoresState(self) -> None:
+        """
+        Saved services are restored before L{buildService} returns, and
+        later changes are saved to the same state file.
+        """
+        os.makedirs(self.stateDir)
+        with open(os.path.join(self.stateDir, STATE_FILE_NAME), "w") as f:
+            json.dump([{"name": "app", "targets": ["10.0.0.1:3000"], "options": {}}], f)
+        service = self.build()
+        self.assertEqual(list(service.router.services), ["app"])
+        service.router.remove("app")
+        with open(os.path.join(self.stateDir, STATE_FILE_NAME)) as f:
+            self.assertEqual(json.load(f), [])
+
+    def test_staleSocketRemoved(self) -> None:
+        """
+        A socket file nobody listens on (a crashed daemon's) is removed.
+        """
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(self.socketPath)
+        stale.close()
+        self.assertTrue(os.path.exists(self.socketPath))
+        self.build()
+        self.assertFalse(os.path.exists(self.socketPath))
+
+    def test_staleRegularFileRemoved(self) -> None:
+        """
+        A regular file where the socket goes is removed too.
+        """
+        with open(self.socketPath, "w"):
+            pass
+        clearStaleSocket(self.socketPath)
+        self.assertFalse(os.path.exists(self.socketPath))
+
+    def test_liveSocket(self) -> None:
+        """
+        A socket another process listens on stops the build with
+        L{ControlSocketInUse} and is left alone.
+        """
+        live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(live.close)
+        live.bind(self.socketPath)
+        live.listen(1)
+        with self.assertRaises(ControlSocketInUse) as caught:
+            buildService(self.config(), self.reactor)
+        self.assertIn(self.socketPath, str(caught.exception))
+        self.assertTrue(os.path.exists(self.socketPath))
+
+    def test_socketDirectoryCreated(self) -> None:
+        """
+        The control socket's directory is created when missing.
+        """
+        self.socketPath = os.path.join(self.directory, "run", "kp.sock")
+        self.build()
+        self.assertTrue(os.path.isdir(os.path.dirname(self.socketPath)))
+
+
+class _Active:
+    """
+    A request in flight, as the site sees it.
+    """
+
+    channel = None
+
+
+class StopServiceTests(SynchronousTestCase):
+    """
+    L{ProxyService.stopService} waits for requests in flight, within the
+    shutdown grace.
+    """
+
+    def setUp(self) -> None:
+        directory = tempDir(self)
+        self.reactor = MemoryReactorClock()
+        config = _parse(
+            [
+                "--http-endpoint",
+                "tcp:8080",
+                "--socket",
+                os.path.join(directory, "kp.sock"),
+                "--state-dir",
+                os.path.join(directory, "state"),
+            ]
+        )
+        self.service = buildService(config, self.reactor)
+        self.service.startService()
+
+    def test_idle(self) -> None:
+        """
+        With nothing in flight, stopping completes at once.
+        """
+        self.successResultOf(self.service.stopService())
+        self.assertFalse(self.service.running)
+
+    def test_waitsForActive(self) -> None:
+        """
+        Stopping waits for the requests in flight to end.
+        """
+        request = _Active()
+        self.service.site.active.add(request)  # type: ignore[arg-type]
+        d = self.service.stopService()
+        self.reactor.advance(SHUTDOWN_GRACE / 2)
+        self.assertNoResult(d)
+        self.service.site.requestEnded(request)  # type: ignore[arg-type]
+        self.successResultOf(d)
+
+    def test_boundedByGrace(self) -> None:
+        """
+        A request that never ends holds the stop for the grace period
+        only.
+        """
+        self.service.site.active.add(_Active())  # type: ignore[arg-type]
+        d = self.service.stopService()
+        self.reactor.advance(SHUTDOWN_GRACE - 0.1)
+        self.assertNoResult(d)
+        self.reactor.advance(0.1)
+        self.successResultOf(d)

@@ -1,0 +1,722 @@
+"""
+Tests for L{kamalproxy.upstream}: the HTTP/1.1 client that talks to targets
+and its pool of persistent connections.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from kamalproxy.upstream import (
+    MAX_HEAD_SIZE,
+    RawHeaders,
+    UpstreamConnection,
+    UpstreamPool,
+    UpstreamProtocolError,
+)
+
+from ._helpers import connectedUpstream as _connected
+
+
+def connectedUpstream() -> UpstreamConnection:
+    """
+    A connected L{UpstreamConnection} offered back to a pool that ignores
+    it when idle (without an C{onIdle}, a finished connection is closed).
+    """
+    conn = _connected()
+    conn.onIdle = lambda c: None
+    return conn
+
+
+class _Recorder:
+    """
+    An L{IResponseHandler} that records what it is told.
+    """
+
+    def __init__(self) -> None:
+        self.heads: list[tuple[int, bytes, RawHeaders]] = []
+        self.body: list[bytes] = []
+        self.done = 0
+        self.failures: list[tuple[Failure, bool]] = []
+
+    def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        self.heads.append((status, reason, headers))
+
+    def responseBody(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def responseDone(self) -> None:
+        self.done += 1
+
+    def responseFailed(self, reason: Failure, headReceived: bool) -> None:
+        self.failures.append((reason, headReceived))
+
+    @property
+    def bodyBytes(self) -> bytes:
+        return b"".join(self.body)
+
+    @property
+    def status(self) -> Optional[int]:
+        return self.heads[0][0] if self.heads else None
+
+
+class _WriteLog(StringTransportWithDisconnection):
+    """
+    A transport that also keeps each write separately.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+
+def _get(conn: UpstreamConnection, method: bytes = b"GET") -> _Recorder:
+    handler = _Recorder()
+    conn.sendRequest(handler, method, b"/", [(b"Host", b"example.com")])
+    return handler
+
+
+def _feed(conn: UpstreamConnection, data: bytes, size: int = 1) -> None:
+    for i in range(0, len(data), size):
+        conn.dataReceived(data[i : i + size])
+
+
+class ResponseFramingTests(SynchronousTestCase):
+    """
+    The connection finds where each response body ends.
+    """
+
+    def test_contentLengthBody(self) -> None:
+        """
+        A body of C{Content-Length} bytes, arriving in pieces, is passed on
+        as it arrives and the response is done after the last byte; the
+        connection stays open for reuse.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: b\r\n\r\nhel")
+        self.assertEqual(handler.heads, [(200, b"OK", [(b"Content-Length", b"11"), (b"X-A", b"b")])])
+        self.assertEqual(handler.bodyBytes, b"hel")
+        self.assertEqual(handler.done, 0)
+        conn.dataReceived(b"lo worl")
+        conn.dataReceived(b"d")
+        self.assertEqual(handler.bodyBytes, b"hello world")
+        self.assertEqual(handler.done, 1)
+        self.assertEqual(handler.failures, [])
+        self.assertTrue(conn.reusable)
+        self.assertTrue(conn.transport.connected)
+
+    def test_chunkedBodyByteByByte(self) -> None:
+        """
+        A chunked body fed one byte at a time (so every CRLF is split) is
+        de-chunked; chunk extensions are ignored, hexadecimal sizes in
+        either case are read, trailers are consumed and not delivered.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        _feed(
+            conn,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;name=value\r\nhello\r\n"
+            b"A\r\n0123456789\r\n"
+            b"a\r\nabcdefghij\r\n"
+            b"1 ; ext\r\n!\r\n"
+            b"0\r\nX-Trailer: t\r\nX-Other: u\r\n\r\n",
+        )
+        self.assertEqual(handler.status, 200)
+        self.assertEqual(handler.bodyBytes, b"hello0123456789abcdefghij!")
+        self.assertEqual(handler.done, 1)
+        self.assertEqual(handler.failures, [])
+        self.assertTrue(conn.reusable)
+        self.assertTrue(conn.transport.connected)
+
+    def test_chunkedBodyInOnePiece(self) -> None:
+        """
+        A chunked response that arrives with its head in one piece is
+        de-chunked too, and the connection can be reused.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+        self.assertEqual(handler.bodyBytes, b"abcde")
+        self.assertEqual(handler.done, 1)
+        self.assertTrue(conn.reusable)
+
+    def test_chunkedSplitAcrossUnevenPieces(self) -> None:
+        """
+        Pieces that end in the middle of sizes, data and trailers give the
+        same body as one piece.
+        """
+        payload = (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"10\r\n0123456789abcdef\r\n3;x=y\r\nxyz\r\n0\r\nT: 1\r\n\r\n"
+        )
+        for size in (2, 3, 5, 7, 11):
+            conn = connectedUpstream()
+            handler = _get(conn)
+            _feed(conn, payload, size)
+            self.assertEqual(handler.bodyBytes, b"0123456789abcdefxyz", size)
+            self.assertEqual(handler.done, 1, size)
+
+    def test_readUntilClose(self) -> None:
+        """
+        With neither C{Content-Length} nor chunking, the body runs until the
+        target closes the connection, which completes the response; such a
+        connection is never reused.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nsome ")
+        self.assertFalse(conn.reusable)
+        conn.dataReceived(b"body")
+        self.assertEqual(handler.done, 0)
+        conn.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(handler.bodyBytes, b"some body")
+        self.assertEqual(handler.done, 1)
+        self.assertEqual(handler.failures, [])
+
+    def test_headResponseHasNoBody(self) -> None:
+        """
+        The response to C{HEAD} ends with its head, whatever its
+        C{Content-Length} says.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn, b"HEAD")
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        self.assertEqual(handler.done, 1)
+        self.assertEqual(handler.body, [])
+        self.assertTrue(conn.reusable)
+
+    def test_noBodyStatuses(self) -> None:
+        """
+        C{204} and C{304} responses end with their head.
+        """
+        for status in (204, 304):
+            conn = connectedUpstream()
+            handler = _get(conn)
+            conn.dataReceived(b"HTTP/1.1 %d X\r\nContent-Length: 7\r\n\r\n" % status)
+            self.assertEqual(handler.status, status)
+            self.assertEqual(handler.done, 1, status)
+            self.assertEqual(handler.body, [])
+            self.assertTrue(conn.reusable, status)
+
+    def test_emptyContentLength(self) -> None:
+        """
+        C{Content-Length: 0} completes the response with its head.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(handler.done, 1)
+        self.assertTrue(conn.reusable)
+
+    def test_continueSkipped(self) -> None:
+        """
+        A C{100 Continue} interim response is skipped: the handler sees
+        only the final response, whether they arrive together or apart.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+        )
+        self.assertEqual([h[0] for h in handler.heads], [201])
+        self.assertEqual(handler.bodyBytes, b"ok")
+        self.assertEqual(handler.done, 1)
+
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\nX: y\r\n\r\n")
+        self.assertEqual(handler.heads, [])
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual([h[0] for h in handler.heads], [200])
+        self.assertEqual(handler.done, 1)
+
+    def test_connectionCloseNotReusable(self) -> None:
+        """
+        A response with C{Connection: close} makes the connection
+        non-reusable: it is closed once the response is done and not
+        offered back for reuse.
+        """
+        conn = connectedUpstream()
+        idle: list[UpstreamConnection] = []
+        conn.onIdle = idle.append
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(handler.done, 1)
+        self.assertFalse(conn.reusable)
+        self.assertEqual(idle, [])
+        self.assertFalse(conn.connected)
+
+    def test_http10NotReusable(self) -> None:
+        """
+        An HTTP/1.0 response without C{Connection: keep-alive} is not
+        reused; with it, it is.
+        """
+        conn = connectedUpstream()
+        _get(conn)
+        conn.dataReceived(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertFalse(conn.reusable)
+
+        conn = connectedUpstream()
+        _get(conn)
+        conn.dataReceived(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(conn.reusable)
+
+    def test_keepAliveOffersForReuse(self) -> None:
+        """
+        A complete response on a reusable connection calls C{onIdle}; the
+        connection then carries a second request.
+        """
+        conn = connectedUpstream()
+        idle: list[UpstreamConnection] = []
+        conn.onIdle = idle.append
+        first = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+        self.assertEqual(idle, [conn])
+        second = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\nb")
+        self.assertEqual((first.bodyBytes, second.bodyBytes), (b"a", b"b"))
+        self.assertEqual(second.status, 404)
+        self.assertEqual(conn.requestsSent, 2)
+        self.assertEqual(idle, [conn, conn])
+
+
+class ResponseErrorTests(SynchronousTestCase):
+    """
+    Invalid responses and lost connections fail the response once, with
+    whether its head had arrived.
+    """
+
+    def _assertProtocolError(self, handler: _Recorder, headReceived: bool) -> None:
+        self.assertEqual(handler.done, 0)
+        self.assertEqual(len(handler.failures), 1)
+        reason, head = handler.failures[0]
+        reason.trap(UpstreamProtocolError)
+        self.assertEqual(head, headReceived)
+
+    def test_malformedStatusLine(self) -> None:
+        """
+        A status line that is not C{HTTP/1.x <code>} fails the response
+        and aborts the connection.
+        """
+        for head in (
+            b"garbage\r\n\r\n",
+            b"HTTP/2 200 OK\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/1.1 99 Low\r\n\r\n",
+        ):
+            conn = connectedUpstream()
+            handler = _get(conn)
+            conn.dataReceived(head)
+            self._assertProtocolError(handler, False)
+            self.assertFalse(conn.reusable, head)
+            self.assertTrue(conn.transport.disconnected, head)
+
+    def test_badHeaderLine(self) -> None:
+        """
+        A header line without a colon, or with space before the colon,
+        fails the response.
+        """
+        for line in (b"NoColon", b"Bad Name : x"):
+            conn = connectedUpstream()
+            handler = _get(conn)
+            conn.dataReceived(b"HTTP/1.1 200 OK\r\n" + line + b"\r\n\r\n")
+            self._assertProtocolError(handler, False)
+
+    def test_headTooLarge(self) -> None:
+        """
+        A response head over L{MAX_HEAD_SIZE} fails the response.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nX: " + b"a" * MAX_HEAD_SIZE)
+        self._assertProtocolError(handler, False)
+
+    def test_badChunkSize(self) -> None:
+        """
+        A chunk size that is not hexadecimal (or is signed) fails the
+        response after its head was delivered.
+        """
+        for size in (b"zz", b"-5", b"+5", b"0x5", b""):
+            conn = connectedUpstream()
+            handler = _get(conn)
+            conn.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            conn.dataReceived(size + b"\r\nhello\r\n0\r\n\r\n")
+            self._assertProtocolError(handler, True)
+            self.assertTrue(conn.transport.disconnected, size)
+
+    def test_missingCRLFAfterChunk(self) -> None:
+        """
+        Chunk data not followed by CRLF fails the response.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n")
+        self._assertProtocolError(handler, True)
+
+    def test_conflictingContentLength(self) -> None:
+        """
+        Two different C{Content-Length} values fail the response; the same
+        value twice is accepted.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
+        self._assertProtocolError(handler, False)
+
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual((handler.bodyBytes, handler.done), (b"ok", 1))
+
+    def test_invalidContentLength(self) -> None:
+        """
+        A negative or non-numeric C{Content-Length} fails the response.
+        """
+        for value in (b"-1", b"ten"):
+            conn = connectedUpstream()
+            handler = _get(conn)
+            conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\n")
+            self._assertProtocolError(handler, False)
+
+    def test_lostMidBody(self) -> None:
+        """
+        The connection closing before C{Content-Length} bytes arrived fails
+        the response with C{headReceived=True}.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        conn.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(handler.done, 0)
+        [(reason, headReceived)] = handler.failures
+        reason.trap(ConnectionLost)
+        self.assertTrue(headReceived)
+        self.assertEqual(handler.bodyBytes, b"half")
+
+    def test_lostMidChunkedBody(self) -> None:
+        """
+        The connection closing in the middle of a chunked body fails the
+        response (a chunked body must end with its last chunk).
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+        conn.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(handler.done, 0)
+        self.assertEqual([h for _, h in handler.failures], [True])
+
+    def test_lostBeforeHead(self) -> None:
+        """
+        The connection closing before any response fails it with
+        C{headReceived=False}.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual([h for _, h in handler.failures], [False])
+        self.assertFalse(conn.gotResponseBytes)
+
+    def test_extraBytesAfterResponse(self) -> None:
+        """
+        Bytes after a complete response (nobody asked for them) close the
+        connection, which is not reused; the response itself completes.
+        """
+        conn = connectedUpstream()
+        idle: list[UpstreamConnection] = []
+        conn.onIdle = idle.append
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
+        self.assertEqual((handler.bodyBytes, handler.done, handler.failures), (b"ok", 1, []))
+        self.assertFalse(conn.reusable)
+        self.assertFalse(conn.connected)
+
+    def test_extraBytesAfterEmptyBody(self) -> None:
+        """
+        Bytes after a bodiless response close the connection too.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\nEXTRA")
+        self.assertEqual(handler.done, 1)
+        self.assertFalse(conn.reusable)
+        self.assertFalse(conn.connected)
+
+    def test_extraBytesAfterChunkedBody(self) -> None:
+        """
+        Bytes after the end of a chunked body close the connection too.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nEXTRA")
+        self.assertEqual(handler.done, 1)
+        self.assertFalse(conn.reusable)
+        self.assertFalse(conn.connected)
+
+    def test_unsolicitedBytes(self) -> None:
+        """
+        Bytes on an idle connection (no request outstanding) make it
+        unusable and close it.
+        """
+        conn = connectedUpstream()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
+        self.assertFalse(conn.reusable)
+        self.assertFalse(conn.connected)
+
+    def test_abort(self) -> None:
+        """
+        L{UpstreamConnection.abort} drops the connection without telling the
+        handler anything.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.abort()
+        self.assertTrue(conn.transport.disconnected)
+        self.assertFalse(conn.reusable)
+        self.assertEqual((handler.done, handler.failures), (0, []))
+
+
+class RequestSerialisationTests(SynchronousTestCase):
+    """
+    L{UpstreamConnection.sendRequest} writes an HTTP/1.1 request.
+    """
+
+    def _conn(self) -> UpstreamConnection:
+        conn = UpstreamConnection()
+        transport = _WriteLog()
+        transport.protocol = conn
+        conn.makeConnection(transport)
+        return conn
+
+    def test_getWithoutBody(self) -> None:
+        """
+        A C{GET} without a body has no C{Content-Length}; headers are
+        written in order.
+        """
+        conn = self._conn()
+        conn.sendRequest(_Recorder(), b"GET", b"/a?b=c", [(b"Host", b"h"), (b"X-A", b"1")])
+        self.assertEqual(conn.transport.value(), b"GET /a?b=c HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n")
+        self.assertEqual(conn.requestsSent, 1)
+
+    def test_postEmptyBody(self) -> None:
+        """
+        C{POST}, C{PUT} and C{PATCH} with an empty body carry
+        C{Content-Length: 0}.
+        """
+        for method in (b"POST", b"PUT", b"PATCH"):
+            conn = self._conn()
+            conn.sendRequest(_Recorder(), method, b"/", [(b"Host", b"h")])
+            self.assertEqual(
+                conn.transport.value(), method + b" / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+            )
+
+    def test_bodyInline(self) -> None:
+        """
+        A small body goes in the same write as the head, with its length.
+        """
+        conn = self._conn()
+        conn.sendRequest(_Recorder(), b"POST", b"/", [(b"Host", b"h")], b"hello")
+        self.assertEqual(
+            conn.transport.writes, [b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"]
+        )
+
+    def test_largeBodySeparate(self) -> None:
+        """
+        A large body is written after the head, not copied into it.
+        """
+        body = b"x" * 70000
+        conn = self._conn()
+        conn.sendRequest(_Recorder(), b"PUT", b"/", [], body)
+        self.assertEqual(len(conn.transport.writes), 2)
+        self.assertTrue(conn.transport.writes[0].endswith(b"Content-Length: 70000\r\n\r\n"))
+        self.assertIs(conn.transport.writes[1], body)
+
+    def test_streamedLength(self) -> None:
+        """
+        With C{streamedLength}, the head announces that many bytes and no
+        body is written.
+        """
+        conn = self._conn()
+        conn.sendRequest(_Recorder(), b"POST", b"/", [], b"", streamedLength=42)
+        self.assertEqual(conn.transport.value(), b"POST / HTTP/1.1\r\nContent-Length: 42\r\n\r\n")
+
+    def test_chunked(self) -> None:
+        """
+        With C{chunked}, the head says C{Transfer-Encoding: chunked} and
+        has no C{Content-Length}.
+        """
+        conn = self._conn()
+        conn.sendRequest(_Recorder(), b"POST", b"/", [], chunked=True)
+        self.assertEqual(conn.transport.value(), b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+    def test_gotResponseBytes(self) -> None:
+        """
+        C{gotResponseBytes} is false after sending and true once any byte
+        of the response arrived.
+        """
+        conn = self._conn()
+        _get(conn)
+        self.assertFalse(conn.gotResponseBytes)
+        conn.dataReceived(b"H")
+        self.assertTrue(conn.gotResponseBytes)
+
+
+class _Connector:
+    """
+    Hands out connections on demand, recording them.
+    """
+
+    def __init__(self) -> None:
+        self.made: list[UpstreamConnection] = []
+
+    def __call__(self) -> Deferred:
+        conn = connectedUpstream()
+        self.made.append(conn)
+        return succeed(conn)
+
+
+def _complete(conn: UpstreamConnection) -> _Recorder:
+    handler = _get(conn)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    return handler
+
+
+class UpstreamPoolTests(SynchronousTestCase):
+    """
+    L{UpstreamPool} keeps kept-alive connections for reuse.
+    """
+
+    def _connect(self, pool: UpstreamPool) -> UpstreamConnection:
+        result: Any = self.successResultOf(pool.connect())
+        return result  # type: ignore[no-any-return]
+
+    def test_releaseAndTakeIdle(self) -> None:
+        """
+        A connection whose response completed goes back to the pool, and
+        L{UpstreamPool.takeIdle} hands it out once.
+        """
+        connector = _Connector()
+        pool = UpstreamPool(connector)
+        self.assertIsNone(pool.takeIdle())
+        conn = self._connect(pool)
+        self.assertEqual(pool.idle, [])
+        _complete(conn)
+        self.assertEqual(pool.idle, [conn])
+        self.assertIs(pool.takeIdle(), conn)
+        self.assertIsNone(pool.takeIdle())
+        self.assertEqual(len(connector.made), 1)
+
+    def test_acquireReuses(self) -> None:
+        """
+        L{UpstreamPool.acquire} reuses an idle connection before making a
+        new one.
+        """
+        connector = _Connector()
+        pool = UpstreamPool(connector)
+        conn = self.successResultOf(pool.acquire())
+        _complete(conn)
+        self.assertIs(self.successResultOf(pool.acquire()), conn)
+        other = self.successResultOf(pool.acquire())
+        self.assertIsNot(other, conn)
+        self.assertEqual(len(connector.made), 2)
+
+    def test_mostRecentFirst(self) -> None:
+        """
+        The most recently released connection is taken first.
+        """
+        pool = UpstreamPool(_Connector())
+        a, b = self._connect(pool), self._connect(pool)
+        _complete(a)
+        _complete(b)
+        self.assertIs(pool.takeIdle(), b)
+        self.assertIs(pool.takeIdle(), a)
+
+    def test_lostWhileIdle(self) -> None:
+        """
+        An idle connection that closes leaves the pool.
+        """
+        pool = UpstreamPool(_Connector())
+        conn = self._connect(pool)
+        _complete(conn)
+        conn.transport.loseConnection()
+        self.assertEqual(pool.idle, [])
+        self.assertIsNone(pool.takeIdle())
+
+    def test_takeIdleSkipsDisconnected(self) -> None:
+        """
+        A connection marked disconnected but still listed is skipped.
+        """
+        pool = UpstreamPool(_Connector())
+        a, b = self._connect(pool), self._connect(pool)
+        _complete(a)
+        _complete(b)
+        b.connected = False
+        self.assertIs(pool.takeIdle(), a)
+
+    def test_notReusableNotPooled(self) -> None:
+        """
+        A connection whose response said C{Connection: close} is closed,
+        not pooled.
+        """
+        pool = UpstreamPool(_Connector())
+        conn = self._connect(pool)
+        _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(pool.idle, [])
+        self.assertFalse(conn.connected)
+
+    def test_maxIdle(self) -> None:
+        """
+        Connections released beyond C{maxIdle} are closed.
+        """
+        pool = UpstreamPool(_Connector(), maxIdle=1)
+        a, b = self._connect(pool), self._connect(pool)
+        _complete(a)
+        _complete(b)
+        self.assertEqual(pool.idle, [a])
+        self.assertFalse(b.connected)
+
+    def test_close(self) -> None:
+        """
+        L{UpstreamPool.close} closes the idle connections, fires once they
+        are closed, and closes any connection released afterwards.
+        """
+        pool = UpstreamPool(_Connector())
+        a, b = self._connect(pool), self._connect(pool)
+        _complete(a)
+        self.successResultOf(pool.close())
+        self.assertFalse(a.connected)
+        self.assertEqual(pool.idle, [])
+        _complete(b)
+        self.assertFalse(b.connected)
+        self.assertEqual(pool.idle, [])
+
+    def test_connectionCloseWaits(self) -> None:
+        """
+        L{UpstreamConnection.close} fires when the connection is lost, and
+        at once when it is already closed.
+        """
+        conn = UpstreamConnection()
+        transport = StringTransportWithDisconnection()
+        transport.protocol = conn
+        conn.makeConnection(transport)
+        # A transport that closes later: lose it by hand.
+        transport.loseConnection = lambda: None  # type: ignore[method-assign]
+        d = conn.close()
+        self.assertNoResult(d)
+        conn.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(d)
+        self.successResultOf(conn.close())
