@@ -399,14 +399,8 @@ class UnsupportedTests(SynchronousTestCase):
 
     unsupportedValues = {
         "read-target": "web2",
-        "tls": None,
         "tls-on-demand-url": "http://x/allow",
-        "tls-staging": None,
-        "tls-certificate-path": "/c.pem",
-        "tls-private-key-path": "/k.pem",
         "tls-acme-cache-path": "/certs",
-        "tls-redirect": "false",
-        "canonical-host": "example.com",
         "writer-affinity-timeout": "2s",
         "read-target-websockets": None,
         "exclude-metrics-path": "/up",
@@ -434,11 +428,13 @@ class UnsupportedTests(SynchronousTestCase):
 
     def test_kamalTLSLine(self) -> None:
         """
-        Kamal's line for an app with C{ssl: true} is refused on C{--tls}.
+        Kamal's line for an app with C{ssl: true} is accepted: TLS on,
+        redirect on, forwarded headers off.
         """
-        self.assertEqual(
-            deployError(self, KAMAL_LINE + " --tls"), "`--tls` is not supported yet"
-        )
+        _, _, options = deploy(KAMAL_LINE + " --tls")
+        self.assertTrue(options.service.tls_enabled)
+        self.assertTrue(options.service.tls_redirect)
+        self.assertFalse(options.target.forward_headers)
 
     def test_defaultValuesAccepted(self) -> None:
         """
@@ -616,7 +612,7 @@ class UsageTests(SynchronousTestCase):
         deployHelp = usage("kamal-proxy", "deploy")
         self.assertIn("--deploy-timeout duration", deployHelp)
         self.assertIn("(default 30s)", deployHelp)
-        self.assertRegex(deployHelp, r"--tls +Configure TLS.*\(not supported yet\)")
+        self.assertRegex(deployHelp, r"--tls-on-demand-url string +Will make.*\(not supported yet\)")
 
     def test_topLevel(self) -> None:
         """

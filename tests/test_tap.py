@@ -177,8 +177,10 @@ class BuildServiceTests(SynchronousTestCase):
         service = self.build()
         self.assertEqual(self.reactor.tcpServers, [])
         service.startService()
-        [(port, site, _, interface)] = self.reactor.tcpServers
+        [(port, site, _, interface), (httpsPort, tls, _, _)] = self.reactor.tcpServers
         self.assertEqual((port, interface), (8080, ""))
+        self.assertEqual(httpsPort, 443)
+        self.assertIs(tls.wrappedFactory, site)
         self.assertIsInstance(site, ProxySite)
         self.assertIs(site.resource, service.router)
         [(address, factory, _, mode, _)] = self.reactor.unixServers
@@ -197,7 +199,7 @@ class BuildServiceTests(SynchronousTestCase):
         service = buildService(config, self.reactor)
         self.addCleanup(service.router.stop)
         service.startService()
-        [(port, _, backlog, interface)] = self.reactor.tcpServers
+        [(port, _, backlog, interface), _] = self.reactor.tcpServers
         self.assertEqual((port, backlog, interface), (8081, 1024, "127.0.0.1"))
 
     def test_restoresState(self) -> None:
@@ -317,3 +319,86 @@ class StopServiceTests(SynchronousTestCase):
         self.assertNoResult(d)
         self.reactor.advance(0.1)
         self.successResultOf(d)
+
+
+class TLSOptionsTests(SynchronousTestCase):
+    """
+    The daemon's HTTPS, ACME and h2c options, and the HTTPS listener and
+    issuing services L{buildService} makes from them.
+    """
+
+    def setUp(self) -> None:
+        self.directory = tempDir(self)
+        self.socketPath = os.path.join(self.directory, "kp.sock")
+        self.stateDir = os.path.join(self.directory, "state")
+        self.reactor = MemoryReactorClock()
+
+    def config(self, *argv: str) -> dict[str, Any]:
+        return _parse(["--socket", self.socketPath, "--state-dir", self.stateDir, *argv])
+
+    def test_defaults(self) -> None:
+        """
+        HTTPS on 443 of every interface, Let's Encrypt (production and
+        staging), no h2c.
+        """
+        from kamalproxy.tap import acmeDirectories
+        from kamalproxy.tls.client import LETSENCRYPT_DIRECTORY, LETSENCRYPT_STAGING_DIRECTORY
+
+        config = self.config()
+        self.assertEqual(config["https-endpoint"], "tcp:443:backlog=1024")
+        self.assertFalse(config["h2c"])
+        self.assertEqual(
+            acmeDirectories(config),
+            [(LETSENCRYPT_DIRECTORY, False), (LETSENCRYPT_STAGING_DIRECTORY, True)],
+        )
+
+    def test_httpsBindAndEndpoint(self) -> None:
+        """
+        C{--bind} applies to HTTPS; C{--https-endpoint} overrides it, and
+        its port is the one named in redirects.
+        """
+        self.assertEqual(
+            self.config("--bind", "127.0.0.1", "--https-port", "8443")["https-endpoint"],
+            "tcp:8443:backlog=1024:interface=127.0.0.1",
+        )
+        config = self.config("--http-endpoint", "tcp:8080", "--https-endpoint", "tcp:9443:interface=127.0.0.1")
+        service = buildService(config, self.reactor)
+        self.addCleanup(service.router.stop)
+        self.assertEqual(service.router.httpsPort, 9443)
+        service.startService()
+        self.addCleanup(service.stopService)
+        [_, (port, tls, _, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, interface), (9443, "127.0.0.1"))
+        self.assertIs(tls.wrappedFactory, service.site)
+
+    def test_acmeOptions(self) -> None:
+        """
+        An explicit directory serves every TLS service; one issuing service
+        per directory becomes a child of the daemon.
+        """
+        from kamalproxy.tap import acmeDirectories
+        from kamalproxy.tls.service import AcmeIssuingService
+
+        config = self.config("--http-endpoint", "tcp:8080", "--acme-directory", "https://ca.test/dir",
+                             "--acme-email", "ops@example.com", "--h2c")
+        self.assertEqual(acmeDirectories(config), [("https://ca.test/dir", None)])
+        service = buildService(config, self.reactor)
+        self.addCleanup(service.router.stop)
+        self.assertTrue(service.site.h2c)
+        issuers = [s for s in service if isinstance(s, AcmeIssuingService)]
+        self.assertEqual(len(issuers), 1)
+        self.assertTrue(issuers[0].store.path.path.startswith(os.path.join(self.stateDir, "certs")))
+
+    def test_h2cFromEnvironment(self) -> None:
+        """
+        C{H2C_ENABLED=true} turns h2c on, as Thruster's variable does.
+        """
+        self.assertTrue(_parse([], {"H2C_ENABLED": "true"})["h2c"])
+
+    def test_badOptions(self) -> None:
+        """
+        An EAB key id without its HMAC key, or a missing CA bundle, is a
+        usage error.
+        """
+        self.assertRaises(usage.UsageError, self.config, "--acme-eab-kid", "kid")
+        self.assertRaises(usage.UsageError, self.config, "--acme-ca-bundle", "/nonexistent.pem")

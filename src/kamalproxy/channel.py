@@ -24,6 +24,9 @@ Each refusal is a small HTML page (L{kamalproxy.pages}) with C{Connection:
 close}, logged once with the peer address and the reason.
 
 L{ConnectionLimiter} refuses connections beyond C{--max-connections}.
+
+With C{--h2c}, a plain connection that opens with the HTTP/2 preface is
+handed to Twisted's L{H2Connection} (cleartext HTTP/2 with prior knowledge).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import re
 from typing import Any, Callable, Optional
 
 import attr
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, INegotiated, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -42,7 +45,7 @@ from twisted.web.http import HTTPChannel
 # module imports; the HTTPChannel internals it relies on are the attributes
 # _path, _version, _transferDecoder, _handlingRequest, _finishRequestBody
 # and _respondToBadRequestAndDisconnect (all exercised by tests/test_channel.py).
-from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.http import H2_ENABLED, _GenericHTTPChannelProtocol
 
 from kamalproxy import pages
 
@@ -58,6 +61,9 @@ DEFAULT_WRITE_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 10000
 
 MAX_CHUNK_SIZE_LINE = 4096
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""The HTTP/2 connection preface (RFC 9113 section 3.4), sniffed for h2c."""
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE_BYTE = re.compile(rb"[^\t\x20-\x7e]")
@@ -636,10 +642,15 @@ class _ProxyChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     the connection in a L{ConnectionLimiter}.
     """
 
-    def __init__(self, channel: ProxyChannel, limiter: Optional[ConnectionLimiter]) -> None:
+    def __init__(
+        self, channel: ProxyChannel, limiter: Optional[ConnectionLimiter], h2c: bool = False
+    ) -> None:
         super().__init__(channel)
         self._limiter = limiter
         self._counted = False
+        # The first bytes, kept while they may still be the HTTP/2 preface
+        # (only when cleartext HTTP/2 is on); None once decided.
+        self._h2cBuffer: Optional[bytes] = b"" if h2c and H2_ENABLED else None
 
     def makeConnection(self, transport: Any) -> None:
         if self._limiter is not None and not self._counted:
@@ -648,10 +659,52 @@ class _ProxyChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         self._channel.makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._h2cBuffer is not None:
+            data = self._h2cBuffer + data
+            sniffed = data[: len(H2_PREFACE)]
+            if sniffed != H2_PREFACE[: len(sniffed)] or INegotiated.providedBy(
+                self._channel.transport
+            ):
+                self._h2cBuffer = None  # HTTP/1.1 (or TLS, where ALPN decides)
+            elif len(data) < len(H2_PREFACE):
+                self._h2cBuffer = data
+                return
+            else:
+                self._h2cBuffer = None
+                self._switchToH2C()
+                self._channel.dataReceived(data)
+                return
         channel = self._channel
         super().dataReceived(data)
         if self._channel is not channel and isinstance(channel, ProxyChannel):
             channel.stopTimers()  # HTTP/2 took over, with its own idle timeout
+
+    def _switchToH2C(self) -> None:
+        """
+        The client opened with the HTTP/2 preface on a plain connection
+        (h2c with prior knowledge): hand the connection to Twisted's
+        L{H2Connection}, as L{_GenericHTTPChannelProtocol} does for ALPN
+        C{h2}.
+        """
+        # Twisted's HTTP/2 server (private module, as the ALPN switch uses).
+        from twisted.web._http2 import H2Connection
+
+        old = self._channel
+        networkProducer = old._networkProducer
+        networkProducer.unregisterProducer()
+        if isinstance(old, ProxyChannel):
+            old.stopTimers()
+        old.setTimeout(None)
+        transport = old.transport
+        self._channel = H2Connection()
+        self._channel.requestFactory = self._requestFactory
+        self._channel.site = self._site
+        self._channel.factory = self._factory
+        self._channel.timeOut = self._timeOut
+        self._channel.callLater = self._callLater
+        self._channel.makeConnection(transport)
+        networkProducer.registerProducer(self._channel, True)
+        self._negotiatedProtocol = b"h2"
 
     def connectionLost(self, reason: Failure) -> None:
         try:
@@ -670,6 +723,7 @@ def buildChannelProtocol(site: Any) -> _ProxyChannelProtocol:
     return _ProxyChannelProtocol(
         ProxyChannel(getattr(site, "limits", None) or ChannelLimits()),
         getattr(site, "connectionLimiter", None),
+        bool(getattr(site, "h2c", False)),
     )
 
 

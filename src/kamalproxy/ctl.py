@@ -65,14 +65,28 @@ class _ControlClient(amp.AMP):
         self.closed.callback(None)
 
 
+def _tlsCell(service: Mapping[str, Any]) -> str:
+    """
+    C{no}, C{yes}, C{yes (pending)} or C{yes (until 2027-02-24)}.
+    """
+    if not service.get("tls"):
+        return "no"
+    certificate = service.get("certificate")
+    if not certificate:
+        return "yes"
+    if certificate == "pending":
+        return "yes (pending)"
+    return f"yes (until {certificate})"
+
+
 def serviceRows(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     """
     The rows of the C{list} table for the daemon's service descriptions,
     sorted by service name.
 
     @param services: objects with C{service}, C{hosts}, C{path_prefixes},
-        C{targets}, C{state} and C{tls}; other keys are ignored and missing
-        ones take a blank value.
+        C{targets}, C{state}, C{tls} and C{certificate}; other keys are
+        ignored and missing ones take a blank value.
     """
     rows = []
     for service in services:
@@ -84,7 +98,7 @@ def serviceRows(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
                 ",".join(service.get("path_prefixes") or ()),
                 ",".join(service.get("targets") or ()),
                 str(service.get("state", "")),
-                "yes" if service.get("tls") else "no",
+                _tlsCell(service),
             )
         )
     return sorted(rows)

@@ -26,6 +26,7 @@ Every error is a L{FlagError} with a one-line message.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from typing import Any, Callable, Mapping, Sequence
 
@@ -298,7 +299,6 @@ _DEPLOY_FLAGS = (
         BOOL,
         False,
         "Configure TLS for this target (requires a non-empty host)",
-        supported=False,
     ),
     Flag(
         "tls-on-demand-url",
@@ -313,21 +313,18 @@ _DEPLOY_FLAGS = (
         BOOL,
         False,
         "Use Let's Encrypt staging environment for certificate provisioning",
-        supported=False,
     ),
     Flag(
         "tls-certificate-path",
         STRING,
         "",
         "Configure custom TLS certificate path (PEM format)",
-        supported=False,
     ),
     Flag(
         "tls-private-key-path",
         STRING,
         "",
         "Configure custom TLS private key path (PEM format)",
-        supported=False,
     ),
     Flag(
         "tls-acme-cache-path",
@@ -337,13 +334,12 @@ _DEPLOY_FLAGS = (
         supported=False,
         shownDefault="~/.config/kamal-proxy/certs",
     ),
-    Flag("tls-redirect", BOOL, True, "Redirect HTTP traffic to HTTPS", supported=False),
+    Flag("tls-redirect", BOOL, True, "Redirect HTTP traffic to HTTPS"),
     Flag(
         "canonical-host",
         STRING,
         "",
         "Redirect all requests to this host (e.g., force root or www)",
-        supported=False,
     ),
     Flag(
         "deploy-timeout",
@@ -679,6 +675,15 @@ def checkSupported(invocation: Invocation) -> None:
             raise notSupported(f"--{name}")
 
 
+def _absolute(path: str) -> str:
+    """
+    C{path} made absolute against the command's working directory (the
+    daemon may run elsewhere); empty stays empty.
+    """
+    path = path.strip()
+    return os.path.abspath(path) if path else ""
+
+
 def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions]:
     """
     Turn a parsed C{deploy} into what the daemon's C{Deploy} command takes,
@@ -710,6 +715,11 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             path_prefixes=values["path-prefix"] or ("/",),
             strip_prefix=values["strip-path-prefix"],
             tls_enabled=tls,
+            tls_redirect=values["tls-redirect"],
+            tls_certificate_path=_absolute(values["tls-certificate-path"]),
+            tls_private_key_path=_absolute(values["tls-private-key-path"]),
+            tls_staging=values["tls-staging"],
+            canonical_host=values["canonical-host"],
             error_page_path=values["error-pages"],
         ),
         target=TargetOptions(

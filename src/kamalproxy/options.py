@@ -82,7 +82,19 @@ class ServiceOptions:
     path_prefixes: tuple[str, ...] = attr.ib(default=("/",), converter=_tupleOfStr)
     strip_prefix: bool = True
     tls_enabled: bool = False
+    tls_redirect: bool = True
+    tls_certificate_path: str = ""
+    tls_private_key_path: str = ""
+    tls_staging: bool = False
+    canonical_host: str = ""
     error_page_path: str = ""
+
+    @property
+    def customCertificate(self) -> bool:
+        """
+        Whether this service brings its own certificate (no ACME).
+        """
+        return bool(self.tls_enabled and self.tls_certificate_path)
 
 
 @attr.s(auto_attribs=True, frozen=True, slots=True)
@@ -123,11 +135,34 @@ def fromJSON(cls: type[_T], data: Mapping[str, Any]) -> _T:
             continue
         value = data[field.name]
         nested = _NESTED.get(field.name)
+        if not nested and not _hasJSONType(str(field.type), value):
+            raise InvalidOptions(f"invalid value for {field.name}: {value!r}")
         kwargs[field.name] = fromJSON(nested, value) if nested else value
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise InvalidOptions(str(e)) from e
+
+
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "float": (int, float),
+    "int": (int,),
+    "bool": (bool,),
+    "str": (str,),
+}
+
+
+def _hasJSONType(typeName: str, value: Any) -> bool:
+    """
+    Whether C{value} (from JSON) fits a field annotated C{typeName}: a
+    number where a number goes (not a bool), a list where a tuple goes.
+    """
+    if typeName.startswith("tuple["):
+        return isinstance(value, (list, tuple))
+    expected = _SCALARS.get(typeName)
+    if expected is None:
+        return True
+    return isinstance(value, expected) and (bool in expected or not isinstance(value, bool))
 
 
 _NESTED: dict[str, type] = {
@@ -216,8 +251,42 @@ def normalizeDeploy(
         raise InvalidOptions("health check timeout must be positive")
     if not 0 <= hc.port <= 65535:
         raise InvalidOptions(f"invalid health check port: {hc.port}")
-    service = attr.evolve(options.service, hosts=hosts, path_prefixes=prefixes)
+    _checkTLS(options.service, hosts)
+    canonical = options.service.canonical_host.strip()
+    if canonical:
+        canonical = normalizeHost(canonical)
+        if canonical.startswith("*"):
+            raise InvalidOptions(f"invalid canonical host: {canonical!r}")
+        if hosts and canonical.lower() not in {h.lower() for h in hosts}:
+            raise InvalidOptions("canonical host must be one of the service's hosts")
+    service = attr.evolve(
+        options.service, hosts=hosts, path_prefixes=prefixes, canonical_host=canonical
+    )
     return name, normalized, attr.evolve(options, service=service)
+
+
+def _checkTLS(service: ServiceOptions, hosts: tuple[str, ...]) -> None:
+    """
+    The TLS rules: automatic TLS needs a host and cannot do wildcards (a
+    custom certificate may serve wildcards and the default service); a custom
+    certificate comes as a certificate and key pair, with C{--tls}.
+
+    @raise InvalidOptions: with the problem.
+    """
+    certificate = service.tls_certificate_path.strip()
+    key = service.tls_private_key_path.strip()
+    if bool(certificate) != bool(key):
+        raise InvalidOptions(
+            "both --tls-certificate-path and --tls-private-key-path must be given"
+        )
+    if not service.tls_enabled:
+        if certificate:
+            raise InvalidOptions("--tls-certificate-path requires --tls")
+        return
+    if not hosts and not certificate:
+        raise InvalidOptions("host must be set when using automatic TLS")
+    if not certificate and any(h.startswith("*") for h in hosts):
+        raise InvalidOptions("automatic TLS does not support wildcards")
 
 
 def describeTimeout(seconds: float) -> str:

@@ -57,6 +57,24 @@ def tcpConnectorFor(reactor: IReactorTCP) -> ConnectorFor:
     return connectorFor
 
 
+def _certificateFor(options: DeployOptions) -> Any:
+    """
+    The service's custom certificate, read at deploy time, or L{None} when
+    it has none.
+
+    @raise InvalidOptions: C{"unable to load certificate: ..."}.
+    """
+    service = options.service
+    if not service.customCertificate:
+        return None
+    from kamalproxy.tls.sni import loadCertificatePair
+
+    try:
+        return loadCertificatePair(service.tls_certificate_path, service.tls_private_key_path)
+    except ValueError as e:
+        raise InvalidOptions(str(e)) from None
+
+
 def _errorPagesFor(options: DeployOptions) -> Optional[dict[int, bytes]]:
     """
     The service's own error pages, read at deploy time (a few small files).
@@ -65,6 +83,33 @@ def _errorPagesFor(options: DeployOptions) -> Optional[dict[int, bytes]]:
     """
     path = options.service.error_page_path
     return loadErrorPages(path) if path else None
+
+
+_CHALLENGE_PATH = b"/.well-known/acme-challenge/"
+
+
+def _portOf(header: bytes) -> Optional[int]:
+    """
+    The port of a C{Host} header value, or L{None}.
+    """
+    if header.startswith(b"["):
+        end = header.find(b"]")
+        rest = header[end + 1 :] if end > 0 else b""
+    else:
+        rest = header[header.find(b":") :] if b":" in header else b""
+    if rest.startswith(b":") and rest[1:].isdigit():
+        return int(rest[1:])
+    return None
+
+
+def _redirect(request: IRequest, location: bytes) -> bytes:
+    """
+    Answer C{request} with a 301 to C{location}.
+    """
+    request.setResponseCode(301)
+    request.setHeader(b"location", location)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return b"Moved Permanently\n"
 
 
 @implementer(IResource)
@@ -76,6 +121,12 @@ class Router:
     @ivar services: the deployed services by name.
     @ivar onChange: called with L{snapshot}'s result after every change, to
         persist it.
+    @ivar challenges: answers ACME HTTP-01 challenges ahead of routing (an
+        L{kamalproxy.tls.http01.HTTP01Responder}), or L{None}.
+    @ivar certificates: the HTTPS listener's
+        L{kamalproxy.tls.sni.CertificateSelector}, or L{None} when there is
+        no HTTPS listener (then plain HTTP is never redirected).
+    @ivar httpsPort: the HTTPS port named in redirects (omitted when 443).
     """
 
     isLeaf = True
@@ -92,6 +143,9 @@ class Router:
         self.onChange = onChange
         self.services: dict[str, Service] = {}
         self._table: RoutingTable[Service] = RoutingTable()
+        self.challenges: Any = None
+        self.certificates: Any = None
+        self.httpsPort = 443
 
     # IResource
 
@@ -114,6 +168,12 @@ class Router:
         path: bytes = request.path
         if not path.startswith(b"/"):
             return pages.renderPage(request, 400)
+        if self.challenges is not None and path.startswith(_CHALLENGE_PATH):
+            keyAuthorization = self.challenges.keyAuthorizationForPath(path)
+            if keyAuthorization is not None:
+                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+                request.setHeader(b"cache-control", b"no-store")
+                return keyAuthorization.encode("ascii")
         if request.prepath:
             # Mounted below the root of another application's resource tree:
             # route on what is left of the path.
@@ -129,7 +189,51 @@ class Router:
         if match is None:
             return pages.renderPage(request, 404)
         service, prefix = match
+        location = self.redirectFor(request, service, path)
+        if location is not None:
+            request.kamalService = service.name  # type: ignore[attr-defined]
+            return _redirect(request, location)
         return service.render(request, path, prefix, uri[len(path) :])
+
+    def redirectFor(self, request: IRequest, service: Service, path: Optional[bytes] = None) -> Optional[bytes]:
+        """
+        Where to send C{request} instead of forwarding it, or L{None}:
+        plain HTTP to a service with TLS, C{tls_redirect} and a certificate
+        for the host goes to C{https://}; a host other than the service's
+        canonical host goes to the canonical one (both in one hop). ACME
+        challenge paths are never redirected.
+        """
+        options = service.options.service
+        if path is None:
+            path = request.path
+        if path.startswith(_CHALLENGE_PATH):
+            return None
+        header = request.getHeader(b"host") or b""
+        host = requestHost(header)
+        secure = request.isSecure()
+        canonical = options.canonical_host.encode("ascii").lower()
+        toCanonical = bool(canonical) and host != canonical
+        target = canonical if toCanonical else host
+        toHTTPS = (
+            not secure
+            and options.tls_enabled
+            and options.tls_redirect
+            and self.certificates is not None
+            and self.certificates.certificateFor(service, target.decode("ascii", "replace")) is not None
+        )
+        if not toHTTPS and not toCanonical:
+            return None
+        if toHTTPS or secure:
+            scheme = b"https"
+            port = self.httpsPort if toHTTPS else _portOf(header)
+            if port and port != 443:
+                target += b":%d" % port
+        else:
+            scheme = b"http"
+            port = _portOf(header)
+            if port and port != 80:
+                target += b":%d" % port
+        return scheme + b"://" + target + (getattr(request, "uri", None) or path)
 
     def routeFor(self, host: Optional[bytes], path: bytes) -> Optional[tuple[Service, bytes]]:
         """
@@ -152,6 +256,7 @@ class Router:
         name, normalized, options = normalizeDeploy(name, list(targets), options)
         self._checkConflicts(name, options)
         errorPages = _errorPagesFor(options)
+        certificate = _certificateFor(options)
         group = TargetGroup(self._makeTarget(t, options) for t in normalized)
         group.startHealthChecks()
         if not options.force:
@@ -173,6 +278,7 @@ class Router:
             raise
         old = self.services.get(name)
         self.services[name] = Service(self._clock, name, options, group, errorPages)
+        self.services[name].tlsCertificate = certificate
         if old is not None:
             self.services[name].state = old.state
         self._changed()
@@ -221,10 +327,20 @@ class Router:
                     error=e,
                 )
                 errorPages = None
+            try:
+                certificate = _certificateFor(options)
+            except InvalidOptions as e:
+                self.log.error(
+                    "Restored {service} without its TLS certificate: {error}",
+                    service=name,
+                    error=e,
+                )
+                certificate = None
             group = TargetGroup(self._makeTarget(t, options) for t in targets)
             group.markHealthy()
             group.startHealthChecks()
             self.services[name] = Service(self._clock, name, options, group, errorPages)
+            self.services[name].tlsCertificate = certificate
             self.log.info("Restored {service}", service=name)
         self._rebuild()
 
@@ -241,7 +357,39 @@ class Router:
         """
         Every service as C{list} shows it, sorted by name.
         """
-        return [s.describe() for s in sorted(self.services.values(), key=lambda s: s.name)]
+        described = []
+        for service in sorted(self.services.values(), key=lambda s: s.name):
+            entry = service.describe()
+            if self.certificates is not None:
+                status = self.certificates.status(service)
+                if status is not None:
+                    entry["certificate"] = status
+            described.append(entry)
+        return described
+
+    def serviceForHost(self, host: str) -> Optional[Service]:
+        """
+        The service owning C{/} for C{host} (C{""}: the default service),
+        whose TLS settings and certificate the host gets.
+        """
+        match = self._table.lookup(host.encode("ascii", "replace").lower(), b"/")
+        return match[0] if match is not None else None
+
+    def tlsHosts(self, staging: Optional[bool] = None) -> list[str]:
+        """
+        The hosts that need an ACME certificate: those of TLS services
+        without a custom certificate (only staging or only production ones
+        when C{staging} is given).
+        """
+        hosts: set[str] = set()
+        for service in self.services.values():
+            options = service.options.service
+            if not options.tls_enabled or options.customCertificate:
+                continue
+            if staging is not None and options.tls_staging != staging:
+                continue
+            hosts.update(h.lower() for h in options.hosts if not h.startswith("*"))
+        return sorted(hosts)
 
     def stop(self) -> Deferred:
         """

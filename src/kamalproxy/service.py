@@ -44,6 +44,7 @@ class Service:
         self.group = group
         self.state = RUNNING
         self.errorPages = errorPages
+        self.tlsCertificate: Any = None  # a custom certificate (kamalproxy.tls.sni.LoadedCertificate)
 
     def __repr__(self) -> str:
         return f"<Service {self.name} {self.group.addresses}>"

@@ -125,7 +125,12 @@ class ProxyRequest(Request):
         target = getattr(self.channel, "_path", None)  # the request target, kept by HTTPChannel
         if routeFor is None or not target or not target.startswith(b"/"):
             return None
-        return routeFor(self.requestHeaders.getRawHeaders(b"host", [None])[0], target.split(b"?", 1)[0])
+        path = target.split(b"?", 1)[0]
+        route = routeFor(self.requestHeaders.getRawHeaders(b"host", [None])[0], path)
+        redirectFor = getattr(router, "redirectFor", None)
+        if route is not None and redirectFor is not None and redirectFor(self, route[0], path) is not None:
+            return None  # answered with a redirect by the router, body unread
+        return route
 
     def _refuse(self, status: int, reason: str) -> None:
         """

@@ -14,6 +14,9 @@ import socket
 from typing import Any, Mapping, Optional
 
 from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import endpoints
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -27,6 +30,18 @@ from kamalproxy.requestlog import RequestLogger
 from kamalproxy.router import Router, tcpConnectorFor
 from kamalproxy.site import ProxySite
 from kamalproxy.state import StateStore
+from kamalproxy.tls.client import (
+    LETSENCRYPT_DIRECTORY,
+    LETSENCRYPT_STAGING_DIRECTORY,
+    AcmeClient,
+    makeHTTPClient,
+    trustRootFromFile,
+)
+from kamalproxy.tls.http01 import HTTP01Responder
+from kamalproxy.tls.keys import loadOrCreateAccountKey
+from kamalproxy.tls.service import AcmeIssuingService
+from kamalproxy.tls.sni import CertificateSelector
+from kamalproxy.tls.store import DirectoryStore, cacheDirectoryFor
 
 SHUTDOWN_GRACE = 10.0
 LISTEN_BACKLOG = 1024
@@ -111,9 +126,15 @@ class Options(usage.Options):
 
     optParameters = [
         ["http-port", None, None, "Port to serve HTTP on. [default: 80]", _port],
-        ["https-port", None, None, "Port to serve HTTPS on (used once TLS is enabled). [default: 443]", _port],
+        ["https-port", None, None, "Port to serve HTTPS on. [default: 443]", _port],
         ["bind", None, None, "Address to listen on. [default: all interfaces]"],
         ["http-endpoint", None, None, "Endpoint description for HTTP, e.g. tcp:8080:interface=127.0.0.1 (overrides --http-port/--bind)."],
+        ["https-endpoint", None, None, "Endpoint description for HTTPS (TLS is added), e.g. tcp:8443:interface=127.0.0.1 (overrides --https-port/--bind)."],
+        ["acme-directory", None, None, "ACME directory URL for automatic certificates. [default: Let's Encrypt; --tls-staging on deploy picks its staging directory]"],
+        ["acme-ca-bundle", None, None, "PEM file of the CA certificates to trust for the ACME server. [default: the system's]"],
+        ["acme-email", None, None, "Contact e-mail for the ACME account. [default: none]"],
+        ["acme-eab-kid", None, None, "External Account Binding key id for the ACME account."],
+        ["acme-eab-hmac-key", None, None, "External Account Binding HMAC key (base64url)."],
         ["socket", None, None, "Control socket path. [default: $KAMAL_PROXY_SOCKET, $XDG_RUNTIME_DIR/kamal-proxy.sock, or the temp dir]"],
         ["state-dir", None, None, "Directory for the state file. [default: ~/.config/kamal-proxy]"],
         ["metrics-port", None, None, "Prometheus metrics port (0 = off). [default: 0]", _port],
@@ -129,6 +150,7 @@ class Options(usage.Options):
     optFlags = [
         ["debug", None, "Log debug messages."],
         ["http3", None, "Serve HTTP/3 (not supported yet)."],
+        ["h2c", None, "Serve cleartext HTTP/2 (prior knowledge) on the HTTP port too."],
     ]
 
     def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
@@ -167,6 +189,19 @@ class Options(usage.Options):
             raise usage.UsageError("`--metrics-port` is not supported yet")
         if self["http-endpoint"] is None:
             self["http-endpoint"] = tcpEndpoint(self["http-port"], self["bind"])
+        if self["https-endpoint"] is None:
+            self["https-endpoint"] = tcpEndpoint(self["https-port"], self["bind"])
+        if not self["h2c"]:
+            raw = _fromEnv(env, "H2C_ENABLED")
+            try:
+                self["h2c"] = bool(raw is not None and _bool(raw))
+            except ValueError:
+                self["h2c"] = False
+        if bool(self["acme-eab-kid"]) != bool(self["acme-eab-hmac-key"]):
+            raise usage.UsageError("`--acme-eab-kid` and `--acme-eab-hmac-key` go together")
+        bundle = self["acme-ca-bundle"]
+        if bundle is not None and not os.path.isfile(bundle):
+            raise usage.UsageError(f"`--acme-ca-bundle`: no such file: {bundle}")
 
 
 def tcpEndpoint(port: int, bind: str) -> str:
@@ -252,20 +287,131 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     socketPath = config["socket"]
     clearStaleSocket(socketPath)
     store = StateStore(config["state-dir"])
-    router = Router(reactor, tcpConnectorFor(reactor), onChange=store.save)
+    issuers: list[AcmeIssuingService] = []
+
+    def changed(snapshot: list[dict[str, Any]]) -> None:
+        store.save(snapshot)
+        for issuer in issuers:
+            if issuer.running:
+                issuer.check()  # certificates for new TLS hosts, now
+
+    router = Router(reactor, tcpConnectorFor(reactor), onChange=changed)
+    selector = CertificateSelector(router.serviceForHost)
+    router.certificates = selector
+    router.httpsPort = _endpointPort(config.get("https-endpoint")) or config.get("https-port") or 443
+    responder = HTTP01Responder()
+    router.challenges = responder
     router.restore(store.load())
     site = ProxySite(router, reactor, requestLog=RequestLogger(reactor), limits=channelLimits(config))
     site.displayTracebacks = False
+    site.h2c = bool(config.get("h2c"))
     service = ProxyService(router, site)
     listener = strports.service(config["http-endpoint"], site, reactor=reactor)
     listener._raiseSynchronously = True  # a port in use stops the start, loudly
     listener.setServiceParent(service)
+    httpsEndpoint = config.get("https-endpoint")
+    if httpsEndpoint:
+        tlsFactory = _TLSFactory(selector.serverOptions(), False, site)
+        httpsListener = StreamServerEndpointService(
+            endpoints.serverFromString(reactor, httpsEndpoint), tlsFactory
+        )
+        httpsListener._raiseSynchronously = True
+        httpsListener.setServiceParent(service)
+    for issuer in acmeIssuers(config, reactor, router, selector, responder):
+        issuers.append(issuer)
+        issuer.setServiceParent(service)
     os.makedirs(os.path.dirname(os.path.abspath(socketPath)), exist_ok=True)
     control = f"unix:{socketPath.replace(':', chr(92) + ':')}:mode=600"
     controlListener = strports.service(control, ControlFactory(router), reactor=reactor)
     controlListener._raiseSynchronously = True
     controlListener.setServiceParent(service)
     return service
+
+
+class _TLSFactory(TLSMemoryBIOFactory):
+    """
+    TLS around the site, keeping the site's refusal of a connection
+    (C{--max-connections}) a refusal.
+    """
+
+    noisy = False
+
+    def buildProtocol(self, addr: Any) -> Any:
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return self.protocol(self, wrapped)
+
+
+def _endpointPort(description: Optional[str]) -> Optional[int]:
+    """
+    The port of a C{tcp:PORT:...} endpoint description, or L{None}.
+    """
+    if not description:
+        return None
+    parts = description.split(":")
+    if len(parts) > 1 and parts[0] in ("tcp", "tcp6") and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def acmeDirectories(config: Mapping[str, Any]) -> list[tuple[str, Optional[bool]]]:
+    """
+    The ACME directories to use, each with the services it serves: C{None}
+    for all (an explicit C{--acme-directory}), else Let's Encrypt for
+    C{False} (production) and its staging directory for C{True}
+    (C{--tls-staging}).
+    """
+    if config.get("acme-directory"):
+        return [(config["acme-directory"], None)]
+    return [(LETSENCRYPT_DIRECTORY, False), (LETSENCRYPT_STAGING_DIRECTORY, True)]
+
+
+def acmeIssuers(
+    config: Mapping[str, Any],
+    reactor: Any,
+    router: Router,
+    selector: CertificateSelector,
+    responder: HTTP01Responder,
+) -> list[AcmeIssuingService]:
+    """
+    One L{AcmeIssuingService} per ACME directory, keeping certificates
+    under C{<state-dir>/certs/<sha256 of the directory URL>}; the
+    certificates already there are served at once.
+    """
+    base = os.path.join(config["state-dir"], "certs")
+    bundle = config.get("acme-ca-bundle")
+    issuers = []
+    for url, staging in acmeDirectories(config):
+        certStore = DirectoryStore(cacheDirectoryFor(base, url))
+        certStore.all().addCallback(
+            lambda records: [selector.addRecord(h, r) for h, r in records.items()]
+        )
+
+        async def makeClient(url: str = url, certStore: DirectoryStore = certStore) -> AcmeClient:
+            key = await loadOrCreateAccountKey(reactor, certStore.accountKeyPath)
+            policy = trustRootFromFile(bundle) if bundle else None
+            return AcmeClient(
+                reactor,
+                url,
+                key,
+                makeHTTPClient(reactor, policy),
+                email=config.get("acme-email") or None,
+                eabKid=config.get("acme-eab-kid") or None,
+                eabHmacKey=config.get("acme-eab-hmac-key") or None,
+            )
+
+        issuers.append(
+            AcmeIssuingService(
+                clock=reactor,
+                store=certStore,
+                responder=responder,
+                hosts=lambda staging=staging: router.tlsHosts(staging),
+                clientFactory=makeClient,
+                certificateChanged=selector.addRecord,
+            )
+        )
+    return issuers
 
 
 def makeService(config: Options) -> ProxyService:

@@ -272,6 +272,7 @@ class Daemon:
         self.output = output
         self.process = process
         self.pid: int = process.pid
+        self.httpsPort = 0
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -377,8 +378,10 @@ async def startDaemon(
     port = freePort() if port is None else port
     stateDir = os.path.join(workDir, "state") if stateDir is None else stateDir
     socketPath = os.path.join(workDir, "kp.sock") if socketPath is None else socketPath
+    httpsPort = freePort()
     flags = [
         "--http-port", str(port),
+        "--https-port", str(httpsPort),  # extraArgs may override it
         "--bind", "127.0.0.1",
         "--state-dir", stateDir,
         "--socket", socketPath,
@@ -393,6 +396,7 @@ async def startDaemon(
     output = OutputCollector(" ".join(os.path.basename(a) for a in argv[:2]))
     process = reactor.spawnProcess(output, program, argv, env=environment(env), path=workDir)
     daemon = Daemon(port, socketPath, stateDir, output, process)
+    daemon.httpsPort = httpsPort
     testCase.addCleanup(daemon.cleanup)
     if waitReady:
         await daemon.waitForMessage(READY_MARK, STARTUP_TIMEOUT)

@@ -1,0 +1,306 @@
+"""
+Automatic HTTPS against a real daemon: certificates issued by a real Pebble
+ACME server over HTTP-01 (skipped when Pebble is not installed, unless
+C{KAMAL_PROXY_REQUIRE_PEBBLE=1}), served per server name with HTTP/2; plain
+HTTP redirected except for challenges; custom certificate pairs; h2c; and a
+CA that is down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from kamalproxy.tls.client import makeHTTPClient, trustRootFromFile
+
+from tests.integration.harness import (
+    CommandResult,
+    ctl,
+    deployArgs,
+    freePort,
+    runCommand,
+    startBackend,
+    startDaemon,
+    tempDir,
+)
+from tests.tls.pebble import Pebble, requirePebble
+from tests.test_tls_sni import selfSigned
+
+CERTIFICATE_TIMEOUT = 30.0
+
+
+def _program(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SkipTest(f"{name} is not installed")
+    return path
+
+
+async def curlRun(*args: str, timeout: float = 10.0) -> CommandResult:
+    """
+    C{curl -sS} with C{args}, whatever its exit code; the output ends with
+    C{<status> <http_version>} on its own line.
+    """
+    return await runCommand(
+        [_program("curl"), "-sS", "--noproxy", "*", "--max-time", str(timeout),
+         "-w", "\n%{http_code} %{http_version}", *args],
+        timeout=timeout + 5,
+    )
+
+
+def parseCurl(result: CommandResult) -> tuple[int, str, str]:
+    """
+    C{(status, http_version, body)} of a successful L{curlRun}.
+    """
+    assert result.code == 0, f"curl failed ({result.code}): {result.err}"
+    body, _, last = result.out.rpartition("\n")
+    status, version = last.split()
+    return int(status), version, body
+
+
+async def serviceList(daemon: Any) -> list[str]:
+    """
+    The daemon's C{list} table rows.
+    """
+    result = await ctl(daemon.socket, "list")
+    assert result.code == 0, result.err
+    return result.out.splitlines()[1:]
+
+
+async def waitForCertificates(daemon: Any, count: int) -> list[str]:
+    """
+    Poll C{list} (bounded) until C{count} services show a certificate
+    expiry.
+    """
+    deadline = reactor.seconds() + CERTIFICATE_TIMEOUT
+    while True:
+        rows = await serviceList(daemon)
+        if sum("yes (until " in row for row in rows) >= count:
+            return rows
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"no certificates after {CERTIFICATE_TIMEOUT}s: {rows}\n{daemon.output.describe()}")
+        await deferLater(reactor, 0.2, lambda: None)
+
+
+class AutomaticHTTPSTests(TestCase):
+    """
+    The daemon gets certificates from Pebble for two hosts and serves them.
+    """
+
+    timeout = 60
+
+    async def test_pebbleCertificatesServedOverHTTP2(self) -> None:
+        """
+        Two hosts deployed with C{--tls} get Pebble certificates over
+        HTTP-01 (deploy returns at once; C{list} shows them pending, then
+        their expiry); over HTTPS each host reaches its own app with HTTP/2
+        and a certificate for its name chained to Pebble's root, reported
+        as https to the app and in the log; an unknown name fails the
+        handshake; plain HTTP is redirected with the HTTPS port kept, the
+        challenge path is not; h2load completes 200 requests with no
+        error; after a restart with Pebble gone the stored certificates are
+        served at once.
+        """
+        requirePebble()
+        work = FilePath(tempDir(self))
+        httpPort = freePort()
+        pebble = Pebble(work.child("pebble"), httpPort=httpPort)
+        self.addCleanup(pebble.stop)
+        pebble.start()
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        http = makeHTTPClient(reactor, trustRootFromFile(pebble.caBundle), pool)
+        await pebble.waitUntilReady(reactor, http)
+        root = work.child("root.pem")
+        root.setContent(await pebble.root(http))
+
+        daemon = await startDaemon(
+            self,
+            port=httpPort,
+            extraArgs=[
+                "--acme-directory", pebble.directoryURL,
+                "--acme-ca-bundle", pebble.caBundle.path,
+            ],
+        )
+        httpsPort = daemon.httpsPort
+        a = startBackend(self, "a")
+        b = startBackend(self, "b")
+        for name, backend, host in (("a", a, "a.test"), ("b", b, "b.test")):
+            result = await ctl(daemon.socket, *deployArgs(name, backend.address, f"--host={host}", "--tls"))
+            self.assertEqual(result.code, 0, result.err)
+        rows = await waitForCertificates(daemon, 2)
+        self.assertTrue(all(row.split()[-3:-1] == ["yes", "(until"] for row in rows), rows)
+
+        for host, version in (("a.test", "a"), ("b.test", "b")):
+            result = await curlRun(
+                "-v", "--http2", "--resolve", f"{host}:{httpsPort}:127.0.0.1",
+                "--cacert", root.path, f"https://{host}:{httpsPort}/hello?x=1",
+            )
+            status, httpVersion, body = parseCurl(result)
+            self.assertEqual((status, httpVersion), (200, "2"))
+            answer = json.loads(body)
+            self.assertEqual((answer["version"], answer["uri"]), (version, "/hello?x=1"))
+            self.assertIn(f'subjectAltName: host "{host}" matched', result.err)
+            self.assertRegex(result.err, r"issuer: CN\s*=\s*Pebble Intermediate CA")
+        seen = a.requests[-1]
+        self.assertEqual(seen.headers["x-forwarded-proto"], "https")
+        logged = [e for e in daemon.requestLogs() if e.get("path") == "/hello"]
+        self.assertEqual({(e["scheme"], e["proto"]) for e in logged}, {("https", "HTTP/2")})
+
+        unknown = await curlRun(
+            "--resolve", f"c.test:{httpsPort}:127.0.0.1", "-k", f"https://c.test:{httpsPort}/"
+        )
+        self.assertEqual(unknown.code, 35, unknown.err)  # TLS handshake failure
+
+        status, _, _ = parseCurl(
+            await curlRun("-o", "/dev/null", "-H", "Host: a.test", f"http://127.0.0.1:{httpPort}/p?q")
+        )
+        self.assertEqual(status, 301)
+        location = await curlRun(
+            "-o", "/dev/null", "-w", "%{redirect_url}", "-H", "Host: a.test:80", f"http://127.0.0.1:{httpPort}/p?q"
+        )
+        self.assertIn(f"https://a.test:{httpsPort}/p?q", location.out)
+        status, _, body = parseCurl(
+            await curlRun("-H", "Host: a.test", f"http://127.0.0.1:{httpPort}/.well-known/acme-challenge/unknown")
+        )
+        self.assertEqual(status, 200)  # not redirected: forwarded to the app
+        self.assertEqual(json.loads(body)["version"], "a")
+
+        h2load = await runCommand(
+            [_program("h2load"), "-n", "200", "-c", "4", "-m", "10",
+             f"--connect-to=127.0.0.1:{httpsPort}", f"https://a.test:{httpsPort}/load"],
+            timeout=30,
+        )
+        self.assertEqual(h2load.code, 0, h2load.out + h2load.err)
+        self.assertIn("200 succeeded, 0 failed, 0 errored", h2load.out)
+        self.assertIn("Application protocol: h2", h2load.out)
+        self.assertIn("status codes: 200 2xx", h2load.out)
+
+        # Restarted with Pebble gone: the certificates come from the state
+        # directory and are served at once.
+        self.assertEqual(await daemon.stop(), 0)
+        pebble.stop()
+        again = await startDaemon(
+            self,
+            stateDir=daemon.stateDir,
+            extraArgs=["--acme-directory", pebble.directoryURL, "--acme-ca-bundle", pebble.caBundle.path],
+        )
+        rows = await serviceList(again)
+        self.assertEqual(sum("yes (until " in row for row in rows), 2, rows)
+        status, httpVersion, body = parseCurl(
+            await curlRun(
+                "--resolve", f"b.test:{again.httpsPort}:127.0.0.1", "--cacert", root.path,
+                f"https://b.test:{again.httpsPort}/",
+            )
+        )
+        self.assertEqual((status, httpVersion, json.loads(body)["version"]), (200, "2", "b"))
+
+
+class CustomCertificateTests(TestCase):
+    """
+    A daemon whose CA is unreachable: custom certificates, h2c, and
+    automatic TLS staying pending while HTTP keeps serving.
+    """
+
+    timeout = 30
+
+    async def asyncSetUp(self) -> None:
+        self.work = tempDir(self)
+        deadPort = freePort()
+        self.daemon = await startDaemon(
+            self,
+            extraArgs=["--h2c", "--acme-directory", f"https://127.0.0.1:{deadPort}/dir"],
+        )
+        self.backend = startBackend(self, "v1")
+
+    def writePair(self, name: str, *hosts: str) -> tuple[str, str]:
+        certificate, key = selfSigned(*hosts)
+        paths = (os.path.join(self.work, f"{name}.crt"), os.path.join(self.work, f"{name}.key"))
+        for path, data in zip(paths, (certificate, key)):
+            with open(path, "wb") as f:
+                f.write(data)
+        return paths
+
+    async def deploy(self, *args: str) -> CommandResult:
+        return await ctl(self.daemon.socket, *deployArgs("c", self.backend.address, *args))
+
+    async def https(self, host: str, cacert: str) -> CommandResult:
+        port = self.daemon.httpsPort
+        return await curlRun(
+            "--http2", "--resolve", f"{host}:{port}:127.0.0.1", "--cacert", cacert, f"https://{host}:{port}/"
+        )
+
+    async def test_customCertificate(self) -> None:
+        """
+        A custom pair is served for its host over HTTP/2 at once; a deploy
+        naming a missing file or a key of another certificate fails with
+        C{unable to load certificate} and changes nothing; a redeploy
+        reloads the files.
+        """
+        await self.asyncSetUp()
+        certificate, key = self.writePair("one", "c.test")
+        result = await self.deploy("--host=c.test", "--tls", f"--tls-certificate-path={certificate}",
+                                   f"--tls-private-key-path={key}")
+        self.assertEqual(result.code, 0, result.err)
+        status, version, body = parseCurl(await self.https("c.test", certificate))
+        self.assertEqual((status, version, json.loads(body)["version"]), (200, "2", "v1"))
+        rows = await serviceList(self.daemon)
+
+        for bad in (["--tls-certificate-path=/nonexistent.crt", f"--tls-private-key-path={key}"],
+                    [f"--tls-certificate-path={certificate}", f"--tls-private-key-path={self.writePair('x', 'c.test')[1]}"]):
+            failed = await self.deploy("--host=c.test", "--tls", *bad)
+            self.assertEqual(failed.code, 1)
+            self.assertIn("unable to load certificate", failed.err)
+            self.assertEqual(await serviceList(self.daemon), rows)
+            self.assertEqual(parseCurl(await self.https("c.test", certificate))[0], 200)
+
+        certificate2, key2 = self.writePair("two", "c.test")
+        os.replace(certificate2, certificate)
+        os.replace(key2, key)
+        result = await self.deploy("--host=c.test", "--tls", f"--tls-certificate-path={certificate}",
+                                   f"--tls-private-key-path={key}")
+        self.assertEqual(result.code, 0, result.err)
+        self.assertEqual(parseCurl(await self.https("c.test", certificate))[0], 200)
+
+    async def test_caDownHTTPKeepsServing(self) -> None:
+        """
+        With the CA unreachable, C{deploy --tls} still succeeds at once,
+        C{list} shows the certificate pending, plain HTTP reaches the app
+        (no redirect to a broken HTTPS) and HTTPS fails the handshake.
+        """
+        await self.asyncSetUp()
+        result = await self.deploy("--host=p.test", "--tls")
+        self.assertEqual(result.code, 0, result.err)
+        self.assertLess(result.duration, 10)
+        [row] = await serviceList(self.daemon)
+        self.assertTrue(row.endswith("yes (pending)"), row)
+        status, _, body = parseCurl(
+            await curlRun("-H", "Host: p.test", f"http://127.0.0.1:{self.daemon.port}/")
+        )
+        self.assertEqual((status, json.loads(body)["version"]), (200, "v1"))
+        failed = await curlRun("-k", "--resolve", f"p.test:{self.daemon.httpsPort}:127.0.0.1",
+                               f"https://p.test:{self.daemon.httpsPort}/")
+        self.assertEqual(failed.code, 35, failed.err)
+
+    async def test_h2c(self) -> None:
+        """
+        With C{--h2c}, HTTP/2 with prior knowledge works on the plain port,
+        and HTTP/1.1 still does.
+        """
+        await self.asyncSetUp()
+        result = await self.deploy("--host=h.test")
+        self.assertEqual(result.code, 0, result.err)
+        for flag, expected in (("--http2-prior-knowledge", "2"), ("--http1.1", "1.1")):
+            status, version, body = parseCurl(
+                await curlRun(flag, "-H", "Host: h.test", f"http://127.0.0.1:{self.daemon.port}/x")
+            )
+            self.assertEqual((status, version, json.loads(body)["uri"]), (200, expected, "/x"))
+        logged = [e for e in self.daemon.requestLogs() if e.get("path") == "/x"]
+        self.assertEqual([(e["scheme"], e["proto"]) for e in logged], [("http", "HTTP/2"), ("http", "HTTP/1.1")])

@@ -1,0 +1,166 @@
+"""
+Tests for L{kamalproxy.controlserver}: the control commands, over AMP in
+memory.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols import amp
+from twisted.trial.unittest import SynchronousTestCase
+
+from kamalproxy.control import CommandFailed, Deploy, List, Remove
+from kamalproxy.controlserver import ControlFactory, ControlLocator
+from kamalproxy.router import Router
+
+from ._helpers import FakeTargets, connectedServerAndClient
+
+TARGET = "10.0.0.1:3000"
+
+
+class ControlServerTests(SynchronousTestCase):
+    """
+    A control client talks to the router through L{ControlLocator}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.targets = FakeTargets()
+        self.router = Router(self.clock, self.targets.connectorFor)
+        self.addCleanup(self.router.stop)
+        self.client, self.server, self.pump = connectedServerAndClient(
+            lambda: amp.AMP(locator=ControlLocator(self.router)), amp.AMP
+        )
+
+    def call(self, command: type[amp.Command], **arguments: Any) -> Deferred:
+        """
+        Call C{command} and deliver the answer (AMP drops an error answer
+        as unhandled unless the caller handles it before it arrives, hence
+        the chained Deferred).
+        """
+        answer: Deferred = Deferred()
+        self.client.callRemote(command, **arguments).chainDeferred(answer)
+        self.pump.flush()
+        return answer
+
+    def test_listEmpty(self) -> None:
+        """
+        C{List} with no services answers an empty JSON list.
+        """
+        result = self.successResultOf(self.call(List))
+        self.assertEqual(json.loads(result["services"]), [])
+
+    def test_deployThenList(self) -> None:
+        """
+        C{Deploy} with JSON options deploys the service, which C{List}
+        then describes.
+        """
+        options = json.dumps({"service": {"hosts": ["example.com"]}, "deploy_timeout": 5})
+        self.assertEqual(
+            self.successResultOf(self.call(Deploy, service="app", targets=[TARGET], options=options)),
+            {},
+        )
+        [entry] = json.loads(self.successResultOf(self.call(List))["services"])
+        self.assertEqual(entry["service"], "app")
+        self.assertEqual(entry["hosts"], ["example.com"])
+        self.assertEqual(entry["targets"], [TARGET])
+        self.assertEqual(entry["health"], {TARGET: "healthy"})
+
+    def test_deployAnswersWhenHealthy(self) -> None:
+        """
+        C{Deploy} answers only once the targets are healthy.
+        """
+        self.targets.health[TARGET] = 503
+        d = self.call(Deploy, service="app", targets=[TARGET], options="{}")
+        self.assertNoResult(d)
+        self.targets.health[TARGET] = 200
+        self.clock.advance(1)
+        self.pump.flush()
+        self.assertEqual(self.successResultOf(d), {})
+
+    def test_deployTimeout(self) -> None:
+        """
+        A deploy whose targets never become healthy fails with
+        L{CommandFailed} carrying the router's message.
+        """
+        self.targets.health[TARGET] = None
+        d = self.call(Deploy, service="app", targets=[TARGET], options='{"deploy_timeout": 2}')
+        self.clock.advance(2)
+        self.pump.flush()
+        failure = self.failureResultOf(d, CommandFailed)
+        self.assertEqual(
+            failure.getErrorMessage(),
+            "target failed to become healthy within configured timeout (2s)",
+        )
+
+    def test_deployInvalidJSON(self) -> None:
+        """
+        Options that are not JSON fail the deploy with L{CommandFailed};
+        nothing is deployed.
+        """
+        d = self.call(Deploy, service="app", targets=[TARGET], options="{not json")
+        self.failureResultOf(d, CommandFailed)
+        self.assertEqual(self.router.services, {})
+
+    def test_deployOptionsNotAnObject(self) -> None:
+        """
+        JSON options that are not an object fail the deploy with
+        L{CommandFailed}.
+        """
+        d = self.call(Deploy, service="app", targets=[TARGET], options="[1, 2]")
+        self.assertIn("expected an object", self.failureResultOf(d, CommandFailed).getErrorMessage())
+
+    def test_deployOptionsWrongType(self) -> None:
+        """
+        Options whose values have the wrong JSON type fail the deploy with
+        L{CommandFailed} naming the field, and the control connection stays
+        usable (an unexpected error would have AMP drop it).
+        """
+        for options, field in (
+            ('{"deploy_timeout": "soon"}', "deploy_timeout"),
+            ('{"force": 1}', "force"),
+            ('{"target": {"health_check": {"interval": "1s"}}}', "interval"),
+            ('{"target": {"health_check": {"path": 5}}}', "path"),
+            ('{"target": {"max_request_body_size": true}}', "max_request_body_size"),
+            ('{"service": {"hosts": "example.com"}}', "hosts"),
+        ):
+            d = self.call(Deploy, service="app", targets=[TARGET], options=options)
+            self.assertIn(field, self.failureResultOf(d, CommandFailed).getErrorMessage(), options)
+        self.assertEqual(self.router.services, {})
+        self.successResultOf(self.call(List))
+
+    def test_deployInvalidTarget(self) -> None:
+        """
+        An invalid target fails the deploy with the validation message.
+        """
+        d = self.call(Deploy, service="app", targets=["bad target!"], options="{}")
+        self.assertIn("invalid host pattern", self.failureResultOf(d, CommandFailed).getErrorMessage())
+
+    def test_removeUnknown(self) -> None:
+        """
+        C{Remove} of a service that does not exist fails with
+        L{CommandFailed} C{"service not found"}.
+        """
+        d = self.call(Remove, service="nope")
+        self.assertEqual(self.failureResultOf(d, CommandFailed).getErrorMessage(), "service not found")
+
+    def test_remove(self) -> None:
+        """
+        C{Remove} of a deployed service removes it.
+        """
+        self.successResultOf(self.call(Deploy, service="app", targets=[TARGET], options="{}"))
+        self.assertEqual(self.successResultOf(self.call(Remove, service="app")), {})
+        self.assertEqual(self.router.services, {})
+
+    def test_factory(self) -> None:
+        """
+        L{ControlFactory} builds AMP protocols answering for its router.
+        """
+        protocol = ControlFactory(self.router).buildProtocol(None)
+        self.assertIsInstance(protocol, amp.AMP)
+        self.assertIsInstance(protocol.locator, ControlLocator)
+        self.assertIs(protocol.locator.router, self.router)
