@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from typing import Any
 
 from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+
+from kamalproxy.atomicfile import atomicWrite
 
 STATE_FILE_NAME = "kamal-proxy.state"
 
@@ -35,24 +37,7 @@ class StateStore:
         """
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         data = json.dumps(snapshot, indent=2, sort_keys=True).encode("utf-8")
-        fd, tmp = tempfile.mkstemp(prefix=".kamal-proxy.state.", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        dirfd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        atomicWrite(FilePath(self.path), data, 0o600)
 
     def load(self) -> list[dict[str, Any]]:
         """

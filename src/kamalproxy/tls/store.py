@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 from datetime import datetime, timedelta
 from typing import Dict, List, Optional, Union
 
@@ -26,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
+from kamalproxy.atomicfile import atomicWrite
 from kamalproxy.tls.interfaces import ICertificateStore
 
 __all__ = [
@@ -135,41 +135,6 @@ def _checkHost(host: str) -> str:
     if not _HOST.match(host) or ".." in host:
         raise ValueError(f"not a storable host name: {host!r}")
     return host
-
-
-def atomicWrite(path: FilePath, data: bytes, mode: int = 0o600) -> None:
-    """
-    Replace C{path} with C{data} atomically: write a temporary file created
-    with C{mode}, C{fsync} it, rename it over C{path}, then C{fsync} the
-    directory.
-
-    @param path: the file to write.
-    @param data: its new content.
-    @param mode: the permission bits of the new file.
-    """
-    directory = path.parent()
-    temporary = directory.child(f".{path.basename()}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temporary.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # umask may have removed bits we asked for
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary.path, path.path)
-    except BaseException:
-        if temporary.exists():
-            temporary.remove()
-        raise
-    dirfd = os.open(directory.path, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
 
 
 def cacheDirectoryFor(base: Union[str, FilePath], directoryURL: str) -> FilePath:
