@@ -342,11 +342,11 @@ class RoundTripTests(TestCase):
         """
         A flag error prints the reason, then a hint about C{--help}.
         """
-        code = await self.ctl("deploy", "s", "--target", "web", "--tls-on-demand-url=http://x/")
+        code = await self.ctl("deploy", "s", "--target", "web", "--tls-acme-cache-path=/certs")
         self.assertEqual(code, 1)
         self.assertEqual(
             self.stderr.getvalue().splitlines(),
-            ["Error: `--tls-on-demand-url` is not supported yet", 'Run "kamal-proxy-ctl --help" for usage.'],
+            ["Error: `--tls-acme-cache-path` is not supported yet", 'Run "kamal-proxy-ctl --help" for usage.'],
         )
         self.assertEqual(self.locator.calls, [])
 

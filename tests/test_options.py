@@ -272,7 +272,7 @@ class JSONTests(SynchronousTestCase):
         """
         data = toJSON(self.full)
         data["future"] = 1
-        data["service"]["tls_on_demand_url"] = "x"
+        data["service"]["tls_domains_source"] = "x"
         data["target"]["health_check"]["extra"] = []
         self.assertEqual(fromJSON(DeployOptions, data), self.full)
 

@@ -179,6 +179,19 @@ class RequestLineTests(SynchronousTestCase):
         request.kamalTrustForwarded = True  # type: ignore[attr-defined]
         self.assertEqual(self._line(request)["remote_addr"], "1.2.3.4")
 
+    def test_ipv4MappedAddressUnmapped(self) -> None:
+        """
+        An IPv4 client of the dual-stack IPv6 listener (C{::ffff:a.b.c.d})
+        is logged with its IPv4 address; a real IPv6 address is kept.
+        """
+        from twisted.internet.address import IPv6Address
+
+        for peer, expected in (("::ffff:10.1.2.3", "10.1.2.3"), ("2001:db8::1", "2001:db8::1")):
+            request = _request({})
+            request.channel = DummyChannel(IPv6Address("TCP", peer, 12344))
+            request.client = request.channel.transport.getPeer()
+            self.assertEqual(self._line(request)["remote_addr"], expected)
+
     def test_loggedHeaders(self) -> None:
         """
         Headers the service asks to log appear as C{req_<name>} and

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from kamalproxy.site import ProxySite
 from kamalproxy.state import STATE_FILE_NAME
@@ -35,6 +35,61 @@ def _parse(argv: list[str] = [], environ: Mapping[str, str] = {}) -> dict[str, A
     return dict(options)
 
 
+def _everywhere(port: int) -> str:
+    """
+    The endpoint for C{port} on every interface on this host.
+    """
+    from kamalproxy.tap import ipv6Available
+
+    if ipv6Available():
+        return f"tcp6:{port}:backlog=1024:interface=\\:\\:"
+    return f"tcp:{port}:backlog=1024"
+
+
+class EndpointTests(SynchronousTestCase):
+    """
+    L{tcpEndpoint}: IPv6 and IPv4 on every interface without C{--bind}.
+    """
+
+    def test_strings(self) -> None:
+        """
+        No bind: a C{tcp6} endpoint on C{::} (dual-stack), or plain C{tcp}
+        on a host without IPv6; a bind address is the interface, colons
+        escaped.
+        """
+        from kamalproxy.tap import tcpEndpoint
+
+        self.assertEqual(tcpEndpoint(80, "", ipv6=True), "tcp6:80:backlog=1024:interface=\\:\\:")
+        self.assertEqual(tcpEndpoint(80, "", ipv6=False), "tcp:80:backlog=1024")
+        self.assertEqual(tcpEndpoint(443, "127.0.0.1"), "tcp:443:backlog=1024:interface=127.0.0.1")
+        self.assertEqual(tcpEndpoint(443, "::1"), "tcp:443:backlog=1024:interface=\\:\\:1")
+
+    def test_dualStack(self) -> None:
+        """
+        The endpoint without bind accepts IPv4 and IPv6 clients (real
+        sockets).
+        """
+        import socket as socketModule
+
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.protocol import Factory, Protocol
+
+        from kamalproxy.tap import ipv6Available, tcpEndpoint
+
+        if not ipv6Available():
+            raise SkipTest("no IPv6 on this host")
+        port = self.successResultOf(
+            serverFromString(reactor, tcpEndpoint(0, "")).listen(Factory.forProtocol(Protocol))
+        )
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        for family, address in ((socketModule.AF_INET, "127.0.0.1"), (socketModule.AF_INET6, "::1")):
+            with socketModule.socket(family, socketModule.SOCK_STREAM) as client:
+                client.settimeout(2)
+                client.connect((address, number))
+
+
 class OptionsTests(SynchronousTestCase):
     """
     L{Options} parses flags, with environment fallbacks.
@@ -49,7 +104,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config["http-port"], 80)
         self.assertEqual(config["https-port"], 443)
         self.assertEqual(config["bind"], "")
-        self.assertEqual(config["http-endpoint"], "tcp:80:backlog=1024")
+        self.assertEqual(config["http-endpoint"], _everywhere(80))
         self.assertFalse(config["debug"])
 
     def test_flags(self) -> None:
@@ -58,7 +113,7 @@ class OptionsTests(SynchronousTestCase):
         """
         config = _parse(["--http-port", "8080", "--https-port", "8443"])
         self.assertEqual((config["http-port"], config["https-port"]), (8080, 8443))
-        self.assertEqual(config["http-endpoint"], "tcp:8080:backlog=1024")
+        self.assertEqual(config["http-endpoint"], _everywhere(8080))
 
     def test_envFallback(self) -> None:
         """
@@ -345,7 +400,7 @@ class TLSOptionsTests(SynchronousTestCase):
         from kamalproxy.tls.client import LETSENCRYPT_DIRECTORY, LETSENCRYPT_STAGING_DIRECTORY
 
         config = self.config()
-        self.assertEqual(config["https-endpoint"], "tcp:443:backlog=1024")
+        self.assertEqual(config["https-endpoint"], _everywhere(443))
         self.assertFalse(config["h2c"])
         self.assertEqual(
             acmeDirectories(config),
@@ -388,6 +443,28 @@ class TLSOptionsTests(SynchronousTestCase):
         issuers = [s for s in service if isinstance(s, AcmeIssuingService)]
         self.assertEqual(len(issuers), 1)
         self.assertTrue(issuers[0].store.path.path.startswith(os.path.join(self.stateDir, "certs")))
+
+    def test_acmeTiming(self) -> None:
+        """
+        C{--acme-renew-before} and C{--acme-check-interval} (for testing
+        renewal) reach the issuing services; without them, 30 days and 12
+        hours.
+        """
+        from datetime import timedelta
+
+        from kamalproxy.tls.service import AcmeIssuingService
+
+        for argv, expected in (
+            ((), (timedelta(days=30), timedelta(hours=12))),
+            (("--acme-renew-before", "1000h", "--acme-check-interval", "2s"),
+             (timedelta(hours=1000), timedelta(seconds=2))),
+        ):
+            config = self.config("--http-endpoint", "tcp:8080", *argv)
+            service = buildService(config, self.reactor)
+            self.addCleanup(service.router.stop)
+            issuers = [s for s in service if isinstance(s, AcmeIssuingService)]
+            self.assertEqual({(i.renewBefore, i.checkInterval) for i in issuers}, {expected})
+            os.unlink(self.socketPath) if os.path.exists(self.socketPath) else None
 
     def test_h2cFromEnvironment(self) -> None:
         """

@@ -18,13 +18,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from kamalproxy.channel import H2_PREFACE, ProxyChannel
 from kamalproxy.ctl import serviceRows
 from kamalproxy.flags import FlagError, parseDeploy
 from kamalproxy.options import DeployOptions, InvalidOptions, ServiceOptions, fromJSON, toJSON
 from kamalproxy.router import Router
+from kamalproxy.site import ProxySite
 from kamalproxy.tls.http01 import HTTP01Responder
 from kamalproxy.tls.sni import CertificateSelector, loadCertificatePair
 from kamalproxy.tls.store import CertificateRecord
@@ -432,7 +436,7 @@ class RedirectTests(_RouterCase):
         response = client.value()
         self.assertEqual(statusOf(response), 301)
         self.assertIn(b"\r\nLocation: https://a.test:8443/x\r\n", response)
-        client.clear()
+        protocol, client, _ = proxyConnection(self.router, self.clock)  # that one was closed
         protocol.dataReceived(b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a.test\r\n\r\n")
         response = client.value()
         self.assertEqual(statusOf(response), 200)
@@ -447,6 +451,98 @@ class RedirectTests(_RouterCase):
         protocol.dataReceived(b"POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\n\r\nabc")
         self.assertEqual(statusOf(client.value()), 301)
         self.assertEqual(self.targets.connections, [])
+
+
+@implementer(ISSLTransport)
+class _SecureTransport(StringTransport):
+    """
+    A transport the request sees as TLS.
+    """
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+class ConnectionCloseAndTLSOnlyTests(_RouterCase):
+    """
+    The redirect to HTTPS closes the connection; TLS to a service without
+    TLS gets 503; path services inherit TLS from their host's root service.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.deploy("a", tlsOptions("a.test"))
+        self.selector.addRecord("a.test", record("a.test"))
+
+    def test_redirectClosesConnection(self) -> None:
+        """
+        The 301 to HTTPS carries C{Connection: close} and the connection is
+        closed after it; a canonical-host redirect over TLS keeps it open.
+        """
+        protocol, client, _ = proxyConnection(self.router, self.clock)
+        protocol.dataReceived(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        response = client.value()
+        self.assertEqual(statusOf(response), 301)
+        self.assertIn(b"\r\nConnection: close\r\n", response)
+        self.assertTrue(client.disconnecting)
+
+        self.deploy("w", tlsOptions("w.test", "www.w.test", canonical_host="w.test"))
+        self.selector.addRecord("w.test", record("w.test"))
+        protocol, client, _ = self.secureConnection()
+        protocol.dataReceived(b"GET /x HTTP/1.1\r\nHost: www.w.test\r\n\r\n")
+        response = client.value()
+        self.assertEqual(statusOf(response), 301)
+        self.assertNotIn(b"Connection: close", response)
+        self.assertFalse(client.disconnecting)
+
+    def secureConnection(self) -> Any:
+        site = ProxySite(self.router, self.clock)
+        protocol = site.buildProtocol(None)
+        transport = _SecureTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport, site
+
+    def test_tlsToServiceWithoutTLS503(self) -> None:
+        """
+        A request over TLS for a host whose service has no TLS (e.g. SNI
+        of a TLS host, another C{Host}) gets 503 and is not forwarded, with
+        or without a body; a TLS service is served.
+        """
+        self.deploy("p", DeployOptions(service=ServiceOptions(hosts=("p.test",)), force=True))
+        for request in (b"GET / HTTP/1.1\r\nHost: p.test\r\n\r\n",
+                        b"POST / HTTP/1.1\r\nHost: p.test\r\nContent-Length: 3\r\n\r\nabc"):
+            protocol, client, _ = self.secureConnection()
+            protocol.dataReceived(request)
+            self.assertEqual(statusOf(client.value()), 503)
+        self.assertEqual(self.targets.connections, [])
+        protocol, client, _ = self.secureConnection()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        self.assertEqual(len(self.targets.connections), 1)
+
+    def test_pathServiceInheritsTLSFromRoot(self) -> None:
+        """
+        A service below a path prefix takes C{tls} and C{tls-redirect} from
+        the service owning C{/} for its first host, follows it when it
+        changes, and gets the defaults (no TLS, redirect on) without one.
+        """
+        api = DeployOptions(service=ServiceOptions(hosts=("a.test",), path_prefixes=("/api",)), force=True)
+        self.deploy("api", api)
+        self.assertEqual(self.tlsOf("api"), (True, True))
+        self.deploy("a", tlsOptions("a.test", tls_redirect=False))
+        self.assertEqual(self.tlsOf("api"), (True, False))
+        self.deploy("a", DeployOptions(service=ServiceOptions(hosts=("a.test",)), force=True))
+        self.assertEqual(self.tlsOf("api"), (False, True))
+        self.router.remove("a")
+        self.deploy("api", DeployOptions(service=ServiceOptions(
+            hosts=("a.test",), path_prefixes=("/api",), tls_enabled=True, tls_redirect=False), force=True))
+        self.assertEqual(self.tlsOf("api"), (False, True))
+        # The root service itself keeps its own settings.
+        self.deploy("a", tlsOptions("a.test"))
+        self.assertEqual((self.tlsOf("a"), self.tlsOf("api")), ((True, True), (True, True)))
+
+    def tlsOf(self, name: str) -> tuple[bool, bool]:
+        options = self.router.services[name].options.service
+        return options.tls_enabled, options.tls_redirect
 
 
 class H2CTests(SynchronousTestCase):

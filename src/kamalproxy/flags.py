@@ -306,7 +306,6 @@ _DEPLOY_FLAGS = (
         "",
         "Will make an HTTP request to the given URL, asking whether a host is "
         "allowed to have a certificate issued",
-        supported=False,
     ),
     Flag(
         "tls-staging",
@@ -719,6 +718,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             tls_certificate_path=_absolute(values["tls-certificate-path"]),
             tls_private_key_path=_absolute(values["tls-private-key-path"]),
             tls_staging=values["tls-staging"],
+            tls_on_demand_url=values["tls-on-demand-url"].strip(),
             canonical_host=values["canonical-host"],
             error_page_path=values["error-pages"],
         ),

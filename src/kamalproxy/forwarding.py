@@ -97,6 +97,8 @@ def requestHeaders(
             out.append((name, value))
     peer = request.getClientAddress()
     peerHost = getattr(peer, "host", "").encode("ascii") if peer else b""
+    if peerHost.startswith(b"::ffff:") and b"." in peerHost:
+        peerHost = peerHost[7:]  # an IPv4 client of the dual-stack listener
     scheme = b"https" if request.isSecure() else b"http"
     if options.forward_headers:
         priorFor = incoming.getRawHeaders(b"x-forwarded-for")

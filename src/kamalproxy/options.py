@@ -86,6 +86,7 @@ class ServiceOptions:
     tls_certificate_path: str = ""
     tls_private_key_path: str = ""
     tls_staging: bool = False
+    tls_on_demand_url: str = ""
     canonical_host: str = ""
     error_page_path: str = ""
 
@@ -279,9 +280,26 @@ def _checkTLS(service: ServiceOptions, hosts: tuple[str, ...]) -> None:
         raise InvalidOptions(
             "both --tls-certificate-path and --tls-private-key-path must be given"
         )
+    onDemand = service.tls_on_demand_url.strip()
     if not service.tls_enabled:
         if certificate:
             raise InvalidOptions("--tls-certificate-path requires --tls")
+        if onDemand:
+            raise InvalidOptions("--tls-on-demand-url requires --tls")
+        return
+    if onDemand:
+        from kamalproxy.tls.ondemand import validateOnDemandURL
+
+        if hosts:
+            raise InvalidOptions("cannot set hosts when using a TLS on-demand URL")
+        if certificate:
+            raise InvalidOptions("cannot use a custom certificate with a TLS on-demand URL")
+        if service.canonical_host.strip():
+            raise InvalidOptions("cannot set a canonical host when using a TLS on-demand URL")
+        try:
+            validateOnDemandURL(onDemand)
+        except ValueError as e:
+            raise InvalidOptions(f"invalid TLS on-demand URL: {e}") from None
         return
     if not hosts and not certificate:
         raise InvalidOptions("host must be set when using automatic TLS")

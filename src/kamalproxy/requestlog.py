@@ -106,6 +106,8 @@ class RequestLogger:
         respHeaders = request.responseHeaders
         peer = request.getClientAddress()
         peerHost = getattr(peer, "host", "")
+        if peerHost.startswith("::ffff:") and "." in peerHost:
+            peerHost = peerHost[7:]  # an IPv4 client of the dual-stack listener
         uri = request.uri
         path = request.path
         query = uri[len(path) + 1 :] if len(uri) > len(path) else b""

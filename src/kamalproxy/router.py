@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+import attr
+
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory
@@ -102,12 +104,21 @@ def _portOf(header: bytes) -> Optional[int]:
     return None
 
 
-def _redirect(request: IRequest, location: bytes) -> bytes:
+def _redirect(request: IRequest, location: bytes, close: bool = False) -> bytes:
     """
     Answer C{request} with a 301 to C{location}.
+
+    @param close: close the connection after it (HTTP/1.x: with
+        C{Connection: close}), as the original does for the redirect from
+        HTTP to HTTPS.
     """
     request.setResponseCode(301)
     request.setHeader(b"location", location)
+    if close and getattr(request, "clientproto", b"") != b"HTTP/2":
+        request.setHeader(b"connection", b"close")
+        channel = getattr(request, "channel", None)
+        if channel is not None and hasattr(channel, "persistent"):
+            channel.persistent = False
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     return b"Moved Permanently\n"
 
@@ -189,10 +200,13 @@ class Router:
         if match is None:
             return pages.renderPage(request, 404)
         service, prefix = match
+        if request.isSecure() and not service.options.service.tls_enabled:
+            request.kamalService = service.name  # type: ignore[attr-defined]
+            return pages.renderPage(request, 503)  # TLS for a service without TLS
         location = self.redirectFor(request, service, path)
         if location is not None:
             request.kamalService = service.name  # type: ignore[attr-defined]
-            return _redirect(request, location)
+            return _redirect(request, location, close=not request.isSecure() and location.startswith(b"https:"))
         return service.render(request, path, prefix, uri[len(path) :])
 
     def redirectFor(self, request: IRequest, service: Service, path: Optional[bytes] = None) -> Optional[bytes]:
@@ -418,6 +432,30 @@ class Router:
             for service in self.services.values()
             for host, prefix in service.bindings()
         )
+        self._syncTLSOptionsFromRootDomain()
+
+    def _syncTLSOptionsFromRootDomain(self) -> None:
+        """
+        TLS belongs to the service owning C{/} for a host: a service not
+        owning C{/} takes C{tls_enabled} and C{tls_redirect} from the root
+        service of its first host, or the defaults (no TLS, redirect on)
+        when there is none, as the original's
+        C{syncTLSOptionsFromRootDomain}.
+        """
+        for service in self.services.values():
+            options = service.options.service
+            if "/" in options.path_prefixes:
+                continue
+            root = self.serviceForHost(options.hosts[0] if options.hosts else "")
+            if root is not None and root is not service and "/" in root.options.service.path_prefixes:
+                tls, redirect = root.options.service.tls_enabled, root.options.service.tls_redirect
+            else:
+                tls, redirect = False, True
+            if (tls, redirect) != (options.tls_enabled, options.tls_redirect):
+                service.options = attr.evolve(
+                    service.options,
+                    service=attr.evolve(options, tls_enabled=tls, tls_redirect=redirect),
+                )
 
     def _changed(self) -> None:
         self._rebuild()

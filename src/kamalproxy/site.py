@@ -127,6 +127,8 @@ class ProxyRequest(Request):
             return None
         path = target.split(b"?", 1)[0]
         route = routeFor(self.requestHeaders.getRawHeaders(b"host", [None])[0], path)
+        if route is not None and self.isSecure() and not route[0].options.service.tls_enabled:
+            return None  # answered with 503 by the router, body unread
         redirectFor = getattr(router, "redirectFor", None)
         if route is not None and redirectFor is not None and redirectFor(self, route[0], path) is not None:
             return None  # answered with a redirect by the router, body unread

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from datetime import timedelta
 from typing import Any, Mapping, Optional
 
 from twisted.application import strports
@@ -21,6 +22,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.client import Agent
 
 from kamalproxy import channel
 from kamalproxy.controlserver import ControlFactory
@@ -40,6 +42,7 @@ from kamalproxy.tls.client import (
 from kamalproxy.tls.http01 import HTTP01Responder
 from kamalproxy.tls.keys import loadOrCreateAccountKey
 from kamalproxy.tls.service import AcmeIssuingService
+from kamalproxy.tls.ondemand import OnDemandTLS, agentGetter
 from kamalproxy.tls.sni import CertificateSelector
 from kamalproxy.tls.store import DirectoryStore, cacheDirectoryFor
 
@@ -135,6 +138,8 @@ class Options(usage.Options):
         ["acme-email", None, None, "Contact e-mail for the ACME account. [default: none]"],
         ["acme-eab-kid", None, None, "External Account Binding key id for the ACME account."],
         ["acme-eab-hmac-key", None, None, "External Account Binding HMAC key (base64url)."],
+        ["acme-renew-before", None, None, "Renew a certificate this long before it expires (for testing renewal). [default: 720h]", _seconds],
+        ["acme-check-interval", None, None, "How often to look for certificates to issue or renew (for testing). [default: 12h]", _seconds],
         ["socket", None, None, "Control socket path. [default: $KAMAL_PROXY_SOCKET, $XDG_RUNTIME_DIR/kamal-proxy.sock, or the temp dir]"],
         ["state-dir", None, None, "Directory for the state file. [default: ~/.config/kamal-proxy]"],
         ["metrics-port", None, None, "Prometheus metrics port (0 = off). [default: 0]", _port],
@@ -204,12 +209,34 @@ class Options(usage.Options):
             raise usage.UsageError(f"`--acme-ca-bundle`: no such file: {bundle}")
 
 
-def tcpEndpoint(port: int, bind: str) -> str:
+def ipv6Available() -> bool:
     """
-    The endpoint description for a TCP port on C{bind} (all interfaces when
-    empty), with a listen backlog deep enough for bursts of new connections.
+    Whether this host can listen on IPv6 (C{::}).
+    """
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::", 0))
+    except OSError:
+        return False
+    return True
+
+
+def tcpEndpoint(port: int, bind: str, ipv6: Optional[bool] = None) -> str:
+    """
+    The endpoint description for a TCP port on C{bind}, with a listen
+    backlog deep enough for bursts of new connections.  With C{bind} empty
+    it listens on every interface, IPv6 and IPv4: a C{tcp6} endpoint on
+    C{::}, which Linux makes dual-stack (IPv4 clients arrive as
+    C{::ffff:a.b.c.d}) unless C{net.ipv6.bindv6only} is set; on a host
+    without IPv6 (C{ipv6} false; probed when L{None}) a plain IPv4 one.
     """
     if not bind:
+        if ipv6 is None:
+            ipv6 = ipv6Available()
+        if ipv6:
+            return f"tcp6:{port}:backlog={LISTEN_BACKLOG}:interface=\\:\\:"
         return f"tcp:{port}:backlog={LISTEN_BACKLOG}"
     return f"tcp:{port}:backlog={LISTEN_BACKLOG}:interface={bind.replace(':', chr(92) + ':')}"
 
@@ -317,9 +344,16 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         )
         httpsListener._raiseSynchronously = True
         httpsListener.setServiceParent(service)
-    for issuer in acmeIssuers(config, reactor, router, selector, responder):
+    staged: dict[Optional[bool], AcmeIssuingService] = {}
+    for staging, issuer in acmeIssuers(config, reactor, router, selector, responder, staged=True):
         issuers.append(issuer)
+        staged[staging] = issuer
         issuer.setServiceParent(service)
+    selector.onDemand = OnDemandTLS(
+        reactor,
+        lambda svc: staged.get(None) or staged.get(bool(svc.options.service.tls_staging)),
+        agentGetter(Agent(reactor)),
+    )
     os.makedirs(os.path.dirname(os.path.abspath(socketPath)), exist_ok=True)
     control = f"unix:{socketPath.replace(':', chr(92) + ':')}:mode=600"
     controlListener = strports.service(control, ControlFactory(router), reactor=reactor)
@@ -373,14 +407,25 @@ def acmeIssuers(
     router: Router,
     selector: CertificateSelector,
     responder: HTTP01Responder,
-) -> list[AcmeIssuingService]:
+    staged: bool = False,
+) -> list[Any]:
     """
     One L{AcmeIssuingService} per ACME directory, keeping certificates
     under C{<state-dir>/certs/<sha256 of the directory URL>}; the
-    certificates already there are served at once.
+    certificates already there are served at once.  Each keeps the hosts
+    of its TLS services, and the on-demand hosts it has certificates for,
+    renewed.
+
+    @param staged: return C{(staging, issuer)} pairs (see
+        L{acmeDirectories}) instead of the issuers.
     """
     base = os.path.join(config["state-dir"], "certs")
     bundle = config.get("acme-ca-bundle")
+    timing: dict[str, Any] = {}
+    if config.get("acme-renew-before") is not None:
+        timing["renewBefore"] = timedelta(seconds=config["acme-renew-before"])
+    if config.get("acme-check-interval"):
+        timing["checkInterval"] = timedelta(seconds=config["acme-check-interval"])
     issuers = []
     for url, staging in acmeDirectories(config):
         certStore = DirectoryStore(cacheDirectoryFor(base, url))
@@ -406,12 +451,33 @@ def acmeIssuers(
                 clock=reactor,
                 store=certStore,
                 responder=responder,
-                hosts=lambda staging=staging: router.tlsHosts(staging),
+                hosts=lambda staging=staging: router.tlsHosts(staging) + onDemandHosts(router, selector, staging),
                 clientFactory=makeClient,
                 certificateChanged=selector.addRecord,
+                **timing,
             )
         )
+    if staged:
+        return [(staging, issuer) for (_, staging), issuer in zip(acmeDirectories(config), issuers)]
     return issuers
+
+
+def onDemandHosts(router: Router, selector: CertificateSelector, staging: Optional[bool]) -> list[str]:
+    """
+    The hosts with an ACME certificate served by an on-demand TLS service
+    (of the given staging-ness, unless L{None}): kept renewed.
+    """
+    hosts = []
+    for host in list(selector.acme):
+        service = router.serviceForHost(host)
+        if service is None:
+            continue
+        options = service.options.service
+        if not (options.tls_enabled and options.tls_on_demand_url):
+            continue
+        if staging is None or options.tls_staging == staging:
+            hosts.append(host)
+    return hosts
 
 
 def makeService(config: Options) -> ProxyService:

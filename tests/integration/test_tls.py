@@ -304,3 +304,224 @@ class CustomCertificateTests(TestCase):
             self.assertEqual((status, version, json.loads(body)["uri"]), (200, expected, "/x"))
         logged = [e for e in self.daemon.requestLogs() if e.get("path") == "/x"]
         self.assertEqual([(e["scheme"], e["proto"]) for e in logged], [("http", "HTTP/2"), ("http", "HTTP/1.1")])
+
+
+def _tlsContext(rootPath: str) -> Any:
+    import ssl
+
+    context = ssl.create_default_context(cafile=rootPath)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _connectHTTPS(port: int, host: str, rootPath: str) -> Any:
+    """
+    A verified HTTP/1.1 connection to C{host} (sent as SNI) on
+    127.0.0.1:C{port} (blocking; run in a thread).
+    """
+    import http.client
+    import socket as socketModule
+
+    raw = socketModule.create_connection(("127.0.0.1", port), timeout=5)
+    connection = http.client.HTTPSConnection(host, port, timeout=5)
+    connection.sock = _tlsContext(rootPath).wrap_socket(raw, server_hostname=host)
+    return connection
+
+
+def _get(connection: Any, host: str, path: str) -> tuple[int, str, bytes]:
+    """
+    C{GET path} on C{connection}: C{(status, served certificate's serial, body)}.
+    """
+    connection.request("GET", path, headers={"Host": host})
+    response = connection.getresponse()
+    body = response.read()
+    serial = connection.sock.getpeercert()["serialNumber"]
+    return response.status, serial, body
+
+
+class RenewalTests(TestCase):
+    """
+    A certificate due for renewal is replaced while the daemon serves.
+    """
+
+    timeout = 90
+
+    async def test_renewedWithoutRestartOrDroppedRequest(self) -> None:
+        """
+        With C{--acme-renew-before} longer than Pebble's validity every
+        check pass renews the certificate; a client looping over HTTPS, on
+        one kept-alive connection and on a new connection per round, gets
+        200 every time across the swap; new connections then see a
+        certificate with another serial, the daemon never restarted.
+        """
+        from twisted.internet.threads import deferToThread
+
+        requirePebble()
+        work = FilePath(tempDir(self))
+        httpPort = freePort()
+        pebble = Pebble(work.child("pebble"), httpPort=httpPort)
+        self.addCleanup(pebble.stop)
+        pebble.start()
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        http = makeHTTPClient(reactor, trustRootFromFile(pebble.caBundle), pool)
+        await pebble.waitUntilReady(reactor, http)
+        root = work.child("root.pem")
+        root.setContent(await pebble.root(http))
+
+        daemon = await startDaemon(
+            self,
+            port=httpPort,
+            extraArgs=[
+                "--acme-directory", pebble.directoryURL,
+                "--acme-ca-bundle", pebble.caBundle.path,
+                "--acme-renew-before", "1000000h",
+                "--acme-check-interval", "1s",
+            ],
+        )
+        backend = startBackend(self, "r")
+        result = await ctl(daemon.socket, *deployArgs("r", backend.address, "--host=r.test", "--tls"))
+        self.assertEqual(result.code, 0, result.err)
+        await waitForCertificates(daemon, 1)
+
+        host, port = "r.test", daemon.httpsPort
+        kept = await deferToThread(_connectHTTPS, port, host, root.path)
+        self.addCleanup(kept.close)
+        statuses: list[int] = []
+        firstSerial = None
+        serials: list[str] = []
+        deadline = reactor.seconds() + 45
+        rounds = 0
+        while True:
+            status, keptSerial, _ = await deferToThread(_get, kept, host, f"/kept/{rounds}")
+            statuses.append(status)
+            fresh = await deferToThread(_connectHTTPS, port, host, root.path)
+            try:
+                status, serial, body = await deferToThread(_get, fresh, host, f"/fresh/{rounds}")
+            finally:
+                fresh.close()
+            statuses.append(status)
+            self.assertEqual(json.loads(body)["version"], "r")
+            if firstSerial is None:
+                firstSerial = keptSerial
+            serials.append(serial)
+            rounds += 1
+            # Keep going a few rounds after the first new serial.
+            changedAt = next((i for i, s in enumerate(serials) if s != firstSerial), None)
+            if changedAt is not None and rounds >= changedAt + 5:
+                break
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"no renewal seen after {rounds} rounds\n{daemon.output.describe()}")
+            await deferLater(reactor, 0.1, lambda: None)
+
+        self.assertEqual(set(statuses), {200}, statuses)
+        self.assertNotEqual(serials[-1], firstSerial)
+        # The kept-alive connection survived the swap on its old certificate.
+        status, keptSerial, _ = await deferToThread(_get, kept, host, "/kept/last")
+        self.assertEqual((status, keptSerial), (200, firstSerial))
+        self.assertFalse(daemon.output.ended)
+        served = [line for line in daemon.output.lines if "Serving a certificate for r.test" in line]
+        self.assertGreaterEqual(len(served), 2)
+
+
+class _ApprovalResource:
+    """
+    An on-demand approval endpoint: 200 for C{allowed} hosts, else 403.
+    """
+
+    isLeaf = True
+
+    def __init__(self, allowed: set[str]) -> None:
+        self.allowed = allowed
+        self.asked: list[str] = []
+
+    def render(self, request: Any) -> bytes:
+        host = request.args.get(b"host", [b""])[0].decode()
+        self.asked.append(host)
+        if host in self.allowed:
+            return b"ok"
+        request.setResponseCode(403)
+        return b"no such shop: " + host.encode()
+
+    def getChildWithDefault(self, name: bytes, request: Any) -> Any:
+        return self
+
+
+class OnDemandTLSTests(TestCase):
+    """
+    On-demand TLS against Pebble: an approved name gets a certificate after
+    its first handshake, a denied one never does.
+    """
+
+    timeout = 60
+
+    async def test_approvedAndDenied(self) -> None:
+        """
+        C{deploy --tls --tls-on-demand-url URL} (no host): the first
+        handshake for a name fails while the endpoint is asked; an approved
+        name is then served with its own Pebble certificate; a denied name
+        keeps failing, the denial logged with the status and body, and the
+        endpoint is asked once per name (answers are cached).
+        """
+        from twisted.web.server import Site
+        from zope.interface import directlyProvides
+        from twisted.web.resource import IResource
+
+        requirePebble()
+        work = FilePath(tempDir(self))
+        httpPort = freePort()
+        pebble = Pebble(work.child("pebble"), httpPort=httpPort)
+        self.addCleanup(pebble.stop)
+        pebble.start()
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        http = makeHTTPClient(reactor, trustRootFromFile(pebble.caBundle), pool)
+        await pebble.waitUntilReady(reactor, http)
+        root = work.child("root.pem")
+        root.setContent(await pebble.root(http))
+
+        approval = _ApprovalResource({"shop.test"})
+        directlyProvides(approval, IResource)
+        site = Site(approval)
+        site.noisy = False
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        checkURL = f"http://127.0.0.1:{listening.getHost().port}/check?token=t"
+
+        daemon = await startDaemon(
+            self,
+            port=httpPort,
+            extraArgs=["--acme-directory", pebble.directoryURL, "--acme-ca-bundle", pebble.caBundle.path],
+        )
+        backend = startBackend(self, "od")
+        result = await ctl(daemon.socket, *deployArgs("od", backend.address, "--tls", f"--tls-on-demand-url={checkURL}"))
+        self.assertEqual(result.code, 0, result.err)
+        port = daemon.httpsPort
+
+        async def https(host: str) -> CommandResult:
+            return await curlRun("--resolve", f"{host}:{port}:127.0.0.1", "--cacert", root.path,
+                                 f"https://{host}:{port}/x")
+
+        first = await https("shop.test")
+        self.assertEqual(first.code, 35, first.err)  # no certificate yet
+        deadline = reactor.seconds() + CERTIFICATE_TIMEOUT
+        while True:
+            result = await https("shop.test")
+            if result.code == 0:
+                break
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"no on-demand certificate: {result.err}\n{daemon.output.describe()}")
+            await deferLater(reactor, 0.2, lambda: None)
+        status, _, body = parseCurl(result)
+        self.assertEqual((status, json.loads(body)["version"], json.loads(body)["host"]), (200, "od", f"shop.test:{port}"))
+        self.assertEqual(approval.asked, ["shop.test"])
+
+        for _ in range(3):
+            denied = await https("evil.test")
+            self.assertEqual(denied.code, 35, denied.err)
+        line = await daemon.waitForLog(lambda e: "evil.test denied" in e.get("msg", ""), what="the denial")
+        self.assertIn("status 403", line["msg"])
+        self.assertIn("no such shop: evil.test", line["msg"])
+        self.assertEqual(approval.asked, ["shop.test", "evil.test"])
+        [store] = os.listdir(os.path.join(daemon.stateDir, "certs"))
+        stored = os.listdir(os.path.join(daemon.stateDir, "certs", store))
+        self.assertIn("shop.test.pem", stored)
+        self.assertNotIn("evil.test.pem", stored)

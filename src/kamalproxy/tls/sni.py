@@ -121,11 +121,15 @@ class CertificateSelector:
         for the default service), or L{None}; a service has C{options} and
         C{tlsCertificate} (a L{LoadedCertificate} or L{None}).
     @ivar acme: ACME certificates by lower-case host name.
+    @ivar onDemand: called with C{(service, name)} when a handshake for a
+        name of an on-demand TLS service finds no certificate (a
+        L{kamalproxy.tls.ondemand.OnDemandTLS}), or L{None}.
     """
 
     def __init__(self, serviceFor: Callable[[str], Any]) -> None:
         self.serviceFor = serviceFor
         self.acme: Dict[str, LoadedCertificate] = {}
+        self.onDemand: Optional[Callable[[Any, str], None]] = None
 
     def addRecord(self, host: str, record: CertificateRecord) -> None:
         """
@@ -164,8 +168,22 @@ class CertificateSelector:
             if name:
                 return None  # undecodable name
             host = ""
-        loaded = self.certificateFor(self.serviceFor(host), host)
-        return loaded.context if loaded is not None else None
+        service = self.serviceFor(host)
+        loaded = self.certificateFor(service, host)
+        if loaded is not None:
+            return loaded.context
+        if (
+            host
+            and self.onDemand is not None
+            and service is not None
+            and service.options.service.tls_enabled
+            and service.options.service.tls_on_demand_url
+        ):
+            try:
+                self.onDemand(service, host)
+            except Exception:
+                log.failure("On-demand TLS for {host} failed", host=host)
+        return None
 
     def status(self, service: Any) -> Optional[str]:
         """
