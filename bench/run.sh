@@ -7,7 +7,9 @@
 #                    caddy         caddy reverse_proxy                                 :9003
 #                    twisted       plain twisted.web.proxy.ReverseProxyResource        :9004
 #                    kamal-proxy   this project (request log on, to a file)            :9010
-#   (HTTPS / HTTP/2 with h2load: not yet; see SECTIONS and the run_<section> hook below.)
+#   HTTPS (section "https"): caddy :9103 and kamal-proxy :9110, both serving the same self-signed
+#   P-256 ECDSA certificate for bench.test (and IP 127.0.0.1): HTTP/2 with h2load, HTTPS/1.1 with
+#   wrk, and TLS handshakes/s with wrk + "Connection: close"; see run_https.
 #   Slow clients (section "slow"): nginx, caddy and kamal-proxy, each with 500 slowloris
 #   connections held open (bench/slowloris.py) while wrk measures /small; see run_slow.
 #
@@ -24,12 +26,14 @@
 # PIDs in $W/pids.txt and on exit (trap) stops only those PIDs: TERM, then KILL after 5 s.
 # It never kills by name and does not touch the system nginx/caddy configs.
 #
-# Usage:   bash bench/run.sh                               # ~8 min on 2 cores (ROUNDS=3)
+# Usage:   bash bench/run.sh                               # ~12 min on 2 cores (ROUNDS=3)
 #          ONLY="caddy kamal-proxy" ROUNDS=1 DURATION=3s WARMUP=1s bash bench/run.sh   # quick check
 # Knobs (env):
 #   ROUNDS=3 DURATION=8s CONNS=32 THREADS=1 WARMUP=5s     wrk parameters
 #   ONLY="direct nginx caddy twisted kamal-proxy"         subset of targets (origin always runs)
-#   SECTIONS="http1 slow"   sections to run, in order (hook for a later "h2" section)
+#   SECTIONS="http1 slow https"   sections to run, in order
+#   H2_N=20000 H2_C=16 H2_M=10 H2_WARMUP_N=10000   h2load -n/-c/-m of the https section, warm-up -n
+#   TLS_HOST=bench.test     name the certificate and the kamal-proxy TLS service are for (SNI)
 #   SLOW_CONNS=500 SLOW_TARGETS="nginx caddy kamal-proxy" SLOW_INTERVAL=1 SLOW_SETTLE=1
 #   SLOW_READY_TIMEOUT=30   slowloris connections, targets of the slow section (those also in
 #                           ONLY), seconds between header bytes, pause after all are open before
@@ -45,7 +49,8 @@
 # Output:  $RESULTS. Anything in it from the line "<!-- notes -->" to the end is kept across
 #          re-runs (hand-written notes). Last stdout line:
 #          RESULT kamal-proxy small: X req/s, Y x caddy, Z us/req
-#          (the line before it, with the slow section: RESULT kamal-proxy slowloris: R x baseline ...)
+#          (before it, with the slow section: RESULT kamal-proxy slowloris: R x baseline ...;
+#          after it, as the last line, with the https section: RESULT kamal-proxy h2: X req/s, Y x caddy)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -58,7 +63,12 @@ THREADS=${THREADS:-1}
 WARMUP=${WARMUP:-5s}
 INSTALL=${INSTALL:-1}
 ONLY=${ONLY:-}
-SECTIONS=${SECTIONS:-http1 slow}
+SECTIONS=${SECTIONS:-http1 slow https}
+H2_N=${H2_N:-20000}
+H2_C=${H2_C:-16}
+H2_M=${H2_M:-10}
+H2_WARMUP_N=${H2_WARMUP_N:-10000}
+TLS_HOST=${TLS_HOST:-bench.test}
 SLOW_CONNS=${SLOW_CONNS:-500}
 SLOW_TARGETS=${SLOW_TARGETS:-nginx caddy kamal-proxy}
 SLOW_INTERVAL=${SLOW_INTERVAL:-1}
@@ -75,9 +85,16 @@ NOTES_MARKER='<!-- notes -->'
 KP_PORT=9010
 KP_SOCK=$W/kp.sock
 KP_STATE=$W/kp-state
-# If "--https-port 0" is refused by the runner, use "--https-port 9443" instead.
-KP_RUN_FLAGS=${KP_RUN_FLAGS:-"--http-port $KP_PORT --https-port 0 --bind 127.0.0.1 --state-dir $KP_STATE --socket $KP_SOCK"}
+KP_TLS_PORT=9110
+CADDY_TLS_PORT=9103
+TLS_DIR=$W/tls
+KP_RUN_FLAGS=${KP_RUN_FLAGS:-"--http-port $KP_PORT --https-port $KP_TLS_PORT --bind 127.0.0.1 --state-dir $KP_STATE --socket $KP_SOCK"}
 KP_DEPLOY_ARGS=${KP_DEPLOY_ARGS:-"bench --target 127.0.0.1:9001 --health-check-path /up"}
+# https section only: a second service, deployed when the section starts and removed when it ends.
+# It owns TLS_HOST (what h2load sends as SNI) and 127.0.0.1 (what wrk sends as SNI and Host: wrk
+# takes both from the URL). Owning 127.0.0.1 makes plain-HTTP requests with that Host answer 301
+# (TLS redirect), which is why it must not exist while the http1/slow sections run.
+KP_TLS_DEPLOY_ARGS=${KP_TLS_DEPLOY_ARGS:-"bench-tls --target 127.0.0.1:9001 --health-check-path /up --host $TLS_HOST --host 127.0.0.1 --tls --tls-certificate-path $TLS_DIR/cert.pem --tls-private-key-path $TLS_DIR/key.pem"}
 KP_DEPLOY_TIMEOUT=${KP_DEPLOY_TIMEOUT:-120}   # seconds; deploy blocks until the target is healthy
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -94,6 +111,7 @@ ALL_TARGETS=(
 )
 HTTP_TARGETS=()
 SLOW_LIST=()   # targets of the slow section
+HTTPS_LIST=()  # targets of the https section (caddy, kamal-proxy)
 
 selected() { # selected NAME: is target NAME part of this run?
   [[ -z $ONLY ]] && return 0
@@ -118,6 +136,19 @@ select_targets() {
     IFS='|' read -r name port srv note <<<"$t"
     printf 'http1\t%s\t%s\t%s\n' "$name" "$port" "$note" >>"$W/raw/targets.tsv"
   done
+  if [[ " $SECTIONS " == *" https "* ]]; then
+    for t in "${HTTP_TARGETS[@]}"; do
+      IFS='|' read -r name port srv note <<<"$t"
+      case $name in
+        caddy) HTTPS_LIST+=("caddy|$CADDY_TLS_PORT|caddy|caddy reverse_proxy, tls with the bench certificate") ;;
+        kamal-proxy) HTTPS_LIST+=("kamal-proxy|$KP_TLS_PORT|kamal-proxy|this project, custom certificate, request log on") ;;
+      esac
+    done
+    for t in "${HTTPS_LIST[@]}"; do
+      IFS='|' read -r name port srv note <<<"$t"
+      printf 'https\t%s\t%s\t%s\n' "$name" "$port" "$note" >>"$W/raw/targets.tsv"
+    done
+  fi
   if [[ " $SECTIONS " == *" slow "* ]]; then
     for t in "${HTTP_TARGETS[@]}"; do
       IFS='|' read -r name port srv note <<<"$t"
@@ -227,13 +258,13 @@ sys_busy_ticks() {
 # ---------------------------------------------------------------- 0. dependencies
 ensure_deps() {
   local missing=() b
-  for b in nginx caddy wrk h2load curl ss; do command -v "$b" >/dev/null || missing+=("$b"); done
+  for b in nginx caddy wrk h2load curl ss openssl; do command -v "$b" >/dev/null || missing+=("$b"); done
   [[ -x /usr/bin/time ]] || missing+=(/usr/bin/time)
   if ((${#missing[@]})); then
-    ((INSTALL)) || die "missing: ${missing[*]} (INSTALL=0; apt-get install wrk nginx caddy nghttp2-client time curl iproute2)"
+    ((INSTALL)) || die "missing: ${missing[*]} (INSTALL=0; apt-get install wrk nginx caddy nghttp2-client time curl iproute2 openssl)"
     log "installing wrk nginx caddy nghttp2-client time (missing: ${missing[*]})"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx caddy nghttp2-client time curl iproute2 >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx caddy nghttp2-client time curl iproute2 openssl >/dev/null
   fi
 }
 
@@ -280,7 +311,7 @@ check_kamal_proxy() {
 
 # ---------------------------------------------------------------- 1. files and configs
 write_files() {
-  mkdir -p "$W"/{www,logs,raw,origin/tmp,nginx-proxy/tmp,caddy/data,caddy/config}
+  mkdir -p "$W"/{www,logs,raw,tls,origin/tmp,nginx-proxy/tmp,caddy/data,caddy/config}
   chmod 755 "$W" "$W/www"
   : >"$W/pids.txt"
   rm -f "$W"/raw/* "$W"/logs/*
@@ -348,15 +379,34 @@ $(temps "$W/nginx-proxy/tmp")
   }
 }
 EOF
+  # self-signed P-256 ECDSA certificate for TLS_HOST and IP 127.0.0.1, served by caddy and kamal-proxy
+  rm -f "$TLS_DIR"/*.pem
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" -subj "/CN=$TLS_HOST" \
+    -addext "subjectAltName=DNS:$TLS_HOST,IP:127.0.0.1" 2>"$W/logs/openssl-req.log" ||
+    { cat "$W/logs/openssl-req.log" >&2; die "openssl could not make the test certificate"; }
+  chmod 600 "$TLS_DIR/key.pem"
+  local caddy_global="" caddy_tls=""
+  if [[ " $SECTIONS " == *" https "* ]]; then
+    # h1 and h2 only (no HTTP/3 listener, no Alt-Svc header): h2load and wrk use TCP
+    caddy_global=$'\tservers {\n\t\tprotocols h1 h2\n\t}'
+    caddy_tls="https://$TLS_HOST:$CADDY_TLS_PORT, https://127.0.0.1:$CADDY_TLS_PORT {
+	bind 127.0.0.1
+	tls $TLS_DIR/cert.pem $TLS_DIR/key.pem
+	reverse_proxy 127.0.0.1:9001
+}"
+  fi
   cat >"$W/caddy/Caddyfile" <<EOF
 {
 	admin off
 	auto_https off
+$caddy_global
 }
 http://127.0.0.1:9003 {
 	bind 127.0.0.1
 	reverse_proxy 127.0.0.1:9001
 }
+$caddy_tls
 EOF
   cat >"$W/twisted_proxy.py" <<'EOF'
 """Plain Twisted reverse proxy: twisted.web.proxy.ReverseProxyResource under twisted.web.server.Site.
@@ -392,6 +442,10 @@ start_servers() {
     [[ $name == direct ]] && continue
     port_busy "$port" && die "port $port already in use (not ours; not touching it)"
   done
+  for t in "${HTTPS_LIST[@]}"; do
+    IFS='|' read -r name port srv note <<<"$t"
+    port_busy "$port" && die "port $port already in use (not ours; not touching it)"
+  done
 
   start_bg origin nginx -e "$W/logs/origin-error.log" -p "$W/origin" -c "$W/origin/nginx.conf"
   wait_port 9001 origin
@@ -410,6 +464,10 @@ start_servers() {
   if selected caddy; then wait_port 9003 caddy; fi
   if selected twisted; then wait_port 9004 twisted; fi
   if selected kamal-proxy; then wait_port "$KP_PORT" kamal-proxy; fi
+  for t in "${HTTPS_LIST[@]}"; do
+    IFS='|' read -r name port srv note <<<"$t"
+    wait_port "$port" "$srv"
+  done
   return 0
 }
 
@@ -477,12 +535,12 @@ measure() {
   read -r wall cu cs < <(tail -n 1 "$tfile")
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$name" "$path" "$round" "$port" \
     $((s1 - s0)) $((o1 - o0)) $((b1 - b0)) "$wall" "$cu" "$cs" "$raw" >>"$RUNS_TSV"
-  log "$kind $name /$path r$round: $(grep -E 'Requests/sec' "$raw" | head -1 | tr -s ' ' || echo 'no result')"
+  log "$kind $name /$path r$round: $(grep -E 'Requests/sec|finished in' "$raw" | head -1 | tr -s ' ' || echo 'no result')"
 }
 
-# One function per section: run_<section>. SECTIONS="http1 slow" by default.
-# A later HTTPS/h2 section adds run_h2 (h2load against TLS ports, measure kind "h2"), its targets
-# in targets.tsv with kind "h2", and a renderer in write_report's SECTION_RENDERERS.
+# One function per section: run_<section>. SECTIONS="http1 slow https" by default. A section
+# records its targets in targets.tsv under its own kind, its runs with measure KIND ..., and has a
+# renderer in write_report's SECTION_RENDERERS.
 run_http1() {
   local t name port srv note r path
   log "HTTP/1.1 warm-up (${WARMUP} per target and path, discarded)"
@@ -573,6 +631,109 @@ run_slow() {
   done
 }
 
+# Section "https": caddy and kamal-proxy over TLS with the same self-signed P-256 certificate.
+#   h2:  h2load -n H2_N -c H2_C -m H2_M --connect-to=127.0.0.1:PORT https://TLS_HOST:PORT/small
+#        (SNI and :authority = TLS_HOST; ALPN h2), after one discarded H2_WARMUP_N-request run
+#   tls: wrk -tTHREADS -cCONNS -dDURATION --latency https://127.0.0.1:PORT/small   (HTTPS/1.1 keep-alive)
+#   hs:  the same wrk run with -H "Connection: close": every request on a new TCP+TLS connection,
+#        so req/s = handshakes/s (wrk offers the previous session for resumption; see the checks)
+# wrk sends the URL's host as SNI, even an IP literal, so "127.0.0.1": Caddy's site and the
+# kamal-proxy TLS service (KP_TLS_DEPLOY_ARGS) list 127.0.0.1 as a host next to TLS_HOST.
+# Rounds are interleaved: round r = h2 for every target, then tls, then hs.
+KP_TLS_DEPLOYED=0
+run_https() {
+  local t name port srv note r got kp=$VENV/bin/kamal-proxy
+  if ((${#HTTPS_LIST[@]} == 0)); then
+    log "https section: neither caddy nor kamal-proxy is selected, skipping"
+    return 0
+  fi
+  if selected kamal-proxy; then
+    log "deploying: kamal-proxy --socket $KP_SOCK deploy $KP_TLS_DEPLOY_ARGS"
+    # shellcheck disable=SC2086
+    if ! timeout "$KP_DEPLOY_TIMEOUT" "$kp" --socket "$KP_SOCK" deploy $KP_TLS_DEPLOY_ARGS >"$W/logs/kamal-proxy-deploy-tls.log" 2>&1; then
+      tail -n 20 "$W/logs/kamal-proxy-deploy-tls.log" >&2
+      die "kamal-proxy TLS deploy failed or did not finish within ${KP_DEPLOY_TIMEOUT}s"
+    fi
+    KP_TLS_DEPLOYED=1
+    echo "kamal-proxy-deploy-tls - $kp --socket $KP_SOCK deploy $KP_TLS_DEPLOY_ARGS" >>"$W/pids.txt"
+    "$kp" --socket "$KP_SOCK" list >>"$W/logs/kamal-proxy-deploy-tls.log" 2>&1 || true
+  fi
+  https_checks
+  log "https warm-up (h2load -n $H2_WARMUP_N, wrk ${WARMUP} keep-alive and ${WARMUP} Connection: close, per target; discarded)"
+  for t in "${HTTPS_LIST[@]}"; do
+    IFS='|' read -r name port srv note <<<"$t"
+    timeout 300 h2load -n "$H2_WARMUP_N" -c "$H2_C" -m "$H2_M" --connect-to="127.0.0.1:$port" \
+      "https://$TLS_HOST:$port/small" >"$W/raw/warmup-h2-$name.txt" 2>&1 || true
+    timeout 300 wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "https://127.0.0.1:$port/small" >"$W/raw/warmup-tls-$name.txt" 2>&1 || true
+    timeout 300 wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "Connection: close" "https://127.0.0.1:$port/small" \
+      >"$W/raw/warmup-hs-$name.txt" 2>&1 || true
+  done
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in "${HTTPS_LIST[@]}"; do
+      IFS='|' read -r name port srv note <<<"$t"
+      measure h2 "$name" "$port" "$srv" small "$r" \
+        h2load -n "$H2_N" -c "$H2_C" -m "$H2_M" --connect-to="127.0.0.1:$port" "https://$TLS_HOST:$port/small"
+    done
+    for t in "${HTTPS_LIST[@]}"; do
+      IFS='|' read -r name port srv note <<<"$t"
+      measure wrk-tls "$name" "$port" "$srv" small "$r" \
+        wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "https://127.0.0.1:$port/small"
+    done
+    for t in "${HTTPS_LIST[@]}"; do
+      IFS='|' read -r name port srv note <<<"$t"
+      measure wrk-hs "$name" "$port" "$srv" small "$r" \
+        wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Connection: close" "https://127.0.0.1:$port/small"
+    done
+  done
+  if ((KP_TLS_DEPLOYED)); then
+    "$kp" --socket "$KP_SOCK" remove bench-tls >>"$W/logs/kamal-proxy-deploy-tls.log" 2>&1 ||
+      log "WARNING: kamal-proxy remove bench-tls failed (see $W/logs/kamal-proxy-deploy-tls.log)"
+    KP_TLS_DEPLOYED=0
+  fi
+}
+
+# TLS sanity checks of the https section, appended to checks.txt: the h2 path (curl, SNI TLS_HOST),
+# the wrk path (a 1 s wrk run, SNI 127.0.0.1), what each SNI gets (openssl s_client), and whether
+# the server resumes a TLS session (second s_client connection offering the first one's session).
+https_checks() {
+  local t name port srv note got sni sess
+  {
+    echo "--- https section"
+    for t in "${HTTPS_LIST[@]}"; do
+      IFS='|' read -r name port srv note <<<"$t"
+      got=$(curl -sk -m 10 --http2 --resolve "$TLS_HOST:$port:127.0.0.1" -o /dev/null \
+        -w '%{http_code} %{size_download} HTTP/%{http_version}' "https://$TLS_HOST:$port/small" || true)
+      echo "$name https://$TLS_HOST:$port/small (curl --http2, SNI $TLS_HOST) -> $got"
+      [[ $got == "200 1024 HTTP/2" ]] || { echo "$name: h2 check failed: '$got'" >&2; HTTPS_CHECK_FAILED=1; }
+      got=$(timeout 30 wrk -t1 -c1 -d1s "https://127.0.0.1:$port/small" 2>&1 | grep -E 'requests in|Non-2xx|Socket errors' | tr -s ' ' | tr '\n' ';' || true)
+      echo "$name https://127.0.0.1:$port/small (wrk 1 s, SNI 127.0.0.1) -> $got"
+      [[ $got == *" requests in "* && $got != *Non-2xx* && $got != *"Socket errors"* && $got != " 0 requests in"* ]] ||
+        { echo "$name: wrk https check failed: '$got'" >&2; HTTPS_CHECK_FAILED=1; }
+      got=$(curl -sk -m 10 --http1.1 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/small" 2>&1 || true)
+      echo "$name https://127.0.0.1:$port/small (curl, no SNI: curl sends none for an IP) -> ${got:-handshake failed}"
+      for sni in "$TLS_HOST" 127.0.0.1; do
+        sess="$W/raw/tls-session-$name-$sni.pem"
+        rm -f "$sess"
+        got=$(printf 'GET /small HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$sni" |
+          timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername "$sni" -alpn http/1.1 -sess_out "$sess" -ign_eof 2>&1 |
+          grep -E '^(New|Reused),|^subject=|Peer signature type|Server Temp Key|^HTTP/|unexpected eof' | sed 's/^[0-9A-F]*:error:/error:/' | tr -d '\r' | tr '\n' ';' || true)
+        echo "$name openssl s_client -servername $sni: ${got:-no handshake}"
+        if [[ -s $sess ]]; then
+          got=$(printf 'GET /small HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$sni" |
+            timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername "$sni" -alpn http/1.1 -sess_in "$sess" -ign_eof 2>&1 |
+            grep -E '^(New|Reused),' | tr '\n' ';' || true)
+          echo "$name   second connection offering that session: ${got:-?} (Reused = the server resumes TLS sessions)"
+        else
+          echo "$name   no session ticket/ID received: the server does not offer session resumption"
+        fi
+      done
+    done
+  } >>"$W/raw/checks.txt"
+  sed -n '/^--- https section/,$p' "$W/raw/checks.txt" >&2
+  ((${HTTPS_CHECK_FAILED:-0})) && die "https sanity checks failed (see above)"
+  return 0
+}
+
 # dur_s 8s|500ms|2m|8 -> whole seconds, rounded up
 dur_s() {
   python3 -c 'import re,sys,math; m=re.fullmatch(r"([\d.]+)(ms|s|m|h)?", sys.argv[1]); v=float(m.group(1)); u=m.group(2) or "s"; print(math.ceil(v*{"ms":1e-3,"s":1,"m":60,"h":3600}[u]))' "$1"
@@ -587,8 +748,8 @@ machine_notes() {
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- CPU: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), memory $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
     echo "- load average before/after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), caddy $(caddy version 2>/dev/null | cut -d' ' -f1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2 || true), $(curl --version | head -1 | cut -d' ' -f1-2)"
-    echo "- Python (VENV): $("$VENV/bin/python" -c 'import sys, twisted; print(sys.implementation.name, sys.version.split()[0], "Twisted", twisted.__version__)' 2>/dev/null || echo unknown)"
+    echo "- nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), caddy $(caddy version 2>/dev/null | cut -d' ' -f1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2 || true), $(curl --version | head -1 | cut -d' ' -f1-2), $(h2load --version 2>/dev/null | head -1), $(openssl version | cut -d' ' -f1-2)"
+    echo "- Python (VENV): $("$VENV/bin/python" -c 'import sys, twisted; print(sys.implementation.name, sys.version.split()[0], "Twisted", twisted.__version__)' 2>/dev/null || echo unknown)$("$VENV/bin/python" -c 'import OpenSSL, h2; from OpenSSL import SSL; print(", pyOpenSSL", OpenSSL.__version__, "(" + SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode() + "), h2", h2.__version__)' 2>/dev/null || true)"
     if selected kamal-proxy; then
       echo "- kamal-proxy: $("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("kamal-proxy"))' 2>/dev/null || echo '?') installed from $REPO (git: $rev)"
       local lines size
@@ -619,6 +780,8 @@ PY
   CLK=$(getconf CLK_TCK) ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS WARMUP=$WARMUP \
     SLOW_CONNS=$SLOW_CONNS SLOW_INTERVAL=$SLOW_INTERVAL SLOW_SETTLE=$SLOW_SETTLE \
     SECTIONS="$SECTIONS" ONLY_USED="$ONLY" KP_RUN_FLAGS="$KP_RUN_FLAGS" KP_DEPLOY_ARGS="$KP_DEPLOY_ARGS" KP_SOCK="$KP_SOCK" VENV="$VENV" \
+    H2_N=$H2_N H2_C=$H2_C H2_M=$H2_M H2_WARMUP_N=$H2_WARMUP_N TLS_HOST=$TLS_HOST KP_TLS_DEPLOY_ARGS="$KP_TLS_DEPLOY_ARGS" \
+    KP_TLS_PORT=$KP_TLS_PORT CADDY_TLS_PORT=$CADDY_TLS_PORT \
     python3 - "$RUNS_TSV" "$W" "$tmp" <<'EOF'
 import json, os, re, statistics, sys
 tsv, W, out = sys.argv[1:4]
@@ -657,6 +820,18 @@ for line in open(tsv):
         if not r["total"]:
             r["sockerr"] += 1  # wrk produced no result at all: count the run as an error
         n = r["total"]
+    elif kind == "h2":  # h2load (https section)
+        m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", txt)
+        r["rps"] = float(m.group(3)) if m else NAN
+        m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", txt)
+        r["succeeded"], r["failed"] = (int(m.group(4)), int(m.group(5)) + int(m.group(7))) if m else (0, 1)
+        m = re.search(r"Application protocol: (\S+)", txt); r["proto"] = m.group(1) if m else "?"
+        m = re.search(r"TLS Protocol: (\S+)", txt); r["tls"] = m.group(1) if m else "?"
+        m = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", txt)
+        r["mean_ms"] = ms(m.group(5), m.group(6)) if m else NAN
+        m = re.search(r"status codes: (\d+) 2xx", txt); r["s2xx"] = int(m.group(1)) if m else 0
+        r["failed"] += max(0, r["succeeded"] - r["s2xx"])  # non-2xx answers count as failures too
+        n = r["s2xx"]
     else:
         n = 0
     r["us_per_req"] = (int(sticks) / CLK) / n * 1e6 if n else NAN
@@ -762,8 +937,62 @@ def render_slow(L):
                  f"{d.get('closed_by_server')} | {st} | {d.get('cpu_s')} |")
     L.append("")
 
-# sections: kind in targets.tsv -> renderer (add "h2": render_h2 with the h2 section)
-SECTION_RENDERERS = {"http1": render_http1, "slow": render_slow}
+def render_https(L):
+    names = [n for n in targets.get("https", {}) if any(r["name"] == n for r in runs if r["kind"] in ("h2", "wrk-tls", "wrk-hs"))]
+    if not names:
+        return
+    host = E["TLS_HOST"]
+    L.append(f"## HTTPS: HTTP/2 (h2load), HTTPS/1.1 (wrk) and TLS handshakes (wrk, Connection: close)\n")
+    L.append(f"Same self-signed P-256 ECDSA certificate (for `{host}` and IP 127.0.0.1) on both; 1 KiB `/small`. "
+             f"*h2*: `h2load -n {E['H2_N']} -c {E['H2_C']} -m {E['H2_M']} --connect-to=127.0.0.1:PORT https://{host}:PORT/small` "
+             f"(SNI `{host}`, ALPN h2). *HTTPS/1.1*: `wrk -t{E['THREADS']} -c{E['CONNS']} -d{E['DURATION']} https://127.0.0.1:PORT/small` "
+             "(keep-alive; wrk sends the URL's host, `127.0.0.1`, as SNI). *handshakes/s*: the same wrk run with "
+             "`-H \"Connection: close\"`: the server closes after each response and wrk reconnects, so every request pays a TCP "
+             "connect and a TLS handshake; req/s = handshakes/s (wrk offers the previous connection's session, so a server that "
+             "supports resumption does abbreviated handshakes: see the resumption line per target in the sanity checks). "
+             "Median over rounds [min-max]; *vs caddy*: ratio of medians. *CPU µs/req*: proxy CPU time / requests completed "
+             "(h2: 2xx responses). *errors* h2 / HTTPS/1.1 / Connection: close, summed over all measured runs: h2load failed+timed-out "
+             "requests and non-2xx; wrk socket errors + non-2xx. In the Connection: close mode wrk counts a *read* error "
+             "when its TLS read fails as the server closes the connection after a complete response (an end without a clean "
+             "TLS shutdown as wrk sees it); the response is still counted as a request, so that figure can equal the request "
+             "count with no request failing.\n")
+    def meds(kind, name):
+        g = group(kind, name, "small")
+        rps = [r["rps"] for r in g if r["rps"] == r["rps"]]
+        return g, rps, med(rps)
+    base = {k: meds(k, "caddy")[2] for k in ("h2", "wrk-tls", "wrk-hs")}
+    def rng(xs):
+        return f" [{f0(min(xs))}-{f0(max(xs))}]" if len(xs) > 1 else ""
+    L.append("| target | h2 req/s [min-max] | vs caddy | h2 proxy CPU µs/req | HTTPS/1.1 req/s | vs caddy | handshakes/s | vs caddy | errors |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    detail = []
+    for name in names:
+        port, note = targets["https"][name]
+        gh, rh, mh = meds("h2", name)
+        gt, rt, mt = meds("wrk-tls", name)
+        gs, rs, ms_ = meds("wrk-hs", name)
+        e_h2 = sum(r["failed"] for r in gh); e_t = sum(r["sockerr"] + r["non2xx"] for r in gt)
+        e_s = sum(r["sockerr"] + r["non2xx"] for r in gs)
+        errs = f"{e_h2} / {e_t} / {e_s}"
+        us_h2 = med([r["us_per_req"] for r in gh])
+        summary[(name, "h2")] = dict(rps=mh, vs_caddy=ratio(mh, base["h2"]), us=us_h2)
+        L.append(f"| **{name}** ({note}, :{port}) | {f0(mh)}{rng(rh)} | {f2(ratio(mh, base['h2']))} | {f0(us_h2)} | "
+                 f"{f0(mt)}{rng(rt)} | {f2(ratio(mt, base['wrk-tls']))} | {f0(ms_)}{rng(rs)} | {f2(ratio(ms_, base['wrk-hs']))} | {errs} |")
+        detail.append(f"| {name} | {sum(r['succeeded'] for r in gh)}/{sum(r['failed'] for r in gh)} | "
+                      f"{'/'.join(sorted(set(r['proto'] for r in gh)))}, {'/'.join(sorted(set(r['tls'] for r in gh)))} | "
+                      f"{f2(med([r['mean_ms'] for r in gh]))} | {f1(med([r['srv_cpu'] for r in gh]))}% | "
+                      f"{f2(med([r['p99'] for r in gt]))} | {f1(med([r['srv_cpu'] for r in gt]))}% | {f0(med([r['us_per_req'] for r in gt]))} | "
+                      f"{f2(med([r['p99'] for r in gs]))} | {f1(med([r['srv_cpu'] for r in gs]))}% | {f0(med([r['us_per_req'] for r in gs]))} |")
+    L.append("")
+    L.append("Details (medians over rounds; h2 succeeded/failed summed over rounds):\n")
+    L.append("| target | h2 succeeded/failed | h2 ALPN, TLS | h2 mean time/request ms | h2 proxy CPU | HTTPS/1.1 p99 ms | HTTPS/1.1 proxy CPU | "
+             "HTTPS/1.1 proxy CPU µs/req | Connection: close p99 ms | Connection: close proxy CPU | proxy CPU µs/handshake |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    L.extend(detail)
+    L.append("")
+
+# sections: kind in targets.tsv -> renderer
+SECTION_RENDERERS = {"http1": render_http1, "slow": render_slow, "https": render_https}
 
 L = []
 L.append("# Benchmarks: kamal-proxy (this project) next to nginx, Caddy and plain Twisted\n")
@@ -791,6 +1020,16 @@ L.append("- Reported: median over rounds, min-max of req/s in brackets. p50/p99:
          "*proxy CPU %*: utime+stime of the proxy process and its direct children (/proc/PID/stat) during the run / wall time "
          "(100% = one core). *proxy CPU µs/req*: that CPU time / requests completed, the least machine-dependent figure here. "
          "*errors*: non-2xx/3xx responses + socket errors reported by wrk, summed over all measured runs.")
+if "https" in targets and any(r["kind"] == "h2" for r in runs):
+    L.append(f"- HTTPS: Caddy serves the bench certificate (`tls cert.pem key.pem`, protocols h1 h2) on :{E['CADDY_TLS_PORT']}, "
+             f"reverse_proxy to the origin; kamal-proxy's HTTPS listener is :{E['KP_TLS_PORT']}, where, for this section only, "
+             f"`kamal-proxy deploy {E['KP_TLS_DEPLOY_ARGS']}` adds a TLS service with the same certificate as a custom "
+             "certificate (removed again at the end of the section: owning host 127.0.0.1 turns plain-HTTP requests for that "
+             "host into redirects). It lists 127.0.0.1 as a host because wrk sends the URL's host as SNI and Host header and "
+             "offers no way to set another; with an unknown SNI the listener fails the handshake and with no SNI it would use the "
+             "default (host-less, here non-TLS) service's certificate, of which there is none. "
+             f"One discarded warm-up per target ({E['H2_WARMUP_N']} h2 requests, {E['WARMUP']} of each wrk mode), then "
+             f"{E['ROUNDS']} interleaved rounds (round r: h2 for every target, then HTTPS/1.1, then Connection: close).")
 if "slow" in targets and any(r["kind"] == "wrk-slow" for r in runs):
     L.append(f"- Slow clients: {E['ROUNDS']} rounds; in each, for every one of {', '.join(targets['slow'])} in turn: a baseline run, "
              f"then {E['SLOW_CONNS']} slowloris connections opened (`bench/slowloris.py`), a {E['SLOW_SETTLE']} s pause once all "
@@ -800,7 +1039,9 @@ if "slow" in targets and any(r["kind"] == "wrk-slow" for r in runs):
              "raised for everything the script starts; nginx has `worker_connections 4096`."
              .format(E['THREADS'], E['CONNS'], E['DURATION'], E['WARMUP']))
 L.append(f"- Re-run: `ROUNDS={E['ROUNDS']} DURATION={E['DURATION']} CONNS={E['CONNS']} THREADS={E['THREADS']} WARMUP={E['WARMUP']}"
-         + (f" SECTIONS=\"{E['SECTIONS']}\"" if E['SECTIONS'] != "http1 slow" else "") + " bash bench/run.sh`"
+         + (f" SECTIONS=\"{E['SECTIONS']}\"" if E['SECTIONS'] != "http1 slow https" else "")
+         + (f" H2_N={E['H2_N']} H2_C={E['H2_C']} H2_M={E['H2_M']} H2_WARMUP_N={E['H2_WARMUP_N']}" if "https" in E['SECTIONS'].split() else "")
+         + " bash bench/run.sh`"
          + (f" with `ONLY=\"{E['ONLY_USED']}\"`" if E.get("ONLY_USED") else "") + ".\n")
 
 for kind, render in SECTION_RENDERERS.items():
@@ -810,11 +1051,12 @@ for kind, render in SECTION_RENDERERS.items():
 L.append("## Every run (in execution order)\n")
 L.append("| target | path | round | req/s | p99 ms | proxy CPU | proxy µs/req | proxy peak RSS MiB | origin CPU | wrk CPU | machine CPU (all cores) |")
 L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-RUN_LABEL = {"wrk": "", "wrk-base": " (slow baseline)", "wrk-slow": f" + {E['SLOW_CONNS']} slowloris"}
+RUN_LABEL = {"wrk": "", "wrk-base": " (slow baseline)", "wrk-slow": f" + {E['SLOW_CONNS']} slowloris",
+             "h2": " (h2 over TLS, h2load; p99 column: mean ms)", "wrk-tls": " (HTTPS/1.1)", "wrk-hs": " (HTTPS, Connection: close)"}
 for r in runs:
     d = r["name"] == "direct"
     L.append(f"| {r['name']} | {r['path']}{RUN_LABEL.get(r['kind'], ' (' + r['kind'] + ')')} | {r['round']} | {f0(r['rps'])} | "
-             f"{f2(r.get('p99', NAN))} | {'-' if d else f1(r['srv_cpu']) + '%'} | "
+             f"{f2(r.get('p99', r.get('mean_ms', NAN)))} | {'-' if d else f1(r['srv_cpu']) + '%'} | "
              f"{'-' if d else f0(r['us_per_req'])} | {'-' if r['rss'] is None else f1(r['rss_mib'])} | "
              f"{f1(r['origin_cpu'])}% | {f1(r['client_cpu'])}% | {f1(r['busy'])}% |")
 L.append("")
@@ -840,6 +1082,9 @@ if s:
     print(f"RESULT kamal-proxy small: {f0(s['rps']).replace(',', '')} req/s, {f2(s['vs_caddy'])} x caddy, {f0(s['us']).replace(',', '')} us/req")
 else:
     print("RESULT kamal-proxy small: not measured (target not selected)")
+s = summary.get(("kamal-proxy", "h2"))
+if s:
+    print(f"RESULT kamal-proxy h2: {f0(s['rps']).replace(',', '')} req/s, {f2(s['vs_caddy'])} x caddy")
 EOF
   if [[ -n $keep ]]; then
     printf '%s\n' "$keep" >>"$tmp"
@@ -871,7 +1116,7 @@ main() {
   sanity_checks
   RUNS_TSV="$W/raw/runs.tsv"; : >"$RUNS_TSV"
   declare -p ROUNDS DURATION CONNS THREADS WARMUP ONLY SECTIONS VENV KP_RUN_FLAGS KP_DEPLOY_ARGS LOAD_BEFORE \
-    SLOW_CONNS SLOW_INTERVAL SLOW_SETTLE |
+    SLOW_CONNS SLOW_INTERVAL SLOW_SETTLE H2_N H2_C H2_M H2_WARMUP_N TLS_HOST KP_TLS_DEPLOY_ARGS |
     sed 's/^declare -[-x]* //' >"$W/raw/params.env"
   local s
   for s in $SECTIONS; do "run_$s"; done

@@ -67,6 +67,7 @@ def contextFor(record: CertificateRecord) -> LoadedCertificate:
         certificate=chain[0],  # type: ignore[arg-type]
         extraCertChain=chain[1:],  # type: ignore[arg-type]
         raiseMinimumTo=TLSVersion.TLSv1_2,
+        enableSessionTickets=True,  # returning clients resume instead of a full handshake
     )
     try:
         context = options.getContext()
@@ -211,5 +212,6 @@ class CertificateSelector:
         """
         return CertificateOptions(
             raiseMinimumTo=TLSVersion.TLSv1_2,
+            enableSessionTickets=True,
             contextForServerName=self.contextForServerName,
         )
