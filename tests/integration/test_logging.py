@@ -22,31 +22,7 @@ from tests.integration.harness import (
     startDaemon,
 )
 
-REQUEST_FIELDS = {
-    "time",
-    "level",
-    "msg",
-    "host",
-    "port",
-    "path",
-    "request_id",
-    "status",
-    "service",
-    "target",
-    "duration",
-    "method",
-    "req_content_length",
-    "req_content_type",
-    "resp_content_length",
-    "resp_content_type",
-    "client_addr",
-    "client_port",
-    "remote_addr",
-    "user_agent",
-    "proto",
-    "scheme",
-    "query",
-}
+from tests.test_requestlog import FIELDS as REQUEST_FIELDS  # the original's field names
 
 
 class JSONLinesTests(TestCase):
