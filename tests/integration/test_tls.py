@@ -90,6 +90,25 @@ async def waitForCertificates(daemon: Any, count: int) -> list[str]:
         await deferLater(reactor, 0.2, lambda: None)
 
 
+async def startPebble(testCase: TestCase) -> tuple[Pebble, FilePath]:
+    """
+    Start Pebble on loopback for C{testCase} (stopped in its cleanup), with
+    its HTTP-01 port free for the proxy; also return the file holding
+    Pebble's root, to verify the chains it issues.
+    """
+    requirePebble()
+    work = FilePath(tempDir(testCase))
+    pebble = Pebble(work.child("pebble"), httpPort=freePort())
+    testCase.addCleanup(pebble.stop)
+    pebble.start()
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    http = makeHTTPClient(reactor, trustRootFromFile(pebble.caBundle), pool)
+    await pebble.waitUntilReady(reactor, http)
+    root = work.child("root.pem")
+    root.setContent(await pebble.root(http))
+    return pebble, root
+
+
 class AutomaticHTTPSTests(TestCase):
     """
     The daemon gets certificates from Pebble for two hosts and serves them.
@@ -109,17 +128,8 @@ class AutomaticHTTPSTests(TestCase):
         error; after a restart with Pebble gone the stored certificates are
         served at once.
         """
-        requirePebble()
-        work = FilePath(tempDir(self))
-        httpPort = freePort()
-        pebble = Pebble(work.child("pebble"), httpPort=httpPort)
-        self.addCleanup(pebble.stop)
-        pebble.start()
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        http = makeHTTPClient(reactor, trustRootFromFile(pebble.caBundle), pool)
-        await pebble.waitUntilReady(reactor, http)
-        root = work.child("root.pem")
-        root.setContent(await pebble.root(http))
+        pebble, root = await startPebble(self)
+        httpPort = pebble.httpPort
 
         daemon = await startDaemon(
             self,
@@ -356,17 +366,8 @@ class RenewalTests(TestCase):
         """
         from twisted.internet.threads import deferToThread
 
-        requirePebble()
-        work = FilePath(tempDir(self))
-        httpPort = freePort()
-        pebble = Pebble(work.child("pebble"), httpPort=httpPort)
-        self.addCleanup(pebble.stop)
-        pebble.start()
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        http = makeHTTPClient(reactor, trustRootFromFile(pebble.caBundle), pool)
-        await pebble.waitUntilReady(reactor, http)
-        root = work.child("root.pem")
-        root.setContent(await pebble.root(http))
+        pebble, root = await startPebble(self)
+        httpPort = pebble.httpPort
 
         daemon = await startDaemon(
             self,
@@ -466,17 +467,8 @@ class OnDemandTLSTests(TestCase):
         from zope.interface import directlyProvides
         from twisted.web.resource import IResource
 
-        requirePebble()
-        work = FilePath(tempDir(self))
-        httpPort = freePort()
-        pebble = Pebble(work.child("pebble"), httpPort=httpPort)
-        self.addCleanup(pebble.stop)
-        pebble.start()
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        http = makeHTTPClient(reactor, trustRootFromFile(pebble.caBundle), pool)
-        await pebble.waitUntilReady(reactor, http)
-        root = work.child("root.pem")
-        root.setContent(await pebble.root(http))
+        pebble, root = await startPebble(self)
+        httpPort = pebble.httpPort
 
         approval = _ApprovalResource({"shop.test"})
         directlyProvides(approval, IResource)
