@@ -283,6 +283,19 @@ SOCKET_FLAG = Flag(
     shownDefault="$KAMAL_PROXY_SOCKET, else $XDG_RUNTIME_DIR/kamal-proxy.sock",
 )
 
+_DEPLOY_TIMEOUT_FLAG = Flag(
+    "deploy-timeout",
+    DURATION,
+    DEFAULT_DEPLOY_TIMEOUT,
+    "Maximum time to wait for the new target to become healthy",
+)
+_REPLACE_DRAIN_FLAG = Flag(
+    "drain-timeout",
+    DURATION,
+    DEFAULT_DRAIN_TIMEOUT,
+    "Maximum time to allow existing connections to drain before removing old target",
+)
+
 _DEPLOY_FLAGS = (
     Flag("target", STRINGS, (), "Target host(s) to deploy"),
     Flag("read-target", STRINGS, (), "Read-only target host(s) to deploy", supported=False),
@@ -340,18 +353,8 @@ _DEPLOY_FLAGS = (
         "",
         "Redirect all requests to this host (e.g., force root or www)",
     ),
-    Flag(
-        "deploy-timeout",
-        DURATION,
-        DEFAULT_DEPLOY_TIMEOUT,
-        "Maximum time to wait for the new target to become healthy",
-    ),
-    Flag(
-        "drain-timeout",
-        DURATION,
-        DEFAULT_DRAIN_TIMEOUT,
-        "Maximum time to allow existing connections to drain before removing old target",
-    ),
+    _DEPLOY_TIMEOUT_FLAG,
+    _REPLACE_DRAIN_FLAG,
     Flag("force", BOOL, False, "Skip health checks and force deployment"),
     Flag(
         "health-check-interval",
@@ -497,18 +500,8 @@ VERBS: tuple[Verb, ...] = (
         (
             Flag("target", STRINGS, (), "Target host(s) to deploy"),
             Flag("read-target", STRINGS, (), "Read-only target host(s) to deploy"),
-            Flag(
-                "deploy-timeout",
-                DURATION,
-                DEFAULT_DEPLOY_TIMEOUT,
-                "Maximum time to wait for the new target to become healthy",
-            ),
-            Flag(
-                "drain-timeout",
-                DURATION,
-                DEFAULT_DRAIN_TIMEOUT,
-                "Maximum time to allow existing connections to drain before removing old target",
-            ),
+            _DEPLOY_TIMEOUT_FLAG,
+            _REPLACE_DRAIN_FLAG,
         ),
         supported=False,
     ),
