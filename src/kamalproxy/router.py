@@ -194,19 +194,22 @@ class Router:
                 path = path[len(mount) :]
                 if not path.startswith(b"/"):
                     uri, path = b"/" + uri, b"/" + path
-        match = getattr(request, "kamalRoute", None) or self.routeFor(
-            request.getHeader(b"host"), path
-        )
+        early = getattr(request, "kamalRoute", None)
+        match = early or self.routeFor(request.getHeader(b"host"), path)
         if match is None:
             return pages.renderPage(request, 404)
         service, prefix = match
-        if request.isSecure() and not service.options.service.tls_enabled:
-            request.kamalService = service.name  # type: ignore[attr-defined]
-            return pages.renderPage(request, 503)  # TLS for a service without TLS
-        location = self.redirectFor(request, service, path)
-        if location is not None:
-            request.kamalService = service.name  # type: ignore[attr-defined]
-            return _redirect(request, location, close=not request.isSecure() and location.startswith(b"https:"))
+        if early is None:
+            # (A route found when the head arrived has passed these checks.)
+            if request.isSecure() and not service.options.service.tls_enabled:
+                request.kamalService = service.name  # type: ignore[attr-defined]
+                return pages.renderPage(request, 503)  # TLS for a service without TLS
+            location = self.redirectFor(request, service, path)
+            if location is not None:
+                request.kamalService = service.name  # type: ignore[attr-defined]
+                return _redirect(
+                    request, location, close=not request.isSecure() and location.startswith(b"https:")
+                )
         return service.render(request, path, prefix, uri[len(path) :])
 
     def redirectFor(self, request: IRequest, service: Service, path: Optional[bytes] = None) -> Optional[bytes]:
