@@ -891,18 +891,18 @@ class HTTP2Tests(SynchronousTestCase):
 
     def test_switchStopsChannelTimers(self) -> None:
         """
-        When TLS negotiated C{h2}, the connection is handed to Twisted's
-        HTTP/2 implementation and the HTTP/1.1 channel's timers are
+        When TLS negotiated C{h2}, the connection is handed to
+        L{ProxyH2Connection} and the HTTP/1.1 channel's timers are
         cancelled (HTTP/2 keeps its own idle timeout, the site's
         C{timeOut}).
         """
-        from twisted.web._http2 import H2Connection
+        from kamalproxy.http2 import ProxyH2Connection
 
         conn = connect(disconnects=False)
         channel = conn.channel
         conn.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
         conn.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        self.assertIsInstance(conn.protocol._channel, H2Connection)
+        self.assertIsInstance(conn.protocol._channel, ProxyH2Connection)
         self.assertEqual(channel._idleCall, None)
         self.assertEqual(conn.site.timeOut, 60)
 

@@ -548,7 +548,7 @@ class ConnectionCloseAndTLSOnlyTests(_RouterCase):
 class H2CTests(SynchronousTestCase):
     """
     With C{h2c} on, a plain connection starting with the HTTP/2 preface is
-    handed to Twisted's HTTP/2 server; others stay HTTP/1.1.
+    handed to L{ProxyH2Connection}; others stay HTTP/1.1.
     """
 
     def connect(self, h2c: bool) -> Any:
@@ -561,16 +561,16 @@ class H2CTests(SynchronousTestCase):
 
     def test_preface(self) -> None:
         """
-        The preface, even split over reads, switches to L{H2Connection},
+        The preface, even split over reads, switches to L{ProxyH2Connection},
         which answers with its SETTINGS frame.
         """
-        from twisted.web._http2 import H2Connection
+        from kamalproxy.http2 import ProxyH2Connection
 
         protocol, client = self.connect(True)
         protocol.dataReceived(H2_PREFACE[:5])
         self.assertIsInstance(protocol._channel, ProxyChannel)
         protocol.dataReceived(H2_PREFACE[5:] + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        self.assertIsInstance(protocol._channel, H2Connection)
+        self.assertIsInstance(protocol._channel, ProxyH2Connection)
         self.assertEqual(client.value()[3:4], b"\x04")  # a SETTINGS frame
 
     def test_http11(self) -> None:
@@ -589,7 +589,7 @@ class H2CTests(SynchronousTestCase):
     def test_notOverTLS(self) -> None:
         """
         Over TLS (a transport that negotiates, e.g. by ALPN) the preface is
-        not sniffed: Twisted's ALPN switch decides.
+        not sniffed: ALPN decides.
         """
         from zope.interface import alsoProvides
         from twisted.internet.interfaces import INegotiated

@@ -25,8 +25,8 @@ close}, logged once with the peer address and the reason.
 
 L{ConnectionLimiter} refuses connections beyond C{--max-connections}.
 
-With C{--h2c}, a plain connection that opens with the HTTP/2 preface is
-handed to Twisted's L{H2Connection} (cleartext HTTP/2 with prior knowledge).
+A connection that picks HTTP/2 (ALPN C{h2}, or with C{--h2c} a plain one that
+opens with the HTTP/2 preface) is handed to L{kamalproxy.http2}.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http import H2_ENABLED, _GenericHTTPChannelProtocol
 
 from kamalproxy import pages
+from kamalproxy.http2 import switchToHTTP2
 
 _log = Logger()
 
@@ -659,52 +660,33 @@ class _ProxyChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         self._channel.makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._h2cBuffer is not None:
-            data = self._h2cBuffer + data
-            sniffed = data[: len(H2_PREFACE)]
-            if sniffed != H2_PREFACE[: len(sniffed)] or INegotiated.providedBy(
-                self._channel.transport
-            ):
-                self._h2cBuffer = None  # HTTP/1.1 (or TLS, where ALPN decides)
-            elif len(data) < len(H2_PREFACE):
-                self._h2cBuffer = data
-                return
-            else:
+        if self._negotiatedProtocol is None:
+            transport = self._channel.transport
+            if getattr(transport, "negotiatedProtocol", None) == b"h2":
+                self._startHTTP2()  # TLS with ALPN "h2"
+            elif self._h2cBuffer is not None and not INegotiated.providedBy(transport):
+                data = self._h2cBuffer + data
+                if not H2_PREFACE.startswith(data[: len(H2_PREFACE)]):
+                    self._negotiatedProtocol = b"http/1.1"
+                elif len(data) < len(H2_PREFACE):
+                    self._h2cBuffer = data  # may still be the preface
+                    return
+                else:
+                    self._startHTTP2()  # h2c with prior knowledge
                 self._h2cBuffer = None
-                self._switchToH2C()
-                self._channel.dataReceived(data)
-                return
-        channel = self._channel
-        super().dataReceived(data)
-        if self._channel is not channel and isinstance(channel, ProxyChannel):
-            channel.stopTimers()  # HTTP/2 took over, with its own idle timeout
+            else:
+                self._negotiatedProtocol = b"http/1.1"
+        self._channel.dataReceived(data)
 
-    def _switchToH2C(self) -> None:
+    def _startHTTP2(self) -> None:
         """
-        The client opened with the HTTP/2 preface on a plain connection
-        (h2c with prior knowledge): hand the connection to Twisted's
-        L{H2Connection}, as L{_GenericHTTPChannelProtocol} does for ALPN
-        C{h2}.
+        Hand the connection to L{ProxyH2Connection}: the client chose HTTP/2,
+        by ALPN or (h2c) by opening with the HTTP/2 preface.
         """
-        # Twisted's HTTP/2 server (private module, as the ALPN switch uses).
-        from twisted.web._http2 import H2Connection
-
         old = self._channel
-        networkProducer = old._networkProducer
-        networkProducer.unregisterProducer()
         if isinstance(old, ProxyChannel):
-            old.stopTimers()
-        old.setTimeout(None)
-        transport = old.transport
-        self._channel = H2Connection()
-        self._channel.requestFactory = self._requestFactory
-        self._channel.site = self._site
-        self._channel.factory = self._factory
-        self._channel.timeOut = self._timeOut
-        self._channel.callLater = self._callLater
-        self._channel.makeConnection(transport)
-        networkProducer.registerProducer(self._channel, True)
-        self._negotiatedProtocol = b"h2"
+            old.stopTimers()  # HTTP/2 has its own idle timeout
+        switchToHTTP2(self, self._factory.reactor)
 
     def connectionLost(self, reason: Failure) -> None:
         try:

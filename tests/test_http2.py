@@ -1,0 +1,422 @@
+"""
+Tests for L{kamalproxy.http2}: the HTTP/2 connection a client gets by ALPN
+C{h2} or h2c, driven by a real h2 client state machine over a
+L{StringTransport} and a L{MemoryReactorClock}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from kamalproxy.channel import H2_PREFACE
+from kamalproxy.http2 import FLUSH_BUDGET, ProxyH2Connection
+from kamalproxy.site import ProxySite
+
+
+class _Body(Resource):
+    """
+    Answers every request with C{size} bytes of C{b"x"}, with a
+    C{Connection} field a handler might set, or leaves it open when
+    C{size} is None (the test finishes it through C{pending}).
+    """
+
+    isLeaf = True
+
+    def __init__(self, size: Optional[int]) -> None:
+        super().__init__()
+        self.size = size
+        self.pending: list[Any] = []
+
+    def render(self, request: Any) -> Any:
+        request.setHeader(b"Connection", b"keep-alive")
+        request.setHeader(b"X-Answer", b"42")
+        if self.size is None:
+            self.pending.append(request)
+            return NOT_DONE_YET
+        return b"x" * self.size
+
+
+class _WriteCountingTransport(StringTransport):
+    """
+    A L{StringTransport} that records the size of each C{write}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    @property
+    def writes(self) -> int:
+        return len(self.sizes)
+
+    def write(self, data: bytes) -> None:
+        self.sizes.append(len(data))
+        super().write(data)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+class _Client:
+    """
+    An HTTP/2 client (h2's state machine) talking to a L{ProxySite} with
+    h2c on, over a L{StringTransport}.
+    """
+
+    def __init__(self, resource: Resource, settings: Optional[dict[int, int]] = None) -> None:
+        self.clock = MemoryReactorClock()
+        site = ProxySite(resource, self.clock)
+        site.h2c = True
+        self.protocol = site.buildProtocol(None)
+        self.transport = _WriteCountingTransport()
+        self.protocol.makeConnection(self.transport)
+        self.h2 = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.h2.initiate_connection()
+        if settings:
+            self.h2.update_settings(settings)
+        self.bodies: dict[int, bytes] = {}
+        self.headers: dict[int, list[tuple[bytes, bytes]]] = {}
+        self.ended: set[int] = set()
+        self.events: list[Any] = []
+        self.send()
+        self.receive()
+
+    @property
+    def connection(self) -> ProxyH2Connection:
+        return self.protocol._channel
+
+    def send(self) -> None:
+        self.protocol.dataReceived(self.h2.data_to_send())
+
+    def receive(self, autoAcknowledge: bool = True) -> list[Any]:
+        """
+        Let the reactor iteration end, read what the server wrote and
+        return its events (DATA acknowledged unless told otherwise).
+        """
+        self.clock.advance(0)
+        data = self.transport.value()
+        self.transport.clear()
+        events = self.h2.receive_data(data)
+        for event in events:
+            if isinstance(event, h2.events.ResponseReceived):
+                self.headers[event.stream_id] = list(event.headers)
+            elif isinstance(event, h2.events.DataReceived):
+                self.bodies[event.stream_id] = self.bodies.get(event.stream_id, b"") + event.data
+                if autoAcknowledge:
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                self.ended.add(event.stream_id)
+        self.events.extend(events)
+        pending = self.h2.data_to_send()
+        if pending:
+            self.protocol.dataReceived(pending)
+        return events
+
+    def get(self, count: int = 1) -> list[int]:
+        """
+        Send C{count} GET requests in one write; return their stream IDs.
+        """
+        ids = []
+        for _ in range(count):
+            streamID = self.h2.get_next_available_stream_id()
+            self.h2.send_headers(
+                streamID,
+                [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a.test"),
+                 (b":path", b"/")],
+                end_stream=True,
+            )
+            ids.append(streamID)
+        self.send()
+        return ids
+
+
+def _frames(events: list[Any], kind: type, streamID: int) -> list[Any]:
+    return [e for e in events if isinstance(e, kind) and e.stream_id == streamID]
+
+
+class SwitchTests(SynchronousTestCase):
+    """
+    A connection that chooses HTTP/2 is served by L{ProxyH2Connection}.
+    """
+
+    def test_h2cUsesProxyConnection(self) -> None:
+        """
+        The h2c preface hands the connection to L{ProxyH2Connection}, with
+        the site's reactor, addresses and security read once.
+        """
+        client = _Client(_Body(3))
+        connection = client.connection
+        self.assertIsInstance(connection, ProxyH2Connection)
+        self.assertIs(connection._reactor, client.clock)
+        self.assertEqual(connection.getHost(), client.transport.getHost())
+        self.assertEqual(connection.getPeer(), client.transport.getPeer())
+        self.assertFalse(connection._isSecure())
+
+    def test_alpnUsesProxyConnection(self) -> None:
+        """
+        A TLS transport that negotiated C{h2} by ALPN gets the same
+        connection class, and it reports itself secure.
+        """
+        from zope.interface import alsoProvides
+        from twisted.internet.interfaces import ISSLTransport
+
+        clock = MemoryReactorClock()
+        site = ProxySite(_Body(3), clock)
+        protocol = site.buildProtocol(None)
+        transport = _WriteCountingTransport()
+        alsoProvides(transport, ISSLTransport)
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        protocol.dataReceived(H2_PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        self.assertIsInstance(protocol._channel, ProxyH2Connection)
+        self.assertTrue(protocol._channel._isSecure())
+
+
+class ResponseTests(SynchronousTestCase):
+    """
+    Responses: complete, HTTP/2-clean headers, frames coalesced.
+    """
+
+    def test_manyStreamsOneWrite(self) -> None:
+        """
+        Ten requests answered in one reactor iteration leave in one
+        transport write, each complete and each ended by its only DATA
+        frame (no extra empty frame).
+        """
+        client = _Client(_Body(1000))
+        before = client.transport.writes
+        ids = client.get(10)
+        self.assertEqual(client.transport.writes, before + 1)  # SETTINGS/WINDOW ack only
+        client.clock.advance(0)
+        self.assertEqual(client.transport.writes, before + 2)
+        events = client.receive()
+        for streamID in ids:
+            self.assertEqual(client.bodies[streamID], b"x" * 1000)
+            data = _frames(events, h2.events.DataReceived, streamID)
+            self.assertEqual(len(data), 1)
+            self.assertIsNotNone(data[0].stream_ended)
+        self.assertEqual(client.ended, set(ids))
+        self.assertEqual(client.connection.streams, {})
+        self.assertEqual(client.connection._outboundStreamQueues, {})
+
+    def test_headersReadyForTheWire(self) -> None:
+        """
+        Response field names are lower case and connection-specific fields
+        (here C{Connection}) are not sent.
+        """
+        client = _Client(_Body(1))
+        [streamID] = client.get()
+        client.receive()
+        names = [name for name, _ in client.headers[streamID]]
+        self.assertEqual(names[0], b":status")
+        self.assertIn((b"x-answer", b"42"), client.headers[streamID])
+        self.assertNotIn(b"connection", names)
+        self.assertEqual(names, [name.lower() for name in names])
+
+    def test_emptyBody(self) -> None:
+        """
+        A response with no body still ends its stream.
+        """
+        client = _Client(_Body(0))
+        [streamID] = client.get()
+        client.receive()
+        self.assertIn(streamID, client.ended)
+        self.assertEqual(client.bodies.get(streamID, b""), b"")
+
+    def test_laterResponse(self) -> None:
+        """
+        A response written after the request's iteration (as a proxied one
+        is) is flushed at the end of the iteration that wrote it.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        [streamID] = client.get()
+        client.receive()
+        self.assertNotIn(streamID, client.headers)
+        [request] = resource.pending
+        request.write(b"hello ")
+        request.write(b"world")
+        request.finish()
+        client.receive()
+        self.assertEqual(client.bodies[streamID], b"hello world")
+        self.assertIn(streamID, client.ended)
+
+
+class FlowControlTests(SynchronousTestCase):
+    """
+    Flow control and fairness between streams.
+    """
+
+    def test_windowRespected(self) -> None:
+        """
+        No more than the client's window is sent; the rest follows its
+        WINDOW_UPDATE, and the stream ends once all is sent.
+        """
+        client = _Client(_Body(5000), {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+        [streamID] = client.get()
+        client.receive(autoAcknowledge=False)
+        self.assertEqual(len(client.bodies[streamID]), 1000)
+        self.assertNotIn(streamID, client.ended)
+        client.receive(autoAcknowledge=False)  # nothing more without a window
+        self.assertEqual(len(client.bodies[streamID]), 1000)
+        for _ in range(5):
+            client.h2.acknowledge_received_data(1000, streamID)
+            client.send()
+            client.receive(autoAcknowledge=False)
+        self.assertEqual(client.bodies[streamID], b"x" * 5000)
+        self.assertIn(streamID, client.ended)
+
+    def test_producerPausedByWindow(self) -> None:
+        """
+        A streaming producer writing to a stream is paused when the window
+        is used up and resumed when the client opens it.
+        """
+        resource = _Body(None)
+        client = _Client(resource, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
+        [streamID] = client.get()
+        client.receive()
+        [request] = resource.pending
+        calls: list[str] = []
+
+        class Producer:
+            def pauseProducing(self) -> None:
+                calls.append("pause")
+
+            def resumeProducing(self) -> None:
+                calls.append("resume")
+
+            def stopProducing(self) -> None:
+                calls.append("stop")
+
+        request.registerProducer(Producer(), True)
+        request.write(b"y" * 150)
+        self.assertEqual(calls, ["pause"])
+        client.receive()  # 100 bytes arrive and are acknowledged
+        self.assertEqual(calls, ["pause", "resume"])
+        self.assertEqual(client.bodies[streamID], b"y" * 100)
+
+    def test_roundRobin(self) -> None:
+        """
+        Two large responses are interleaved frame by frame, not sent one
+        after the other.
+        """
+        client = _Client(_Body(16384 * 3))
+        first, second = client.get(2)
+        events = client.receive()
+        order = [e.stream_id for e in events if isinstance(e, h2.events.DataReceived)]
+        self.assertEqual(order[:4], [first, second, first, second])
+
+    def test_budgetPerIteration(self) -> None:
+        """
+        One connection sends at most L{FLUSH_BUDGET} bytes per reactor
+        iteration (plus one frame); the rest follows in later iterations.
+        """
+        size = FLUSH_BUDGET * 2
+        client = _Client(
+            _Body(size),
+            {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1},
+        )
+        client.h2.increment_flow_control_window(2**30)
+        client.send()
+        client.transport.sizes.clear()
+        [streamID] = client.get()
+        client.receive()
+        self.assertEqual(len(client.bodies[streamID]), size)
+        self.assertIn(streamID, client.ended)
+        dataWrites = [n for n in client.transport.sizes if n > 1000]
+        self.assertGreaterEqual(len(dataWrites), 2)
+        self.assertLessEqual(max(dataWrites), FLUSH_BUDGET + 16384 + 1000)
+
+    def test_transportPaused(self) -> None:
+        """
+        While the transport has paused the connection, no DATA is sent;
+        it goes out when the transport resumes it.
+        """
+        client = _Client(_Body(2000))
+        client.connection.pauseProducing()
+        [streamID] = client.get()
+        client.receive()
+        self.assertNotIn(streamID, client.bodies)
+        client.connection.resumeProducing()
+        client.receive()
+        self.assertEqual(client.bodies[streamID], b"x" * 2000)
+
+
+class ProtectionTests(SynchronousTestCase):
+    """
+    What Twisted's server protects against stays protected.
+    """
+
+    def test_priorityFramesIgnored(self) -> None:
+        """
+        PRIORITY frames for streams that never open add no state.
+        """
+        client = _Client(_Body(1))
+        for streamID in range(101, 2001, 2):
+            client.h2.prioritize(streamID, weight=16)
+        client.send()
+        self.assertEqual(client.connection._ready, {})
+        self.assertEqual(client.connection.streams, {})
+
+    def test_resetWithQueuedData(self) -> None:
+        """
+        A stream the client resets while its response waits for window is
+        forgotten, and the connection goes on serving others.
+        """
+        client = _Client(_Body(3000), {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+        [streamID] = client.get()
+        client.receive(autoAcknowledge=False)
+        client.h2.reset_stream(streamID, h2.errors.ErrorCodes.CANCEL)
+        client.send()
+        self.assertNotIn(streamID, client.connection.streams)
+        client.clock.advance(0)
+        [other] = client.get()
+        client.h2.acknowledge_received_data(1000, streamID)
+        client.receive()
+        self.assertEqual(client.bodies[other], b"x" * 1000)
+
+    def test_rapidResetStillLimited(self) -> None:
+        """
+        A flood of stream resets (HTTP/2 Rapid Reset) ends the connection
+        with GOAWAY ENHANCE_YOUR_CALM, as Twisted's server does.
+        """
+        client = _Client(_Body(None))
+        for _ in range(ProxyH2Connection._resetTokenBurst + 5):
+            [streamID] = client.get()
+            client.h2.reset_stream(streamID, h2.errors.ErrorCodes.CANCEL)
+        client.send()
+        events = client.receive()
+        goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual(goaway[0].error_code, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_lostConnectionCancelsFlush(self) -> None:
+        """
+        Losing the connection with a flush pending cancels it and drops
+        every stream.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        client.get(3)
+        client.receive()
+        for request in resource.pending:
+            request.write(b"partial")
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        client.protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(client.clock.getDelayedCalls(), [])
+        self.assertEqual(client.connection.streams, {})
+        self.assertEqual(client.connection._ready, {})
