@@ -342,11 +342,11 @@ class RoundTripTests(TestCase):
         """
         A flag error prints the reason, then a hint about C{--help}.
         """
-        code = await self.ctl("deploy", "s", "--target", "web", "--tls-acme-cache-path=/certs")
+        code = await self.ctl("deploy", "s", "--target", "web", "--read-target=web2")
         self.assertEqual(code, 1)
         self.assertEqual(
             self.stderr.getvalue().splitlines(),
-            ["Error: `--tls-acme-cache-path` is not supported yet", 'Run "kamal-proxy-ctl --help" for usage.'],
+            ["Error: `--read-target` is not supported yet", 'Run "kamal-proxy-ctl --help" for usage.'],
         )
         self.assertEqual(self.locator.calls, [])
 

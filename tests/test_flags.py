@@ -399,7 +399,6 @@ class UnsupportedTests(SynchronousTestCase):
 
     unsupportedValues = {
         "read-target": "web2",
-        "tls-acme-cache-path": "/certs",
         "writer-affinity-timeout": "2s",
         "read-target-websockets": None,
         "exclude-metrics-path": "/up",
@@ -611,7 +610,7 @@ class UsageTests(SynchronousTestCase):
         deployHelp = usage("kamal-proxy", "deploy")
         self.assertIn("--deploy-timeout duration", deployHelp)
         self.assertIn("(default 30s)", deployHelp)
-        self.assertRegex(deployHelp, r"--tls-acme-cache-path string +Location.*\(not supported yet\)")
+        self.assertRegex(deployHelp, r"--read-target strings +Read-only.*\(not supported yet\)")
 
     def test_topLevel(self) -> None:
         """

@@ -396,16 +396,16 @@ class TLSOptionsTests(SynchronousTestCase):
         HTTPS on 443 of every interface, Let's Encrypt (production and
         staging), no h2c.
         """
-        from kamalproxy.tap import acmeDirectories
+        from kamalproxy.options import ServiceOptions
+        from kamalproxy.tap import acmeDirectoryFor
         from kamalproxy.tls.client import LETSENCRYPT_DIRECTORY, LETSENCRYPT_STAGING_DIRECTORY
 
         config = self.config()
         self.assertEqual(config["https-endpoint"], _everywhere(443))
         self.assertFalse(config["h2c"])
-        self.assertEqual(
-            acmeDirectories(config),
-            [(LETSENCRYPT_DIRECTORY, False), (LETSENCRYPT_STAGING_DIRECTORY, True)],
-        )
+        directoryFor = acmeDirectoryFor(config)
+        self.assertEqual(directoryFor(ServiceOptions()), LETSENCRYPT_DIRECTORY)
+        self.assertEqual(directoryFor(ServiceOptions(tls_staging=True)), LETSENCRYPT_STAGING_DIRECTORY)
 
     def test_httpsBindAndEndpoint(self) -> None:
         """
@@ -428,19 +428,23 @@ class TLSOptionsTests(SynchronousTestCase):
 
     def test_acmeOptions(self) -> None:
         """
-        An explicit directory serves every TLS service; one issuing service
-        per directory becomes a child of the daemon.
+        An explicit directory serves every TLS service (staging or not);
+        one issuing service for it (with the default cache) is made at once,
+        under the daemon.
         """
-        from kamalproxy.tap import acmeDirectories
-        from kamalproxy.tls.service import AcmeIssuingService
+        from kamalproxy.options import ServiceOptions
+        from kamalproxy.tap import acmeDirectoryFor
+        from kamalproxy.tls.issuers import AcmeIssuers
 
         config = self.config("--http-endpoint", "tcp:8080", "--acme-directory", "https://ca.test/dir",
                              "--acme-email", "ops@example.com", "--h2c")
-        self.assertEqual(acmeDirectories(config), [("https://ca.test/dir", None)])
+        directoryFor = acmeDirectoryFor(config)
+        self.assertEqual(directoryFor(ServiceOptions(tls_staging=True)), "https://ca.test/dir")
         service = buildService(config, self.reactor)
         self.addCleanup(service.router.stop)
         self.assertTrue(service.site.h2c)
-        issuers = [s for s in service if isinstance(s, AcmeIssuingService)]
+        [pool] = [s for s in service if isinstance(s, AcmeIssuers)]
+        issuers = list(pool)
         self.assertEqual(len(issuers), 1)
         self.assertTrue(issuers[0].store.path.path.startswith(os.path.join(self.stateDir, "certs")))
 
@@ -452,7 +456,7 @@ class TLSOptionsTests(SynchronousTestCase):
         """
         from datetime import timedelta
 
-        from kamalproxy.tls.service import AcmeIssuingService
+        from kamalproxy.tls.issuers import AcmeIssuers
 
         for argv, expected in (
             ((), (timedelta(days=30), timedelta(hours=12))),
@@ -462,8 +466,8 @@ class TLSOptionsTests(SynchronousTestCase):
             config = self.config("--http-endpoint", "tcp:8080", *argv)
             service = buildService(config, self.reactor)
             self.addCleanup(service.router.stop)
-            issuers = [s for s in service if isinstance(s, AcmeIssuingService)]
-            self.assertEqual({(i.renewBefore, i.checkInterval) for i in issuers}, {expected})
+            [pool] = [s for s in service if isinstance(s, AcmeIssuers)]
+            self.assertEqual({(i.renewBefore, i.checkInterval) for i in pool}, {expected})
             os.unlink(self.socketPath) if os.path.exists(self.socketPath) else None
 
     def test_h2cFromEnvironment(self) -> None:

@@ -313,7 +313,7 @@ class SelectionTests(_RouterCase):
     def test_tlsHosts(self) -> None:
         """
         ACME is asked for the hosts of TLS services without custom
-        certificates, split by staging.
+        certificates, filtered by their options when asked.
         """
         certificate, key = writePair(self, "c.test")
         self.deploy("a", tlsOptions("a.test", "B.test"))
@@ -321,8 +321,8 @@ class SelectionTests(_RouterCase):
         self.deploy("c", tlsOptions("c.test", tls_certificate_path=certificate, tls_private_key_path=key))
         self.deploy("p", DeployOptions(service=ServiceOptions(hosts=("p.test",)), force=True))
         self.assertEqual(self.router.tlsHosts(), ["a.test", "b.test", "s.test"])
-        self.assertEqual(self.router.tlsHosts(False), ["a.test", "b.test"])
-        self.assertEqual(self.router.tlsHosts(True), ["s.test"])
+        self.assertEqual(self.router.tlsHosts(lambda o: not o.tls_staging), ["a.test", "b.test"])
+        self.assertEqual(self.router.tlsHosts(lambda o: o.tls_staging), ["s.test"])
 
     def test_listStatus(self) -> None:
         """

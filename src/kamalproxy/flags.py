@@ -343,8 +343,7 @@ _DEPLOY_FLAGS = (
         STRING,
         None,
         "Location to store ACME assets",
-        supported=False,
-        shownDefault="~/.config/kamal-proxy/certs",
+        shownDefault="<state-dir>/certs",
     ),
     Flag("tls-redirect", BOOL, True, "Redirect HTTP traffic to HTTPS"),
     Flag(
@@ -711,6 +710,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             tls_certificate_path=_absolute(values["tls-certificate-path"]),
             tls_private_key_path=_absolute(values["tls-private-key-path"]),
             tls_staging=values["tls-staging"],
+            tls_acme_cache_path=_absolute(values["tls-acme-cache-path"] or ""),
             tls_on_demand_url=values["tls-on-demand-url"].strip(),
             canonical_host=values["canonical-host"],
             error_page_path=values["error-pages"],

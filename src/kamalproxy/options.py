@@ -7,6 +7,7 @@ control socket and in the state file).
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Mapping, TypeVar
 
@@ -86,6 +87,7 @@ class ServiceOptions:
     tls_certificate_path: str = ""
     tls_private_key_path: str = ""
     tls_staging: bool = False
+    tls_acme_cache_path: str = ""
     tls_on_demand_url: str = ""
     canonical_host: str = ""
     error_page_path: str = ""
@@ -281,6 +283,8 @@ def _checkTLS(service: ServiceOptions, hosts: tuple[str, ...]) -> None:
             "both --tls-certificate-path and --tls-private-key-path must be given"
         )
     onDemand = service.tls_on_demand_url.strip()
+    if service.tls_acme_cache_path and not os.path.isabs(service.tls_acme_cache_path):
+        raise InvalidOptions("--tls-acme-cache-path must be an absolute path")
     if not service.tls_enabled:
         if certificate:
             raise InvalidOptions("--tls-certificate-path requires --tls")

@@ -6,6 +6,8 @@ the one place where services are deployed, removed and restored.
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import attr
@@ -22,7 +24,14 @@ from zope.interface import implementer
 from kamalproxy import pages
 from kamalproxy.durations import formatDuration
 from kamalproxy.errorpages import loadErrorPages
-from kamalproxy.options import DeployOptions, InvalidOptions, fromJSON, normalizeDeploy, toJSON
+from kamalproxy.options import (
+    DeployOptions,
+    InvalidOptions,
+    ServiceOptions,
+    fromJSON,
+    normalizeDeploy,
+    toJSON,
+)
 from kamalproxy.routing import RoutingTable, requestHost
 from kamalproxy.service import Service
 from kamalproxy.targets import ConnectorFor, Target, TargetGroup
@@ -75,6 +84,25 @@ def _certificateFor(options: DeployOptions) -> Any:
         return loadCertificatePair(service.tls_certificate_path, service.tls_private_key_path)
     except ValueError as e:
         raise InvalidOptions(str(e)) from None
+
+
+def _checkAcmeCache(options: DeployOptions) -> None:
+    """
+    Make sure the service's C{--tls-acme-cache-path}, when it has one and
+    uses ACME, is a directory the daemon can write (made if missing).
+
+    @raise InvalidOptions: C{"unable to use ACME cache path ..."}.
+    """
+    service = options.service
+    path = service.tls_acme_cache_path
+    if not path or not service.tls_enabled or service.customCertificate:
+        return
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as e:
+        raise InvalidOptions(f"unable to use ACME cache path {path}: {e.strerror or e}") from None
 
 
 def _errorPagesFor(options: DeployOptions) -> Optional[dict[int, bytes]]:
@@ -274,6 +302,7 @@ class Router:
         self._checkConflicts(name, options)
         errorPages = _errorPagesFor(options)
         certificate = _certificateFor(options)
+        _checkAcmeCache(options)
         group = TargetGroup(self._makeTarget(t, options) for t in normalized)
         group.startHealthChecks()
         if not options.force:
@@ -392,18 +421,18 @@ class Router:
         match = self._table.lookup(host.encode("ascii", "replace").lower(), b"/")
         return match[0] if match is not None else None
 
-    def tlsHosts(self, staging: Optional[bool] = None) -> list[str]:
+    def tlsHosts(self, where: Optional[Callable[[ServiceOptions], bool]] = None) -> list[str]:
         """
         The hosts that need an ACME certificate: those of TLS services
-        without a custom certificate (only staging or only production ones
-        when C{staging} is given).
+        without a custom certificate (only of services whose options
+        satisfy C{where}, when given).
         """
         hosts: set[str] = set()
         for service in self.services.values():
             options = service.options.service
             if not options.tls_enabled or options.customCertificate:
                 continue
-            if staging is not None and options.tls_staging != staging:
+            if where is not None and not where(options):
                 continue
             hosts.update(h.lower() for h in options.hosts if not h.startswith("*"))
         return sorted(hosts)

@@ -41,10 +41,10 @@ from kamalproxy.tls.client import (
 )
 from kamalproxy.tls.http01 import HTTP01Responder
 from kamalproxy.tls.keys import loadOrCreateAccountKey
-from kamalproxy.tls.service import AcmeIssuingService
+from kamalproxy.tls.issuers import AcmeIssuers
 from kamalproxy.tls.ondemand import OnDemandTLS, agentGetter
 from kamalproxy.tls.sni import CertificateSelector
-from kamalproxy.tls.store import DirectoryStore, cacheDirectoryFor
+from kamalproxy.tls.store import DirectoryStore
 
 SHUTDOWN_GRACE = 10.0
 LISTEN_BACKLOG = 1024
@@ -314,13 +314,12 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     socketPath = config["socket"]
     clearStaleSocket(socketPath)
     store = StateStore(config["state-dir"])
-    issuers: list[AcmeIssuingService] = []
+    issuers: Optional[AcmeIssuers] = None
 
     def changed(snapshot: list[dict[str, Any]]) -> None:
         store.save(snapshot)
-        for issuer in issuers:
-            if issuer.running:
-                issuer.check()  # certificates for new TLS hosts, now
+        if issuers is not None:
+            issuers.update()  # certificates for new TLS hosts, now
 
     router = Router(reactor, tcpConnectorFor(reactor), onChange=changed)
     selector = CertificateSelector(router.serviceForHost)
@@ -344,14 +343,11 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         )
         httpsListener._raiseSynchronously = True
         httpsListener.setServiceParent(service)
-    staged: dict[Optional[bool], AcmeIssuingService] = {}
-    for staging, issuer in acmeIssuers(config, reactor, router, selector, responder, staged=True):
-        issuers.append(issuer)
-        staged[staging] = issuer
-        issuer.setServiceParent(service)
+    issuers = acmeIssuers(config, reactor, router, selector, responder)
+    issuers.setServiceParent(service)
     selector.onDemand = OnDemandTLS(
         reactor,
-        lambda svc: staged.get(None) or staged.get(bool(svc.options.service.tls_staging)),
+        lambda svc: issuers.issuerFor(svc.options.service),  # type: ignore[union-attr]
         agentGetter(Agent(reactor)),
     )
     os.makedirs(os.path.dirname(os.path.abspath(socketPath)), exist_ok=True)
@@ -389,16 +385,20 @@ def _endpointPort(description: Optional[str]) -> Optional[int]:
     return None
 
 
-def acmeDirectories(config: Mapping[str, Any]) -> list[tuple[str, Optional[bool]]]:
+def acmeDirectoryFor(config: Mapping[str, Any]) -> Any:
     """
-    The ACME directories to use, each with the services it serves: C{None}
-    for all (an explicit C{--acme-directory}), else Let's Encrypt for
-    C{False} (production) and its staging directory for C{True}
-    (C{--tls-staging}).
+    The ACME directory URL for a service's options: C{--acme-directory}
+    when given (it wins over everything), else Let's Encrypt, or its
+    staging directory for a C{--tls-staging} deploy.
     """
-    if config.get("acme-directory"):
-        return [(config["acme-directory"], None)]
-    return [(LETSENCRYPT_DIRECTORY, False), (LETSENCRYPT_STAGING_DIRECTORY, True)]
+    explicit = config.get("acme-directory")
+
+    def directoryFor(options: Any) -> str:
+        if explicit:
+            return str(explicit)
+        return LETSENCRYPT_STAGING_DIRECTORY if options.tls_staging else LETSENCRYPT_DIRECTORY
+
+    return directoryFor
 
 
 def acmeIssuers(
@@ -407,77 +407,50 @@ def acmeIssuers(
     router: Router,
     selector: CertificateSelector,
     responder: HTTP01Responder,
-    staged: bool = False,
-) -> list[Any]:
+) -> AcmeIssuers:
     """
-    One L{AcmeIssuingService} per ACME directory, keeping certificates
-    under C{<state-dir>/certs/<sha256 of the directory URL>}; the
-    certificates already there are served at once.  Each keeps the hosts
-    of its TLS services, and the on-demand hosts it has certificates for,
-    renewed.
-
-    @param staged: return C{(staging, issuer)} pairs (see
-        L{acmeDirectories}) instead of the issuers.
+    The daemon's L{AcmeIssuers}: certificates cached under
+    C{<state-dir>/certs} unless a deploy names its C{--tls-acme-cache-path},
+    with the default directories' issuers made at once so that the
+    certificates already cached are served from the start.
     """
-    base = os.path.join(config["state-dir"], "certs")
     bundle = config.get("acme-ca-bundle")
     timing: dict[str, Any] = {}
     if config.get("acme-renew-before") is not None:
         timing["renewBefore"] = timedelta(seconds=config["acme-renew-before"])
     if config.get("acme-check-interval"):
         timing["checkInterval"] = timedelta(seconds=config["acme-check-interval"])
-    issuers = []
-    for url, staging in acmeDirectories(config):
-        certStore = DirectoryStore(cacheDirectoryFor(base, url))
-        certStore.all().addCallback(
-            lambda records: [selector.addRecord(h, r) for h, r in records.items()]
+
+    async def clientFor(url: str, certStore: DirectoryStore) -> AcmeClient:
+        key = await loadOrCreateAccountKey(reactor, certStore.accountKeyPath)
+        policy = trustRootFromFile(bundle) if bundle else None
+        return AcmeClient(
+            reactor,
+            url,
+            key,
+            makeHTTPClient(reactor, policy),
+            email=config.get("acme-email") or None,
+            eabKid=config.get("acme-eab-kid") or None,
+            eabHmacKey=config.get("acme-eab-hmac-key") or None,
         )
 
-        async def makeClient(url: str = url, certStore: DirectoryStore = certStore) -> AcmeClient:
-            key = await loadOrCreateAccountKey(reactor, certStore.accountKeyPath)
-            policy = trustRootFromFile(bundle) if bundle else None
-            return AcmeClient(
-                reactor,
-                url,
-                key,
-                makeHTTPClient(reactor, policy),
-                email=config.get("acme-email") or None,
-                eabKid=config.get("acme-eab-kid") or None,
-                eabHmacKey=config.get("acme-eab-hmac-key") or None,
-            )
-
-        issuers.append(
-            AcmeIssuingService(
-                clock=reactor,
-                store=certStore,
-                responder=responder,
-                hosts=lambda staging=staging: router.tlsHosts(staging) + onDemandHosts(router, selector, staging),
-                clientFactory=makeClient,
-                certificateChanged=selector.addRecord,
-                **timing,
-            )
-        )
-    if staged:
-        return [(staging, issuer) for (_, staging), issuer in zip(acmeDirectories(config), issuers)]
+    directoryFor = acmeDirectoryFor(config)
+    issuers = AcmeIssuers(
+        reactor,
+        router,
+        selector,
+        responder,
+        directoryFor,
+        os.path.join(config["state-dir"], "certs"),
+        clientFor,
+        **timing,
+    )
+    if config.get("acme-directory"):
+        issuers.defaults([config["acme-directory"]])
+    else:
+        issuers.defaults([LETSENCRYPT_DIRECTORY, LETSENCRYPT_STAGING_DIRECTORY])
+    issuers.update()
     return issuers
-
-
-def onDemandHosts(router: Router, selector: CertificateSelector, staging: Optional[bool]) -> list[str]:
-    """
-    The hosts with an ACME certificate served by an on-demand TLS service
-    (of the given staging-ness, unless L{None}): kept renewed.
-    """
-    hosts = []
-    for host in list(selector.acme):
-        service = router.serviceForHost(host)
-        if service is None:
-            continue
-        options = service.options.service
-        if not (options.tls_enabled and options.tls_on_demand_url):
-            continue
-        if staging is None or options.tls_staging == staging:
-            hosts.append(host)
-    return hosts
 
 
 def makeService(config: Options) -> ProxyService:

@@ -20,6 +20,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from kamalproxy.tls.client import makeHTTPClient, trustRootFromFile
+from kamalproxy.tls.store import cacheDirectoryFor
 
 from tests.integration.harness import (
     CommandResult,
@@ -125,8 +126,9 @@ class AutomaticHTTPSTests(TestCase):
         as https to the app and in the log; an unknown name fails the
         handshake; plain HTTP is redirected with the HTTPS port kept, the
         challenge path is not; h2load completes 200 requests with no
-        error; after a restart with Pebble gone the stored certificates are
-        served at once.
+        error; a deploy's C{--tls-acme-cache-path} keeps its certificate
+        there; after a restart with Pebble gone the stored certificates
+        (from both caches) are served at once.
         """
         pebble, root = await startPebble(self)
         httpPort = pebble.httpPort
@@ -142,11 +144,19 @@ class AutomaticHTTPSTests(TestCase):
         httpsPort = daemon.httpsPort
         a = startBackend(self, "a")
         b = startBackend(self, "b")
-        for name, backend, host in (("a", a, "a.test"), ("b", b, "b.test")):
-            result = await ctl(daemon.socket, *deployArgs(name, backend.address, f"--host={host}", "--tls"))
+        bCache = os.path.join(tempDir(self), "b-certs")
+        for name, backend, host, extra in (
+            ("a", a, "a.test", []), ("b", b, "b.test", [f"--tls-acme-cache-path={bCache}"])
+        ):
+            result = await ctl(daemon.socket, *deployArgs(name, backend.address, f"--host={host}", "--tls", *extra))
             self.assertEqual(result.code, 0, result.err)
         rows = await waitForCertificates(daemon, 2)
         self.assertTrue(all(row.split()[-3:-1] == ["yes", "(until"] for row in rows), rows)
+        # a's certificate is cached in the state directory, b's where its deploy said.
+        self.assertTrue(cacheDirectoryFor(os.path.join(daemon.stateDir, "certs"), pebble.directoryURL)
+                        .child("a.test.pem").exists())
+        self.assertTrue(cacheDirectoryFor(bCache, pebble.directoryURL).child("b.test.pem").exists())
+        self.assertFalse(cacheDirectoryFor(bCache, pebble.directoryURL).child("a.test.pem").exists())
 
         for host, version in (("a.test", "a"), ("b.test", "b")):
             result = await curlRun(
@@ -194,7 +204,7 @@ class AutomaticHTTPSTests(TestCase):
         self.assertIn("status codes: 200 2xx", h2load.out)
 
         # Restarted with Pebble gone: the certificates come from the state
-        # directory and are served at once.
+        # directory (and b's own cache) and are served at once.
         self.assertEqual(await daemon.stop(), 0)
         pebble.stop()
         again = await startDaemon(
