@@ -316,6 +316,24 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual(len(proxy.targets.connections), 1)
         self.assertIn(b"GET /again HTTP/1.1", proxy.upstreamRequest())
 
+    def test_connectionCloseAnnounced(self) -> None:
+        """
+        A client that asks to close gets C{Connection: close} on the proxied
+        response (RFC 9112 section 9.6), streamed or buffered, and then the
+        connection closes; the target's own C{Connection} value is not
+        passed on.
+        """
+        for options in ({}, {"buffer_responses": True}):
+            proxy = _Proxy(self, **options)
+            proxy.send(b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+            proxy.upstream.dataReceived(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+            )
+            head = proxy.response.split(b"\r\n\r\n")[0].lower()
+            self.assertEqual(head.count(b"\r\nconnection:"), 1, head)
+            self.assertIn(b"\r\nconnection: close", head)
+            self.assertTrue(proxy.client.disconnecting)
+
     def test_postBodyForwarded(self) -> None:
         """
         A buffered request body is forwarded with its length.

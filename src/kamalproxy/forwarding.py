@@ -13,6 +13,7 @@ target timeout to send its response head gives a 504 page.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from io import BytesIO
 from typing import Optional
@@ -64,9 +65,18 @@ CLIENT_CLOSED_REQUEST = 499
 def _connectionTokens(values: Optional[list[bytes]]) -> frozenset[bytes]:
     if not values:
         return frozenset()
-    return frozenset(
-        token.strip().lower() for value in values for token in value.split(b",")
-    )
+    if len(values) == 1:
+        return _tokensOf(values[0])
+    return frozenset().union(*map(_tokensOf, values))
+
+
+@functools.lru_cache(maxsize=256)
+def _tokensOf(value: bytes) -> frozenset[bytes]:
+    """
+    The lower-case tokens of one C{Connection} value (the same few values,
+    such as C{keep-alive}, arrive with most messages).
+    """
+    return frozenset(token.strip().lower() for token in value.split(b","))
 
 
 def requestHeaders(
@@ -260,7 +270,10 @@ class Forwarding:
         self.headReceived = True
         self._cancelTimer()
         request.setResponseCode(status, reason or None)
+        closing = request.responseHeaders.getRawHeaders(b"connection")
         request.responseHeaders = responseHeaders = copyResponseHeaders(headers)
+        if closing:  # the channel closes after this response, and says so
+            responseHeaders.setRawHeaders(b"connection", closing)
         options = self.options
         if options.buffer_responses and not _isEventStream(responseHeaders):
             self._buffered = BodyBuffer(
@@ -288,7 +301,8 @@ class Forwarding:
             buffered.close()
             self._buffered = None
             self._abortUpstream()
-            request.responseHeaders = Headers()
+            closing = request.responseHeaders.getRawHeaders(b"connection")
+            request.responseHeaders = Headers({b"connection": closing} if closing else {})
             self._fail(502)
 
     def responseDone(self) -> None:
