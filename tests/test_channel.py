@@ -884,6 +884,35 @@ class OptionsTests(SynchronousTestCase):
             self.assertRaises(UsageError, self.parse, argv)
 
 
+class ConnectionFactsTests(SynchronousTestCase):
+    """
+    What is fixed for a connection is asked of the transport once.
+    """
+
+    def test_hostAndSecurityAskedOnce(self) -> None:
+        """
+        The local address (a C{getsockname} call) and whether the connection
+        is TLS are read once for all of a connection's requests, and
+        requests see them.
+        """
+        class Seen(Recorder):
+            facts: list[tuple[Any, bool]] = []
+
+            def render(self, request: Any) -> Any:
+                self.facts.append((request.getHost(), request.isSecure()))
+                return super().render(request)
+
+        resource = Seen()
+        conn = connect(resource)
+        asked = []
+        getHost = conn.transport.getHost
+        conn.transport.getHost = lambda: asked.append(1) or getHost()  # type: ignore[method-assign]
+        conn.send(GOOD + GOOD + GOOD)
+        self.assertEqual(len(resource.facts), 3)
+        self.assertEqual(set(resource.facts), {(getHost(), False)})
+        self.assertEqual(len(asked), 1)
+
+
 class HTTP2Tests(SynchronousTestCase):
     """
     The ALPN switch to HTTP/2 still works around L{ProxyChannel}.

@@ -194,12 +194,15 @@ class RequestHeadersTests(SynchronousTestCase):
 
     def test_requestIdGenerated(self) -> None:
         """
-        Without a client C{X-Request-ID}, a new UUID is generated, sent and
-        returned; each request gets a different one.
+        Without a client C{X-Request-ID}, a new version 4 UUID is generated
+        (in its usual text form), sent and returned; each request gets a
+        different one.
         """
         out, requestId = requestHeaders(_request([(b"Host", b"h")]), TargetOptions(), 0)
         self.assertEqual(_values(out, b"x-request-id"), [requestId])
-        uuid.UUID(requestId.decode("ascii"))
+        parsed = uuid.UUID(requestId.decode("ascii"))
+        self.assertEqual((parsed.version, parsed.variant), (4, uuid.RFC_4122))
+        self.assertEqual(str(parsed).encode("ascii"), requestId)
         _, other = requestHeaders(_request([(b"Host", b"h")]), TargetOptions(), 0)
         self.assertNotEqual(requestId, other)
 

@@ -261,6 +261,8 @@ class ProxyChannel(HTTPChannel):
         self._readCall: Optional[IDelayedCall] = None
         self._writeCall: Optional[IDelayedCall] = None
         self._closeCall: Optional[IDelayedCall] = None
+        self._host: Optional[IAddress] = None
+        self._secure: Optional[bool] = None
         self._resetRequestState()
 
     def _resetRequestState(self) -> None:
@@ -295,6 +297,24 @@ class ProxyChannel(HTTPChannel):
         self._lost = True
         self.stopTimers()
         super().connectionLost(reason)
+
+    def getHost(self) -> IAddress:
+        """
+        The local address, asked of the socket once per connection (every
+        request reads it).
+        """
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def isSecure(self) -> bool:
+        """
+        Whether the connection is TLS, decided once per connection (an
+        interface lookup that every request made several times).
+        """
+        if self._secure is None:
+            self._secure = bool(super().isSecure())
+        return self._secure
 
     def stopTimers(self) -> None:
         """

@@ -14,7 +14,7 @@ target timeout to send its response head gives a 504 page.
 from __future__ import annotations
 
 import functools
-import uuid
+import os
 from io import BytesIO
 from typing import Optional
 
@@ -79,6 +79,18 @@ def _tokensOf(value: bytes) -> frozenset[bytes]:
     return frozenset(token.strip().lower() for token in value.split(b","))
 
 
+def newRequestId() -> bytes:
+    """
+    A new request ID: a random (version 4) UUID in its usual text form, as
+    the original's, made without L{uuid.UUID}'s cost.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode("ascii")
+
+
 def requestHeaders(
     request: IRequest, options: TargetOptions, now: float
 ) -> tuple[RawHeaders, bytes]:
@@ -125,7 +137,7 @@ def requestHeaders(
     if not hasStart:
         out.append((b"X-Request-Start", b"t=%d" % int(now * 1000)))
     if not requestId:
-        requestId = str(uuid.uuid4()).encode("ascii")
+        requestId = newRequestId()
         out.append((b"X-Request-ID", requestId))
     return out, requestId
 
