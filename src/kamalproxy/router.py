@@ -68,20 +68,24 @@ def tcpConnectorFor(reactor: IReactorTCP) -> ConnectorFor:
     return connectorFor
 
 
-def _certificateFor(options: DeployOptions) -> Any:
+def _certificateFor(options: DeployOptions) -> tuple[Any, Any]:
     """
-    The service's custom certificate, read at deploy time, or L{None} when
-    it has none.
+    The service's custom certificate, read at deploy time, with the
+    signature of its files taken just before (see
+    L{kamalproxy.tls.reload}); C{(None, None)} when it has none.
 
     @raise InvalidOptions: C{"unable to load certificate: ..."}.
     """
     service = options.service
     if not service.customCertificate:
-        return None
+        return None, None
+    from kamalproxy.tls.reload import fileSignature
     from kamalproxy.tls.sni import loadCertificatePair
 
+    paths = (service.tls_certificate_path, service.tls_private_key_path)
+    signature = fileSignature(*paths)
     try:
-        return loadCertificatePair(service.tls_certificate_path, service.tls_private_key_path)
+        return loadCertificatePair(*paths), signature
     except ValueError as e:
         raise InvalidOptions(str(e)) from None
 
@@ -301,7 +305,7 @@ class Router:
         name, normalized, options = normalizeDeploy(name, list(targets), options)
         self._checkConflicts(name, options)
         errorPages = _errorPagesFor(options)
-        certificate = _certificateFor(options)
+        certificate, signature = _certificateFor(options)
         _checkAcmeCache(options)
         group = TargetGroup(self._makeTarget(t, options) for t in normalized)
         group.startHealthChecks()
@@ -325,6 +329,7 @@ class Router:
         old = self.services.get(name)
         self.services[name] = Service(self._clock, name, options, group, errorPages)
         self.services[name].tlsCertificate = certificate
+        self.services[name].tlsCertificateSignature = signature
         if old is not None:
             self.services[name].state = old.state
         self._changed()
@@ -374,19 +379,20 @@ class Router:
                 )
                 errorPages = None
             try:
-                certificate = _certificateFor(options)
+                certificate, signature = _certificateFor(options)
             except InvalidOptions as e:
                 self.log.error(
                     "Restored {service} without its TLS certificate: {error}",
                     service=name,
                     error=e,
                 )
-                certificate = None
+                certificate, signature = None, None
             group = TargetGroup(self._makeTarget(t, options) for t in targets)
             group.markHealthy()
             group.startHealthChecks()
             self.services[name] = Service(self._clock, name, options, group, errorPages)
             self.services[name].tlsCertificate = certificate
+            self.services[name].tlsCertificateSignature = signature
             self.log.info("Restored {service}", service=name)
         self._rebuild()
 

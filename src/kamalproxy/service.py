@@ -45,6 +45,7 @@ class Service:
         self.state = RUNNING
         self.errorPages = errorPages
         self.tlsCertificate: Any = None  # a custom certificate (kamalproxy.tls.sni.LoadedCertificate)
+        self.tlsCertificateSignature: Any = None  # of its files when loaded (kamalproxy.tls.reload)
 
     def __repr__(self) -> str:
         return f"<Service {self.name} {self.group.addresses}>"

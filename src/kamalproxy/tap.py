@@ -42,6 +42,7 @@ from kamalproxy.tls.client import (
 from kamalproxy.tls.http01 import HTTP01Responder
 from kamalproxy.tls.keys import loadOrCreateAccountKey
 from kamalproxy.tls.issuers import AcmeIssuers
+from kamalproxy.tls.reload import DEFAULT_RELOAD_INTERVAL, CertificateReloader
 from kamalproxy.tls.ondemand import OnDemandTLS, agentGetter
 from kamalproxy.tls.sni import CertificateSelector
 from kamalproxy.tls.store import DirectoryStore
@@ -140,6 +141,7 @@ class Options(usage.Options):
         ["acme-eab-hmac-key", None, None, "External Account Binding HMAC key (base64url)."],
         ["acme-renew-before", None, None, "Renew a certificate this long before it expires (for testing renewal). [default: 720h]", _seconds],
         ["acme-check-interval", None, None, "How often to look for certificates to issue or renew (for testing). [default: 12h]", _seconds],
+        ["certificate-reload-interval", None, None, "How often custom certificate files are checked for changes (reloaded when changed). [default: 10s]", _seconds],
         ["socket", None, None, "Control socket path. [default: $KAMAL_PROXY_SOCKET, $XDG_RUNTIME_DIR/kamal-proxy.sock, or the temp dir]"],
         ["state-dir", None, None, "Directory for the state file. [default: ~/.config/kamal-proxy]"],
         ["metrics-port", None, None, "Prometheus metrics port (0 = off). [default: 0]", _port],
@@ -345,6 +347,9 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         httpsListener.setServiceParent(service)
     issuers = acmeIssuers(config, reactor, router, selector, responder)
     issuers.setServiceParent(service)
+    CertificateReloader(
+        reactor, router, config.get("certificate-reload-interval") or DEFAULT_RELOAD_INTERVAL
+    ).setServiceParent(service)
     selector.onDemand = OnDemandTLS(
         reactor,
         lambda svc: issuers.issuerFor(svc.options.service),  # type: ignore[union-attr]

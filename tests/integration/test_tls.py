@@ -231,12 +231,12 @@ class CustomCertificateTests(TestCase):
 
     timeout = 30
 
-    async def asyncSetUp(self) -> None:
+    async def asyncSetUp(self, *extraArgs: str) -> None:
         self.work = tempDir(self)
         deadPort = freePort()
         self.daemon = await startDaemon(
             self,
-            extraArgs=["--h2c", "--acme-directory", f"https://127.0.0.1:{deadPort}/dir"],
+            extraArgs=["--h2c", "--acme-directory", f"https://127.0.0.1:{deadPort}/dir", *extraArgs],
         )
         self.backend = startBackend(self, "v1")
 
@@ -288,6 +288,31 @@ class CustomCertificateTests(TestCase):
                                    f"--tls-private-key-path={key}")
         self.assertEqual(result.code, 0, result.err)
         self.assertEqual(parseCurl(await self.https("c.test", certificate))[0], 200)
+
+    async def test_customCertificateReloadedWhenFilesChange(self) -> None:
+        """
+        Replacing a deployed pair's files (as a renewal tool does) makes the
+        daemon serve the new certificate within its reload interval, with
+        no deploy and no restart.
+        """
+        await self.asyncSetUp("--certificate-reload-interval", "200ms")
+        certificate, key = self.writePair("one", "c.test")
+        result = await self.deploy("--host=c.test", "--tls", f"--tls-certificate-path={certificate}",
+                                   f"--tls-private-key-path={key}")
+        self.assertEqual(result.code, 0, result.err)
+        self.assertEqual(parseCurl(await self.https("c.test", certificate))[0], 200)
+        certificate2, key2 = self.writePair("two", "c.test")
+        trusted = os.path.join(self.work, "two-trusted.crt")
+        shutil.copyfile(certificate2, trusted)
+        self.assertEqual((await self.https("c.test", trusted)).code, 60)  # not served yet
+        os.replace(key2, key)
+        os.replace(certificate2, certificate)
+        deadline = reactor.seconds() + 10
+        while (result := await self.https("c.test", trusted)).code != 0:
+            self.assertLess(reactor.seconds(), deadline, result.err)
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(parseCurl(result)[0], 200)
+        self.assertIn("Reloaded the TLS certificate of c", self.daemon.output.describe())
 
     async def test_caDownHTTPKeepsServing(self) -> None:
         """

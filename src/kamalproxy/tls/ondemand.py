@@ -21,7 +21,7 @@ never reaches this module.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
