@@ -263,6 +263,7 @@ class ProxyChannel(HTTPChannel):
         self._closeCall: Optional[IDelayedCall] = None
         self._host: Optional[IAddress] = None
         self._secure: Optional[bool] = None
+        self._tunnel: Any = None
         self._resetRequestState()
 
     def _resetRequestState(self) -> None:
@@ -296,7 +297,24 @@ class ProxyChannel(HTTPChannel):
     def connectionLost(self, reason: Failure) -> None:
         self._lost = True
         self.stopTimers()
+        if self._tunnel is not None:
+            self._tunnel.clientLost()
         super().connectionLost(reason)
+
+    def startTunnel(self, head: bytes, tunnel: Any) -> None:
+        """
+        The request was upgraded (C{101}): write the response C{head} and
+        from now on hand every byte the client sends to C{tunnel} (a
+        L{kamalproxy.tunnel.Tunnel}), including any that arrived after the
+        request; no more HTTP on this connection, and no HTTP timeouts.
+        """
+        self.stopTimers()
+        self._tunnel = tunnel
+        pending = b"".join(self._dataBuffer)
+        self._dataBuffer = []
+        self.transport.write(head)  # type: ignore[union-attr]
+        if pending:
+            tunnel.fromClient(pending)
 
     def getHost(self) -> IAddress:
         """
@@ -426,6 +444,9 @@ class ProxyChannel(HTTPChannel):
     # Parsing
 
     def dataReceived(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.fromClient(data)
+            return
         if self._refused or self._closing:
             return
         if self._phase == "idle" and data:

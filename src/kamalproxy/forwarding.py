@@ -31,6 +31,7 @@ from kamalproxy import pages
 from kamalproxy.buffering import BodyBuffer, BodyTooLarge
 from kamalproxy.options import TargetOptions
 from kamalproxy.targets import Target
+from kamalproxy.tunnel import Tunnel
 from kamalproxy.upstream import RawHeaders, UpstreamConnection
 
 HOP_BY_HOP = frozenset(
@@ -91,11 +92,27 @@ def newRequestId() -> bytes:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode("ascii")
 
 
+def upgradeRequested(request: IRequest) -> Optional[bytes]:
+    """
+    The protocol an HTTP/1.1 C{request} asks to upgrade to (its C{Upgrade}
+    value, e.g. C{websocket}, when C{Connection} names C{upgrade}), or
+    L{None}.
+    """
+    if request.clientproto != b"HTTP/1.1":
+        return None
+    headers = request.requestHeaders
+    upgrade = headers.getRawHeaders(b"upgrade")
+    if not upgrade or b"upgrade" not in _connectionTokens(headers.getRawHeaders(b"connection")):
+        return None
+    return upgrade[0]
+
+
 def requestHeaders(
-    request: IRequest, options: TargetOptions, now: float
+    request: IRequest, options: TargetOptions, now: float, upgrade: Optional[bytes] = None
 ) -> tuple[RawHeaders, bytes]:
     """
-    The headers to send upstream for C{request}, and its request ID.
+    The headers to send upstream for C{request}, and its request ID; with
+    C{upgrade} (see L{upgradeRequested}) the upgrade is passed on.
     """
     incoming = request.requestHeaders
     dropped = _DROPPED_FROM_REQUEST
@@ -139,6 +156,8 @@ def requestHeaders(
     if not requestId:
         requestId = newRequestId()
         out.append((b"X-Request-ID", requestId))
+    if upgrade is not None:
+        out += ((b"Connection", b"Upgrade"), (b"Upgrade", upgrade))
     return out, requestId
 
 
@@ -214,6 +233,7 @@ class Forwarding:
         self._producer: Optional[_UpstreamProducer] = None
         self._buffered: Optional[BodyBuffer] = None
         self._retried = False
+        self._tunnel: Optional[Tunnel] = None
         self._method = b"GET"
         self._path = b"/"
         self._headers: RawHeaders = []
@@ -281,6 +301,8 @@ class Forwarding:
             return
         self.headReceived = True
         self._cancelTimer()
+        if status == 101 and self._startTunnel(headers):
+            return
         request.setResponseCode(status, reason or None)
         closing = request.responseHeaders.getRawHeaders(b"connection")
         request.responseHeaders = responseHeaders = copyResponseHeaders(headers)
@@ -294,6 +316,54 @@ class Forwarding:
         elif self.conn is not None:
             self._producer = _UpstreamProducer(self.conn.transport)  # type: ignore[arg-type]
             request.registerProducer(self._producer, True)
+
+    def _startTunnel(self, headers: RawHeaders) -> bool:
+        """
+        The target accepted the client's upgrade (C{101}): send the client
+        the 101 and relay both connections from now on (L{Tunnel}); the
+        request stays in flight, and is logged, until the tunnel closes.
+
+        @return: whether the tunnel started (the client asked for the
+            upgrade over an HTTP/1.1 connection that can be handed over).
+        """
+        request, conn = self.request, self.conn
+        channel = getattr(request, "channel", None)
+        startTunnel = getattr(channel, "startTunnel", None)
+        if (
+            request is None
+            or conn is None
+            or conn.transport is None
+            or startTunnel is None
+            or not getattr(request, "kamalUpgrade", False)
+        ):
+            return False
+        dropped = HOP_BY_HOP.union(
+            *(_tokensOf(value) for name, value in headers if name.lower() == b"connection")
+        )
+        head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        upgrade = b""
+        for name, value in headers:  # as the target wrote them
+            lname = name.lower()
+            if lname == b"upgrade":
+                upgrade = upgrade or value
+            elif lname not in dropped:
+                head += (name, b": ", value, b"\r\n")
+        head += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n\r\n")
+        request.setResponseCode(101)
+        self._tunnel = tunnel = Tunnel(channel.transport, conn.transport, self._tunnelClosed)
+        conn.relay(tunnel.fromTarget, tunnel.targetLost)
+        startTunnel(b"".join(head), tunnel)
+        return True
+
+    def _tunnelClosed(self) -> None:
+        request = self.request
+        self._tunnel = None
+        self.conn = None
+        self._release()
+        site = getattr(request, "kamalSite", None)
+        if site is not None:
+            site.log(request)
+            site.requestEnded(request)
 
     def responseBody(self, data: bytes) -> None:
         request = self.request
@@ -392,8 +462,12 @@ class Forwarding:
 
     def cancelForDrain(self) -> None:
         """
-        The drain deadline passed with this request still running.
+        The drain deadline passed with this request still running (or its
+        upgraded connection still open: both sides are dropped).
         """
+        if self._tunnel is not None:
+            self._tunnel.abort()
+            return
         request = self.request
         if request is None:
             return
@@ -497,7 +571,9 @@ def stampRequest(
     Note on C{request} what the request log needs, and return the headers
     to send upstream.
     """
-    headers, requestId = requestHeaders(request, options, clock.seconds())
+    upgrade = upgradeRequested(request)
+    headers, requestId = requestHeaders(request, options, clock.seconds(), upgrade)
+    request.kamalUpgrade = upgrade is not None  # type: ignore[attr-defined]
     request.kamalRequestId = requestId  # type: ignore[attr-defined]
     request.kamalTarget = target.address  # type: ignore[attr-defined]
     request.defaultContentType = None  # type: ignore[attr-defined]

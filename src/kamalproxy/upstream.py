@@ -93,6 +93,10 @@ class UpstreamConnection(Protocol):
         self._chunkLeft = 0
         self._gotBytes = False
         self._lostWaiters: list[Deferred] = []
+        # After a 101 taken up by the handler: where the bytes go, and who
+        # hears of the close.
+        self._relay: Optional[Callable[[bytes], None]] = None
+        self._relayLost: Optional[Callable[[], None]] = None
 
     def connectionMade(self) -> None:
         self.connected = True
@@ -150,6 +154,17 @@ class UpstreamConnection(Protocol):
         if body:
             self.transport.write(body)  # type: ignore[union-attr]
 
+    def relay(self, received: Callable[[bytes], None], lost: Callable[[], None]) -> None:
+        """
+        Give the connection over to an upgraded protocol (called by the
+        handler from C{responseHead} for a C{101}): every byte from now on,
+        including any after the response head, goes to C{received}, and
+        C{lost} is called when the connection closes.
+        """
+        self._relay = received
+        self._relayLost = lost
+        self._handler = None
+
     @property
     def gotResponseBytes(self) -> bool:
         """
@@ -170,6 +185,9 @@ class UpstreamConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._gotBytes = True
+        if self._relay is not None:
+            self._relay(data)
+            return
         if self._handler is None:
             # Bytes nobody asked for: the connection is not usable.
             self.reusable = False
@@ -194,6 +212,10 @@ class UpstreamConnection(Protocol):
                 self._fail(e)
                 return
             data = data[end + 4 :]
+            if self._relay is not None:  # upgraded: the rest is the new protocol's
+                if data:
+                    self._relay(data)
+                return
             if self._remaining == 0:
                 self._finish()
                 if data:
@@ -248,7 +270,8 @@ class UpstreamConnection(Protocol):
         if not keepAlive:
             self.reusable = False
         if status == 101:
-            # Upgraded protocols (WebSockets) are not relayed yet: never reuse.
+            # Upgraded (a WebSocket): the handler relays the connection, or
+            # takes the 101 as an empty response; never reused either way.
             self.reusable = False
             self._remaining = 0
         elif self._headRequest or status in _NO_BODY_STATUSES:
@@ -370,6 +393,9 @@ class UpstreamConnection(Protocol):
         self.reusable = False
         handler = self._handler
         self._handler = None
+        relayLost, self._relayLost = self._relayLost, None
+        if relayLost is not None:
+            relayLost()
         if handler is not None:
             if self._headDone and self._remaining == -2:
                 handler.responseDone()
