@@ -476,6 +476,21 @@ class TLSOptionsTests(SynchronousTestCase):
         """
         self.assertTrue(_parse([], {"H2C_ENABLED": "true"})["h2c"])
 
+    def test_acmeFromEnvironment(self) -> None:
+        """
+        Thruster's C{ACME_DIRECTORY}, C{EAB_KID} and C{EAB_HMAC_KEY} stand
+        in for the flags; the flags win.
+        """
+        env = {"ACME_DIRECTORY": "https://ca.test/dir", "EAB_KID": "kid", "EAB_HMAC_KEY": "c2VjcmV0"}
+        config = _parse([], env)
+        self.assertEqual(
+            (config["acme-directory"], config["acme-eab-kid"], config["acme-eab-hmac-key"]),
+            ("https://ca.test/dir", "kid", "c2VjcmV0"),
+        )
+        config = _parse(["--acme-directory", "https://other.test/dir"], env)
+        self.assertEqual(config["acme-directory"], "https://other.test/dir")
+        self.assertRaises(usage.UsageError, _parse, [], {"EAB_KID": "kid"})
+
     def test_badOptions(self) -> None:
         """
         An EAB key id without its HMAC key, or a missing CA bundle, is a

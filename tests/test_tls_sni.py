@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.interfaces import ISSLTransport
@@ -214,6 +215,87 @@ class CustomCertificateTests(SynchronousTestCase):
         self.assertIn("unable to load certificate: no PEM certificate", str(error))
 
 
+def _handshake(server: SSL.Context, client: SSL.Context, name: Optional[bytes] = b"a.test") -> Optional[str]:
+    """
+    A TLS handshake between two contexts in memory: the cipher agreed, or
+    L{None} if the handshake failed.
+    """
+    serverConn = SSL.Connection(server, None)
+    serverConn.set_accept_state()
+    clientConn = SSL.Connection(client, None)
+    clientConn.set_connect_state()
+    if name is not None:
+        clientConn.set_tlsext_host_name(name)
+    for _ in range(10):
+        for conn in (clientConn, serverConn):
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                pass
+            except SSL.Error:
+                return None
+        for source, sink in ((clientConn, serverConn), (serverConn, clientConn)):
+            try:
+                sink.bio_write(source.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+    return clientConn.get_cipher_name()
+
+
+class ProtocolTests(SynchronousTestCase):
+    """
+    What the HTTPS listener accepts: TLS 1.2 and 1.3 only, forward-secret
+    AEAD cipher suites only (the listener's context, switched per name).
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.router = Router(self.clock, FakeTargets().connectorFor)
+        self.addCleanup(self.router.stop)
+        self.selector = CertificateSelector(self.router.serviceForHost)
+        certificate, key = writePair(self, "a.test")
+        d = Deferred.fromCoroutine(self.router.deploy(
+            "a", ["10.0.0.1:3000"],
+            tlsOptions("a.test", tls_certificate_path=certificate, tls_private_key_path=key),
+        ))
+        self.successResultOf(d)
+        self.server = self.selector.serverOptions().getContext()
+
+    def client(self, version: int, ciphers: Optional[bytes] = None) -> SSL.Context:
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_min_proto_version(version)
+        context.set_max_proto_version(version)
+        if ciphers is not None:
+            context.set_cipher_list(ciphers)
+        return context
+
+    def test_modernProtocols(self) -> None:
+        """
+        TLS 1.3 and TLS 1.2 with an ECDHE AEAD suite are accepted.
+        """
+        self.assertIsNotNone(_handshake(self.server, self.client(SSL.TLS1_3_VERSION)))
+        self.assertEqual(
+            _handshake(self.server, self.client(SSL.TLS1_2_VERSION, b"ECDHE-ECDSA-AES128-GCM-SHA256")),
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        )
+        self.assertIsNotNone(
+            _handshake(self.server, self.client(SSL.TLS1_2_VERSION, b"ECDHE-ECDSA-CHACHA20-POLY1305"))
+        )
+
+    def test_oldProtocolsAndCiphersRefused(self) -> None:
+        """
+        TLS 1.1, CBC suites and suites without forward secrecy fail the
+        handshake.
+        """
+        for client in (
+            self.client(SSL.TLS1_1_VERSION, b"ALL:@SECLEVEL=0"),
+            self.client(SSL.TLS1_2_VERSION, b"ECDHE-ECDSA-AES128-SHA"),
+            self.client(SSL.TLS1_2_VERSION, b"ECDHE-ECDSA-AES256-SHA384"),
+            self.client(SSL.TLS1_2_VERSION, b"AES128-GCM-SHA256"),
+        ):
+            self.assertIsNone(_handshake(self.server, client))
+
+
 class _RouterCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
@@ -345,6 +427,18 @@ class SelectionTests(_RouterCase):
         self.assertEqual(serviceRows([a])[0][-1], f"yes (until {soon.notAfter.date().isoformat()})")
         self.assertEqual(serviceRows([p])[0][-1], "no")
 
+    def test_listStatusOnDemand(self) -> None:
+        """
+        An on-demand service (no hosts of its own) shows C{pending} until a
+        name has been issued for it, then the earliest expiry among those.
+        """
+        self.deploy("shop", tlsOptions(tls_on_demand_url="/allow"))
+        self.assertEqual(self.router.describe()[0]["certificate"], "pending")
+        issued = record("buyer.test", days=20)
+        self.selector.addRecord("buyer.test", issued)
+        self.selector.addRecord("later.test", record("later.test", days=50))
+        self.assertEqual(self.router.describe()[0]["certificate"], issued.notAfter.date().isoformat())
+
 
 @attr.s(auto_attribs=True)
 class _Request:
@@ -426,7 +520,8 @@ class RedirectTests(_RouterCase):
     def test_rendered(self) -> None:
         """
         Over a connection: the redirect is a 301 with C{Location}; the
-        challenge path answers the key authorization for any host.
+        challenge path answers the key authorization for any host, routed
+        or not, never reaching an app.
         """
         responder = HTTP01Responder()
         responder.startResponding("tok", "tok.thumb")
@@ -436,11 +531,19 @@ class RedirectTests(_RouterCase):
         response = client.value()
         self.assertEqual(statusOf(response), 301)
         self.assertIn(b"\r\nLocation: https://a.test:8443/x\r\n", response)
-        protocol, client, _ = proxyConnection(self.router, self.clock)  # that one was closed
-        protocol.dataReceived(b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        response = client.value()
-        self.assertEqual(statusOf(response), 200)
-        self.assertTrue(response.endswith(b"\r\n\r\ntok.thumb"), response)
+        for request in (
+            b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            # a host no service owns
+            b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: nobody.test\r\n\r\n",
+            # with a body, which would otherwise be streamed to the app
+            b"POST /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\n{}",
+        ):
+            protocol, client, _ = proxyConnection(self.router, self.clock)  # the last one was closed
+            protocol.dataReceived(request)
+            response = client.value()
+            self.assertEqual(statusOf(response), 200, request)
+            self.assertTrue(response.endswith(b"\r\n\r\ntok.thumb"), response)
+        self.assertEqual(self.targets.connections, [])
 
     def test_unbufferedBodyRedirected(self) -> None:
         """

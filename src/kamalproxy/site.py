@@ -126,6 +126,9 @@ class ProxyRequest(Request):
         if routeFor is None or not target or not target.startswith(b"/"):
             return None
         path = target.split(b"?", 1)[0]
+        challenges = getattr(router, "challenges", None)
+        if challenges is not None and challenges.keyAuthorizationForPath(path) is not None:
+            return None  # an ACME challenge the router answers itself, body unread
         route = routeFor(self.requestHeaders.getRawHeaders(b"host", [None])[0], path)
         if route is not None and self.isSecure() and not route[0].options.service.tls_enabled:
             return None  # answered with 503 by the router, body unread

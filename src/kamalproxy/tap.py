@@ -204,6 +204,13 @@ class Options(usage.Options):
                 self["h2c"] = bool(raw is not None and _bool(raw))
             except ValueError:
                 self["h2c"] = False
+        for key, name in (
+            ("acme-directory", "ACME_DIRECTORY"),
+            ("acme-eab-kid", "EAB_KID"),
+            ("acme-eab-hmac-key", "EAB_HMAC_KEY"),
+        ):
+            if not self[key]:
+                self[key] = _fromEnv(env, name)  # Thruster's variables
         if bool(self["acme-eab-kid"]) != bool(self["acme-eab-hmac-key"]):
             raise usage.UsageError("`--acme-eab-kid` and `--acme-eab-hmac-key` go together")
         bundle = self["acme-ca-bundle"]

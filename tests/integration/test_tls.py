@@ -67,6 +67,21 @@ def parseCurl(result: CommandResult) -> tuple[int, str, str]:
     return int(status), version, body
 
 
+async def h2loadRun(port: int, url: str) -> CommandResult:
+    """
+    C{h2load -n 200 -c 4 -m 10} against C{url} on 127.0.0.1:C{port}, checked
+    to have completed every request with a 2xx and no error.
+    """
+    result = await runCommand(
+        [_program("h2load"), "-n", "200", "-c", "4", "-m", "10", f"--connect-to=127.0.0.1:{port}", url],
+        timeout=30,
+    )
+    assert result.code == 0, result.out + result.err
+    assert "200 succeeded, 0 failed, 0 errored" in result.out, result.out
+    assert "status codes: 200 2xx" in result.out, result.out
+    return result
+
+
 async def serviceList(daemon: Any) -> list[str]:
     """
     The daemon's C{list} table rows.
@@ -193,15 +208,8 @@ class AutomaticHTTPSTests(TestCase):
         self.assertEqual(status, 200)  # not redirected: forwarded to the app
         self.assertEqual(json.loads(body)["version"], "a")
 
-        h2load = await runCommand(
-            [_program("h2load"), "-n", "200", "-c", "4", "-m", "10",
-             f"--connect-to=127.0.0.1:{httpsPort}", f"https://a.test:{httpsPort}/load"],
-            timeout=30,
-        )
-        self.assertEqual(h2load.code, 0, h2load.out + h2load.err)
-        self.assertIn("200 succeeded, 0 failed, 0 errored", h2load.out)
-        self.assertIn("Application protocol: h2", h2load.out)
-        self.assertIn("status codes: 200 2xx", h2load.out)
+        h2load = await h2loadRun(httpsPort, f"https://a.test:{httpsPort}/load")
+        self.assertIn("Application protocol: h2\n", h2load.out)
 
         # Restarted with Pebble gone: the certificates come from the state
         # directory (and b's own cache) and are served at once.
@@ -318,7 +326,8 @@ class CustomCertificateTests(TestCase):
         """
         With the CA unreachable, C{deploy --tls} still succeeds at once,
         C{list} shows the certificate pending, plain HTTP reaches the app
-        (no redirect to a broken HTTPS) and HTTPS fails the handshake.
+        (no redirect to a broken HTTPS), HTTPS fails the handshake, and the
+        error is logged with the retry delay (1 minute, doubling).
         """
         await self.asyncSetUp()
         result = await self.deploy("--host=p.test", "--tls")
@@ -333,11 +342,17 @@ class CustomCertificateTests(TestCase):
         failed = await curlRun("-k", "--resolve", f"p.test:{self.daemon.httpsPort}:127.0.0.1",
                                f"https://p.test:{self.daemon.httpsPort}/")
         self.assertEqual(failed.code, 35, failed.err)
+        error = await self.daemon.waitForLog(
+            lambda e: "Could not get a certificate for p.test (attempt 1)" in e.get("msg", ""),
+            what="the certificate error",
+        )
+        self.assertEqual(error["level"], "ERROR")
+        self.assertRegex(error["msg"], r"Connection refused.*; retrying in 60s$")
 
     async def test_h2c(self) -> None:
         """
-        With C{--h2c}, HTTP/2 with prior knowledge works on the plain port,
-        and HTTP/1.1 still does.
+        With C{--h2c}, HTTP/2 with prior knowledge works on the plain port
+        (curl, and h2load with no errors), and HTTP/1.1 still does.
         """
         await self.asyncSetUp()
         result = await self.deploy("--host=h.test")
@@ -349,6 +364,8 @@ class CustomCertificateTests(TestCase):
             self.assertEqual((status, version, json.loads(body)["uri"]), (200, expected, "/x"))
         logged = [e for e in self.daemon.requestLogs() if e.get("path") == "/x"]
         self.assertEqual([(e["scheme"], e["proto"]) for e in logged], [("http", "HTTP/2"), ("http", "HTTP/1.1")])
+        h2load = await h2loadRun(self.daemon.port, f"http://h.test:{self.daemon.port}/load")
+        self.assertIn("Application protocol: h2c", h2load.out)
 
 
 def _tlsContext(rootPath: str) -> Any:

@@ -22,7 +22,7 @@ import attr
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
 
 from kamalproxy.tls.store import CertificateRecord
@@ -35,6 +35,17 @@ __all__ = [
 ]
 
 log = Logger()
+
+MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+"""
+The TLS 1.2 cipher suites offered (TLS 1.3's are all modern): forward
+secret, AEAD only, as Mozilla's "intermediate" profile and Go's defaults;
+no static RSA key exchange and no CBC.
+"""
+
+
+def _ciphers() -> Any:
+    return AcceptableCiphers.fromOpenSSLCipherString(MODERN_CIPHERS)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -49,8 +60,8 @@ class LoadedCertificate:
 
 def contextFor(record: CertificateRecord) -> LoadedCertificate:
     """
-    An OpenSSL server context (TLS 1.2 or later, ALPN from the listening
-    site) serving C{record}'s chain.
+    An OpenSSL server context (TLS 1.2 or later with L{MODERN_CIPHERS},
+    ALPN from the listening site) serving C{record}'s chain.
 
     @raise ValueError: the key does not match the certificate, or either is
         unreadable.
@@ -67,6 +78,7 @@ def contextFor(record: CertificateRecord) -> LoadedCertificate:
         certificate=chain[0],  # type: ignore[arg-type]
         extraCertChain=chain[1:],  # type: ignore[arg-type]
         raiseMinimumTo=TLSVersion.TLSv1_2,
+        acceptableCiphers=_ciphers(),
         enableSessionTickets=True,  # returning clients resume instead of a full handshake
     )
     try:
@@ -197,8 +209,12 @@ class CertificateSelector:
         if service.options.service.customCertificate:
             loaded = service.tlsCertificate
             return loaded.notAfter.date().isoformat() if loaded is not None else "pending"
+        hosts = service.options.service.hosts
+        if service.options.service.tls_on_demand_url:
+            # no hosts of its own: the names issued on demand for it
+            hosts = [h for h in list(self.acme) if self.serviceFor(h) is service]
         expiries = []
-        for host in service.options.service.hosts:
+        for host in hosts:
             loaded = self.acme.get(host.lower())
             if loaded is None:
                 return "pending"
@@ -207,11 +223,12 @@ class CertificateSelector:
 
     def serverOptions(self) -> CertificateOptions:
         """
-        The listener's TLS options: TLS 1.2 or later, a certificate per
-        server name.
+        The listener's TLS options: TLS 1.2 or later with L{MODERN_CIPHERS},
+        a certificate per server name.
         """
         return CertificateOptions(
             raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableCiphers=_ciphers(),
             enableSessionTickets=True,
             contextForServerName=self.contextForServerName,
         )
