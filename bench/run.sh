@@ -279,6 +279,7 @@ ensure_venv() {
     tar -C "$REPO" --exclude=./.git --exclude=./bench --exclude=./build --exclude=./dist \
       --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis -cf - . |
       tar -C "$W/pkg" -xf -
+    source_rev >"$W/raw/source-rev.txt"
     log "pip install $REPO into $VENV"
     if ! timeout 900 "$VENV/bin/pip" install -q "$W/pkg" >"$W/logs/pip-install.log" 2>&1; then
       tail -n 20 "$W/logs/pip-install.log" >&2
@@ -740,10 +741,16 @@ dur_s() {
 }
 
 # ---------------------------------------------------------------- 5. report
-machine_notes() {
+source_rev() { # the revision of the tree being measured (taken when it is installed)
   local rev
   rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "no commit")
   if [[ -n "$(git -C "$REPO" status --porcelain 2>/dev/null | head -1)" ]]; then rev+=" + uncommitted changes"; fi
+  echo "$rev"
+}
+
+machine_notes() {
+  local rev
+  rev=$(cat "$W/raw/source-rev.txt" 2>/dev/null || source_rev)
   {
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- CPU: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), memory $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
@@ -953,9 +960,8 @@ def render_https(L):
              "Median over rounds [min-max]; *vs caddy*: ratio of medians. *CPU µs/req*: proxy CPU time / requests completed "
              "(h2: 2xx responses). *errors* h2 / HTTPS/1.1 / Connection: close, summed over all measured runs: h2load failed+timed-out "
              "requests and non-2xx; wrk socket errors + non-2xx. In the Connection: close mode wrk counts a *read* error "
-             "when its TLS read fails as the server closes the connection after a complete response (an end without a clean "
-             "TLS shutdown as wrk sees it); the response is still counted as a request, so that figure can equal the request "
-             "count with no request failing.\n")
+             "for every response that does not say `Connection: close` when the server closes the connection after it "
+             "(RFC 9112 section 9.6 asks the server to say so); the response itself is complete.\n")
     def meds(kind, name):
         g = group(kind, name, "small")
         rps = [r["rps"] for r in g if r["rps"] == r["rps"]]
