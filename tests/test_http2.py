@@ -6,6 +6,7 @@ L{StringTransport} and a L{MemoryReactorClock}.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import h2.config
@@ -420,3 +421,114 @@ class ProtectionTests(SynchronousTestCase):
         self.assertEqual(client.clock.getDelayedCalls(), [])
         self.assertEqual(client.connection.streams, {})
         self.assertEqual(client.connection._ready, {})
+
+
+class RobustnessTests(SynchronousTestCase):
+    """
+    Cases found by driving a real daemon over HTTP/2 (see
+    tests/integration/test_http2.py), pinned down here.
+    """
+
+    def test_windowOpenedBySettings(self) -> None:
+        """
+        A client that starts with a zero stream window and opens it with
+        SETTINGS (not WINDOW_UPDATE) gets its response.
+        """
+        client = _Client(_Body(3000), {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        [streamID] = client.get()
+        client.receive()
+        self.assertNotIn(streamID, client.bodies)
+        client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65535})
+        client.send()
+        client.receive()
+        self.assertEqual(client.bodies[streamID], b"x" * 3000)
+        self.assertIn(streamID, client.ended)
+
+    def test_idleTimeoutWaitsForOpenStreams(self) -> None:
+        """
+        The idle timeout does not end a connection whose request is still
+        being answered (a slow target); once it is answered, it does.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        client.connection.timeOut = 5
+        client.connection.resetTimeout()
+        [streamID] = client.get()
+        client.receive()
+        client.clock.advance(30)
+        self.assertFalse(client.transport.disconnecting)
+        [request] = resource.pending
+        request.write(b"late")
+        request.finish()
+        client.receive()
+        self.assertEqual(client.bodies[streamID], b"late")
+        client.clock.advance(6)
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_headersWhilePausedAreNotControlFrames(self) -> None:
+        """
+        Responses that become ready while the client is not reading do not
+        count against the control-frame flood limit; they are sent, in
+        order, when it reads again.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        ids = client.get(90)
+        client.receive()
+        client.connection.pauseProducing()
+        for request in resource.pending:
+            request.setHeader(b"x-padding", os.urandom(200).hex().encode())  # unique: HPACK cannot shrink it
+            request.write(b"ok")
+            request.finish()
+        client.clock.advance(0)
+        self.assertTrue(client.transport.connected)
+        self.assertFalse(client.transport.disconnecting)
+        client.connection.resumeProducing()
+        client.receive()
+        self.assertEqual({i: client.bodies.get(i) for i in ids}, {i: b"ok" for i in ids})
+
+    def test_abortResetsStream(self) -> None:
+        """
+        Aborting a response mid-body (a target that died) resets the stream
+        with INTERNAL_ERROR, so the client does not take the truncated body
+        for complete, and the request hears its connection is gone.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        [streamID] = client.get()
+        client.receive()
+        [request] = resource.pending
+        lost: list[Any] = []
+        request.notifyFinish().addErrback(lost.append)
+        request.write(b"partial")
+        client.receive()
+        request.channel.abortConnection()
+        events = client.receive()
+        [reset] = [e for e in events if isinstance(e, h2.events.StreamReset)]
+        self.assertEqual(reset.error_code, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self.assertNotIn(streamID, client.ended)
+        self.assertEqual(len(lost), 1)
+        self.assertEqual(client.connection.streams, {})
+
+    def test_refusedBeforeBody(self) -> None:
+        """
+        A stream refused before its body is read (e.g. 413) gets its page,
+        then a NO_ERROR reset so the client stops sending; data still in
+        flight for it is dropped and the connection keeps serving.
+        """
+        client = _Client(_Body(2))
+        streamID = client.h2.get_next_available_stream_id()
+        client.h2.send_headers(
+            streamID,
+            [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", b"/")],
+        )
+        client.send()
+        client.connection.streams[streamID].refuse(413, "too large")
+        events = client.receive()
+        self.assertEqual(dict(client.headers[streamID])[b":status"], b"413")
+        self.assertIn(streamID, client.ended)
+        [reset] = [e for e in events if isinstance(e, h2.events.StreamReset)]
+        self.assertEqual(reset.error_code, h2.errors.ErrorCodes.NO_ERROR)
+        [other] = client.get()
+        client.receive()
+        self.assertEqual(client.bodies[other], b"xx")

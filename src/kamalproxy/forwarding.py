@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
+from twisted.web._http2 import H2Stream
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET
@@ -431,7 +432,7 @@ class Forwarding:
             self._release()
             if self._producer is not None:
                 request.unregisterProducer()
-            request.loseConnection()
+            abortResponse(request)
         else:
             self._fail(502)
 
@@ -474,7 +475,7 @@ class Forwarding:
         self._abortUpstream()
         if self.headReceived:
             self._release()
-            request.loseConnection()
+            abortResponse(request)
         else:
             self._fail(504)
 
@@ -512,6 +513,19 @@ class Forwarding:
         self._cancelTimer()
         self.request = None
         self.target.finished(self)
+
+
+def abortResponse(request: IRequest) -> None:
+    """
+    End C{request}'s response, already started, as incomplete: over HTTP/1.x
+    by closing the connection, over HTTP/2 by resetting the stream (a clean
+    end of stream would pass a truncated body off as complete).
+    """
+    channel = getattr(request, "channel", None)
+    if isinstance(channel, H2Stream):
+        channel.abortConnection()
+    else:
+        request.loseConnection()
 
 
 def _isEventStream(headers: Headers) -> bool:

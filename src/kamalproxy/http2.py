@@ -35,10 +35,18 @@ from typing import Any, Optional
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection, H2Stream
+
+from kamalproxy import pages
+
+_log = Logger()
 
 FLUSH_BUDGET = 256 * 1024
 """Most DATA bytes one connection sends per reactor iteration."""
@@ -66,6 +74,31 @@ class ProxyH2Stream(H2Stream):
                 append((name, value))
         self._conn.writeHeaderList(fields, self.streamID)
 
+    def refuse(self, status: int, reason: str) -> None:
+        """
+        Answer C{status} with its page at once, before the request body is
+        read (e.g. 413), then reset the stream so that the client stops
+        sending it; the connection's other streams go on.
+        """
+        _log.info(
+            "Refused a request from {peer} with {status}: {reason}",
+            peer=getattr(self.getPeer(), "host", "?"),
+            status=status,
+            reason=reason,
+        )
+        body = pages.pageFor(status)
+        self._conn.writeHeaderList(
+            [
+                (b":status", b"%d" % status),
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+            self.streamID,
+        )
+        self._conn.writeDataToStream(self.streamID, body)
+        self._conn.endRequest(self.streamID)
+        self._conn.resetAfterEnd(self.streamID)
+
 
 class ProxyH2Connection(H2Connection):
     """
@@ -85,6 +118,15 @@ class ProxyH2Connection(H2Connection):
         # Streams with queued DATA (or END_STREAM) and window to send it, in
         # round-robin order: a dict used as an ordered set.
         self._ready: dict[int, None] = {}
+        # Streams with queued data but no window, until the client opens it
+        # (WINDOW_UPDATE, or a SETTINGS change of the initial window).
+        self._blocked: set[int] = set()
+        # Streams to reset (NO_ERROR) once their response has ended: the
+        # client is still sending a body nobody will read.
+        self._resetAfterEnd: set[int] = set()
+        # Response HEADERS made while the transport had paused us, sent
+        # (in order) when it resumes: they are not control frames.
+        self._pendingHeaders: deque[tuple[int, list[tuple[bytes, bytes]]]] = deque()
         self._flushCall: Optional[IDelayedCall] = None
         self._host: Optional[IAddress] = None
         self._peer: Optional[IAddress] = None
@@ -116,8 +158,91 @@ class ProxyH2Connection(H2Connection):
 
     def _requestDone(self, streamID: int) -> None:
         del self._outboundStreamQueues[streamID]
-        del self.streams[streamID]
+        stream = self.streams.pop(streamID)
+        # Request body held back while the stream was paused, never to be
+        # read: give its share of the connection's window back.
+        unread = sum(length for _, length in stream._inboundDataBuffer if length)
+        if unread:
+            stream._inboundDataBuffer.clear()
+            self.conn.acknowledge_received_data(unread, streamID)
         self._ready.pop(streamID, None)
+        self._blocked.discard(streamID)
+        if streamID in self._resetAfterEnd:
+            self._resetAfterEnd.discard(streamID)
+            try:
+                self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.NO_ERROR)
+            except h2.exceptions.StreamClosedError:
+                pass  # the client had finished sending
+
+    def resetAfterEnd(self, streamID: int) -> None:
+        """
+        Reset C{streamID} with NO_ERROR once its response is sent (RFC 9113
+        section 8.1: a response before the whole request).
+        """
+        self._resetAfterEnd.add(streamID)
+
+    def _requestDataReceived(self, event: h2.events.DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is None:
+            # The response was already sent (e.g. a 413 before the body):
+            # the rest of the body is dropped, its window given back.
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            return
+        stream.receiveDataChunk(event.data, event.flow_controlled_length)
+
+    def _requestEnded(self, event: h2.events.StreamEnded) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.requestComplete()
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self._blocked:
+            self._unblockStreams()
+
+    def _unblockStreams(self) -> None:
+        """
+        Streams waiting for window whose window opened (by WINDOW_UPDATE or
+        by a SETTINGS change) are ready again, and their producers resumed.
+        """
+        for streamID in list(self._blocked):
+            stream = self.streams.get(streamID)
+            if stream is None:
+                self._blocked.discard(streamID)
+            elif self.conn.local_flow_control_window(streamID) > 0:
+                self._blocked.discard(streamID)
+                self._ready[streamID] = None
+                stream.windowUpdated()
+        if self._ready:
+            self._scheduleFlush()
+
+    def abortRequest(self, streamID: int) -> None:
+        """
+        End a stream with RST_STREAM (INTERNAL_ERROR) so that the client
+        knows its response is incomplete (a target that failed mid-body, a
+        drain deadline), and tell the request its connection is gone.
+        """
+        stream = self.streams.get(streamID)
+        if stream is None:
+            return
+        try:
+            self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.INTERNAL_ERROR)
+        except h2.exceptions.StreamClosedError:
+            pass
+        if self._tryToWriteControlData():
+            self._requestDone(streamID)
+            stream.connectionLost(Failure(ConnectionLost("HTTP/2 stream reset by the proxy")))
+
+    def timeoutConnection(self) -> None:
+        """
+        The idle timeout: only for a connection with no request in flight,
+        or one whose client stopped reading (a slow target is not idleness;
+        its own response timeout applies).
+        """
+        if self.streams and self._consumerBlocked is None:
+            self.setTimeout(self.timeOut)  # the timer that fired is spent: arm a new one
+            return
+        super().timeoutConnection()
 
     def _handlePriorityUpdate(self, event: h2.events.PriorityUpdated) -> None:
         """
@@ -142,6 +267,9 @@ class ProxyH2Connection(H2Connection):
         Queue a response's HEADERS frame; C{fields} starts with C{:status}
         and is ready for the wire.
         """
+        if self._consumerBlocked is not None or self._pendingHeaders:
+            self._pendingHeaders.append((streamID, fields))
+            return
         try:
             self.conn.send_headers(streamID, fields)
         except h2.exceptions.StreamClosedError:
@@ -153,6 +281,8 @@ class ProxyH2Connection(H2Connection):
         if self.conn.local_flow_control_window(streamID) > 0:
             self._ready[streamID] = None
             self._scheduleFlush()
+        else:
+            self._blocked.add(streamID)
         if self.remainingOutboundWindow(streamID) <= 0:
             self.streams[streamID].flowControlBlocked()
 
@@ -169,18 +299,20 @@ class ProxyH2Connection(H2Connection):
                 return  # a late update for a finished stream
             if self._outboundStreamQueues[streamID]:
                 self._ready[streamID] = None
+                self._blocked.discard(streamID)
             stream.windowUpdated()
         else:
             for stream in list(self.streams.values()):
                 stream.windowUpdated()
                 if self._outboundStreamQueues.get(stream.streamID):
                     self._ready[stream.streamID] = None
+                    self._blocked.discard(stream.streamID)
         if self._ready:
             self._scheduleFlush()
 
     def resumeProducing(self) -> None:
         super().resumeProducing()
-        if self._ready:
+        if self._ready or self._pendingHeaders:
             self._scheduleFlush()
 
     def _scheduleFlush(self) -> None:
@@ -196,12 +328,23 @@ class ProxyH2Connection(H2Connection):
         self._flushCall = None
         if not self._stillProducing:
             return
-        if self._ready and self._consumerBlocked is None:
+        if self._pendingHeaders and self._consumerBlocked is None:
+            self._sendPendingHeaders()
+        if self._ready and self._consumerBlocked is None and not self._pendingHeaders:
             self.resetTimeout()
             self._sendQueuedData()
             if self._ready:
                 self._scheduleFlush()  # over budget: go on next iteration
         self._tryToWriteControlData()
+
+    def _sendPendingHeaders(self) -> None:
+        pending, self._pendingHeaders = self._pendingHeaders, deque()
+        for streamID, fields in pending:
+            if streamID in self.streams:
+                try:
+                    self.conn.send_headers(streamID, fields)
+                except h2.exceptions.StreamClosedError:
+                    pass
 
     def _sendQueuedData(self) -> None:
         conn = self.conn
@@ -223,7 +366,8 @@ class ProxyH2Connection(H2Connection):
                     continue
                 size = min(conn.max_outbound_frame_size, conn.local_flow_control_window(streamID))
                 if size <= 0:
-                    del ready[streamID]  # until a WINDOW_UPDATE
+                    del ready[streamID]  # until the client opens the window
+                    self._blocked.add(streamID)
                     continue
                 if len(chunk) > size:
                     queue[0] = chunk[size:]
@@ -243,6 +387,9 @@ class ProxyH2Connection(H2Connection):
             self._flushCall.cancel()
             self._flushCall = None
         self._ready.clear()
+        self._blocked.clear()
+        self._resetAfterEnd.clear()
+        self._pendingHeaders.clear()
         super().connectionLost(reason, _cancelTimeouts=_cancelTimeouts)
 
 

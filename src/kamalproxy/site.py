@@ -49,6 +49,19 @@ def refuseOn(channel: Any, status: int, reason: str) -> None:
         transport.loseConnection()
 
 
+def requestTarget(channel: Any) -> tuple[Optional[bytes], Optional[bytes]]:
+    """
+    The method and request target of the request whose head just arrived on
+    C{channel}: Twisted's HTTP/1.1 channel keeps them as C{_command} and
+    C{_path} until the request is complete, its HTTP/2 stream as C{command}
+    and C{path}.
+    """
+    path = getattr(channel, "_path", None)
+    if path is not None:
+        return getattr(channel, "_command", None), path
+    return getattr(channel, "command", None), getattr(channel, "path", None)
+
+
 class ProxyRequest(Request):
     """
     A request that tells its site when it starts and ends, and that applies
@@ -93,9 +106,13 @@ class ProxyRequest(Request):
         self.kamalSite = site
         self.kamalStarted = site.clock.seconds()
         site.requestStarted(self)
-        target: bytes = self.channel._path
-        path, sep, query = target.partition(b"?")
-        self.method = self.channel._command
+        command, target = requestTarget(self.channel)
+        path, sep, query = (target or b"/").partition(b"?")
+        # What requestReceived would set, for a request answered (and
+        # logged) before its body is in.
+        self.method = command
+        self.uri, self.path = target or b"/", path
+        self.clientproto = getattr(self.channel, "_version", None) or b"HTTP/2"
         streaming = service.startStreaming(self, self.method, path, prefix, sep + query, length)
         if streaming is None:
             self._refuse(503, "no healthy target")
@@ -122,7 +139,7 @@ class ProxyRequest(Request):
         """
         router = getattr(self.channel.site, "resource", None)
         routeFor = getattr(router, "routeFor", None)
-        target = getattr(self.channel, "_path", None)  # the request target, kept by HTTPChannel
+        _, target = requestTarget(self.channel)
         if routeFor is None or not target or not target.startswith(b"/"):
             return None
         path = target.split(b"?", 1)[0]

@@ -70,7 +70,11 @@ class StreamingForwarding(Forwarding):
         self._bodyComplete = False
         self._ready = False
         self._held: list[tuple[str, tuple[Any, ...]]] = []
-        self._clientTransport = request.channel.transport
+        # What to pause while the target cannot take more of the body: the
+        # connection, or over HTTP/2 the stream (which then stops opening
+        # the client's flow-control window).
+        channel = request.channel
+        self._clientTransport = channel.transport if channel.transport is not None else channel
         self._clientPaused = False
         self.target.started(self)
         request.notifyFinish().addErrback(self._clientGone)
@@ -205,6 +209,11 @@ class StreamingForwarding(Forwarding):
         if self._clientPaused and self._clientTransport is not None:
             self._clientTransport.resumeProducing()
         refuseOn(request.channel, status, "the target could not take the request")
+        request.kamalStatus = status  # type: ignore[attr-defined]
+        site = getattr(request, "kamalSite", None)
+        if site is not None:  # logged like any other request, and no longer in flight
+            site.log(request)
+            site.requestEnded(request)
 
 
 def forwardStreaming(
