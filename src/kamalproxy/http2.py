@@ -25,6 +25,15 @@ responses leave:
     request headers are still validated by h2;
   - the connection's addresses and security are read once, not per request.
 
+It also behaves as a proxy needs where Twisted's server does not: a stream
+whose window a SETTINGS frame opens resumes; response HEADERS made while the
+client is not reading wait instead of counting as control frames (whose
+flood limit would drop the connection); the idle timeout waits for open
+streams; an aborted response is a RST_STREAM, not a clean end; a request
+refused before its body is read is answered on its stream, which is then
+reset with NO_ERROR, and body data still arriving for it is dropped with its
+window given back.
+
 L{switchToHTTP2} hands a connection over to it, for ALPN C{h2} and h2c.
 """
 
