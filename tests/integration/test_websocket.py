@@ -6,6 +6,7 @@ the upgraded request logged with status 101 when it closes.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.internet import reactor
@@ -108,11 +109,10 @@ class WebSocketTests(TestCase):
 
     timeout = 30
 
-    async def test_echoThroughProxy(self) -> None:
+    def startApp(self) -> int:
         """
-        The client's upgrade reaches the app, messages (text and binary,
-        one of 200 KiB) go both ways through the proxy, and when the client
-        closes, the request is logged with status 101.
+        The WebSocket echo app on 127.0.0.1 (C{/ws}, health check C{/up});
+        its port.
         """
         if WebSocketResource is None:
             raise SkipTest("wsproto is not installed")
@@ -123,15 +123,29 @@ class WebSocketTests(TestCase):
         site.log = lambda request: None  # type: ignore[method-assign]
         app = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(app.stopListening)
+        return int(app.getHost().port)
+
+    async def connect(self, url: str, **endpointArgs: Any) -> _Client:
+        """
+        A WebSocket client connected to C{url} (the upgrade done).
+        """
+        client = _Client()
+        endpoint = WebSocketClientEndpoint.new(reactor, url, **endpointArgs)
+        await bounded(Deferred.fromCoroutine(endpoint.connect(_Factory(lambda: client))), 10, "the upgrade")
+        return client
+
+    async def test_echoThroughProxy(self) -> None:
+        """
+        The client's upgrade reaches the app, messages (text and binary,
+        one of 200 KiB) go both ways through the proxy, and when the client
+        closes, the request is logged with status 101.
+        """
+        port = self.startApp()
         daemon = await startDaemon(self)
-        result = await ctl(
-            daemon.socket, *deployArgs("chat", f"127.0.0.1:{app.getHost().port}", "--health-check-path=/up")
-        )
+        result = await ctl(daemon.socket, *deployArgs("chat", f"127.0.0.1:{port}", "--health-check-path=/up"))
         self.assertEqual(result.code, 0, result.err)
 
-        client = _Client()
-        endpoint = WebSocketClientEndpoint.new(reactor, f"ws://127.0.0.1:{daemon.port}/ws")
-        await bounded(Deferred.fromCoroutine(endpoint.connect(_Factory(lambda: client))), 10, "the upgrade")
+        client = await self.connect(f"ws://127.0.0.1:{daemon.port}/ws")
         reply = client.next()
         client.transport.sendTextMessage("hello")
         self.assertEqual(await reply, "HELLO")
@@ -144,3 +158,37 @@ class WebSocketTests(TestCase):
         await bounded(client.lost, 10, "the WebSocket to close")
         logged = await daemon.waitForLog(lambda e: e.get("path") == "/ws", what="the /ws request log")
         self.assertEqual((logged["status"], logged["service"], logged["method"]), (101, "chat", "GET"))
+
+    async def test_secureWebSocket(self) -> None:
+        """
+        Over HTTPS (wss://, the service's own certificate, HTTP/1.1 by
+        ALPN) the upgrade and the messages go through the same way.
+        """
+        from twisted.internet.ssl import Certificate
+        from twisted.web.client import BrowserLikePolicyForHTTPS
+
+        from tests.integration.harness import tempDir
+        from tests.test_tls_sni import selfSigned
+
+        port = self.startApp()
+        certificate, key = selfSigned("localhost")
+        work = tempDir(self)
+        paths = [os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")]
+        for path, data in zip(paths, (certificate, key)):
+            with open(path, "wb") as f:
+                f.write(data)
+        daemon = await startDaemon(self)
+        result = await ctl(daemon.socket, *deployArgs(
+            "chat", f"127.0.0.1:{port}", "--health-check-path=/up", "--host=localhost", "--tls",
+            f"--tls-certificate-path={paths[0]}", f"--tls-private-key-path={paths[1]}",
+        ))
+        self.assertEqual(result.code, 0, result.err)
+        policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(certificate))
+        client = await self.connect(f"wss://localhost:{daemon.httpsPort}/ws", tlsPolicy=policy)
+        reply = client.next()
+        client.transport.sendTextMessage("secure")
+        self.assertEqual(await reply, "SECURE")
+        client.transport.loseConnection()
+        await bounded(client.lost, 10, "the WebSocket to close")
+        logged = await daemon.waitForLog(lambda e: e.get("path") == "/ws", what="the /ws request log")
+        self.assertEqual((logged["status"], logged["scheme"]), (101, "https"))
