@@ -532,3 +532,21 @@ class RobustnessTests(SynchronousTestCase):
         [other] = client.get()
         client.receive()
         self.assertEqual(client.bodies[other], b"xx")
+
+    def test_refusedAfterResponseStarted(self) -> None:
+        """
+        A refusal that comes after the response has started (its headers
+        sent) resets the stream instead of sending a second response.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        [streamID] = client.get()
+        client.receive()
+        [request] = resource.pending
+        request.write(b"started")
+        client.receive()
+        request.channel.refuse(413, "too large")
+        events = client.receive()
+        [reset] = [e for e in events if isinstance(e, h2.events.StreamReset)]
+        self.assertEqual(reset.error_code, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self.assertEqual(dict(client.headers[streamID])[b":status"], b"200")

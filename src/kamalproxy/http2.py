@@ -95,6 +95,9 @@ class ProxyH2Stream(H2Stream):
             status=status,
             reason=reason,
         )
+        if self._request.startedWriting:
+            self.abortConnection()  # a response is already on its way: cut it
+            return
         body = pages.pageFor(status)
         self._conn.writeHeaderList(
             [
