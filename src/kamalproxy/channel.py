@@ -43,8 +43,11 @@ from twisted.web.http import HTTPChannel
 # Twisted's private wrapper that lets a Site's connection switch to HTTP/2
 # when TLS negotiates "h2" by ALPN.  It is the only private Twisted name this
 # module imports; the HTTPChannel internals it relies on are the attributes
-# _path, _version, _transferDecoder, _handlingRequest, _finishRequestBody
-# and _respondToBadRequestAndDisconnect (all exercised by tests/test_channel.py).
+# _path, _version, _transferDecoder, _handlingRequest, _finishRequestBody,
+# _respondToBadRequestAndDisconnect (all exercised by tests/test_channel.py),
+# _dataBuffer (startTunnel, tests/test_tunnel.py) and _networkProducer plus
+# the wrapper's _channel, _requestFactory, _site, _factory, _timeOut and
+# _callLater (kamalproxy.http2.switchToHTTP2, tests/test_http2.py).
 from twisted.web.http import H2_ENABLED, _GenericHTTPChannelProtocol
 
 from kamalproxy import pages
