@@ -361,10 +361,8 @@ class Forwarding:
         self._tunnel = None
         self.conn = None
         self._release()
-        site = getattr(request, "kamalSite", None)
-        if site is not None:
-            site.log(request)
-            site.requestEnded(request)
+        if request is not None:
+            endUnfinished(request)
 
     def responseBody(self, data: bytes) -> None:
         request = self.request
@@ -513,6 +511,18 @@ class Forwarding:
         self._cancelTimer()
         self.request = None
         self.target.finished(self)
+
+
+def endUnfinished(request: IRequest) -> None:
+    """
+    Log C{request} and count it out of flight, for one that ends without
+    L{Request.finish} (an upgraded connection closed, a streamed request
+    refused before its body was in).
+    """
+    site = getattr(request, "kamalSite", None)
+    if site is not None:
+        site.log(request)
+        site.requestEnded(request)
 
 
 def abortResponse(request: IRequest) -> None:

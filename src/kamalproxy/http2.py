@@ -40,7 +40,7 @@ L{switchToHTTP2} hands a connection over to it, for ALPN C{h2} and h2c.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import h2.config
 import h2.connection
@@ -66,6 +66,20 @@ CONNECTION_SPECIFIC = frozenset(
 """Response fields HTTP/2 forbids (RFC 9113 section 8.2.2)."""
 
 
+def wireFields(code: bytes, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """
+    A response's HEADERS fields as HTTP/2 wants them: C{:status} first,
+    lower-case names, no connection-specific fields.
+    """
+    fields = [(b":status", code)]
+    append = fields.append
+    for name, value in headers:
+        name = name.lower()
+        if name not in CONNECTION_SPECIFIC:
+            append((name, value))
+    return fields
+
+
 class ProxyH2Stream(H2Stream):
     """
     One HTTP/2 stream: Twisted's L{H2Stream} writing headers ready for the
@@ -73,15 +87,8 @@ class ProxyH2Stream(H2Stream):
     """
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
-        fields = [(b":status", code)]
-        append = fields.append
-        for name, values in headers.getAllRawHeaders():
-            name = name.lower()
-            if name in CONNECTION_SPECIFIC:
-                continue
-            for value in values:
-                append((name, value))
-        self._conn.writeHeaderList(fields, self.streamID)
+        pairs = ((name, value) for name, values in headers.getAllRawHeaders() for value in values)
+        self._conn.writeHeaderList(wireFields(code, pairs), self.streamID)
 
     def refuse(self, status: int, reason: str) -> None:
         """
@@ -267,12 +274,7 @@ class ProxyH2Connection(H2Connection):
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Any, streamID: int
     ) -> None:
-        fields = [(b":status", code)]
-        for name, value in headers:
-            name = name.lower()
-            if name not in CONNECTION_SPECIFIC:
-                fields.append((name, value))
-        self.writeHeaderList(fields, streamID)
+        self.writeHeaderList(wireFields(code, headers), streamID)
 
     def writeHeaderList(self, fields: list[tuple[bytes, bytes]], streamID: int) -> None:
         """

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from kamalproxy.forwarding import Forwarding, stampRequest
+from kamalproxy.forwarding import Forwarding, endUnfinished, stampRequest
 from kamalproxy.options import TargetOptions
 from kamalproxy.site import refuseOn
 from kamalproxy.targets import Target
@@ -210,10 +210,7 @@ class StreamingForwarding(Forwarding):
             self._clientTransport.resumeProducing()
         refuseOn(request.channel, status, "the target could not take the request")
         request.kamalStatus = status  # type: ignore[attr-defined]
-        site = getattr(request, "kamalSite", None)
-        if site is not None:  # logged like any other request, and no longer in flight
-            site.log(request)
-            site.requestEnded(request)
+        endUnfinished(request)
 
 
 def forwardStreaming(
