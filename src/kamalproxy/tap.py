@@ -27,6 +27,7 @@ from twisted.web.client import Agent
 from kamalproxy import channel
 from kamalproxy.controlserver import ControlFactory
 from kamalproxy.durations import parseDuration
+from kamalproxy.options import ServiceOptions
 from kamalproxy.paths import defaultSocketPath, defaultStateDir
 from kamalproxy.requestlog import RequestLogger
 from kamalproxy.router import Router, tcpConnectorFor
@@ -457,10 +458,8 @@ def acmeIssuers(
         clientFor,
         **timing,
     )
-    if config.get("acme-directory"):
-        issuers.defaults([config["acme-directory"]])
-    else:
-        issuers.defaults([LETSENCRYPT_DIRECTORY, LETSENCRYPT_STAGING_DIRECTORY])
+    # the directories a deploy can pick, from the one rule that picks them
+    issuers.defaults(sorted({directoryFor(ServiceOptions(tls_staging=s)) for s in (False, True)}))
     issuers.update()
     return issuers
 
