@@ -155,3 +155,15 @@ __all__ = [
     "statusOf",
     "tempDir",
 ]
+
+
+def healthyGroup(clock: Any, options: Any) -> Any:
+    """
+    A L{kamalproxy.targets.TargetGroup} of one healthy target that is never
+    connected to (for tests whose last pipeline stage answers itself).
+    """
+    from kamalproxy.targets import Target, TargetGroup
+
+    target = Target(clock, "10.0.0.1:3000", options, lambda host, port: lambda: None)  # type: ignore[arg-type,return-value]
+    target.markHealthy()
+    return TargetGroup([target])

@@ -13,10 +13,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.buffering import BodyBuffer, BodyTooLarge, bodyFile
 from kamalproxy.options import DeployOptions, TargetOptions
+from kamalproxy.exchange import Exchange
+from kamalproxy.pipeline.chain import buildChain
+from kamalproxy.pipeline.dispatcher import Dispatcher
 from kamalproxy.router import Router
 from kamalproxy.service import Service
 from kamalproxy.site import ProxySite
-from kamalproxy.targets import TargetGroup
+
+from ._helpers import healthyGroup
 
 
 class BodyFileTests(SynchronousTestCase):
@@ -62,14 +66,18 @@ class _FakeRouter(Router):
     def __init__(self, options: TargetOptions) -> None:
         super().__init__(MemoryReactorClock(), lambda host, port: lambda: None)  # type: ignore[arg-type,return-value]
         self.services["app"] = Service(
-            self._clock, "app", DeployOptions(target=options), TargetGroup([])
+            self._clock, "app", DeployOptions(target=options), healthyGroup(self._clock, options)
         )
         self._rebuild()
         self.rendered: list[bytes] = []
+        self._dispatcher = Dispatcher(self._clock, buildChain(self, self._clock, send=self._record))
 
-    def render(self, request):  # type: ignore[no-untyped-def]
-        self.rendered.append(request.content.read())
-        return b"ok"
+    def _record(self, exchange: Exchange) -> None:
+        """
+        The last stage: note the body that reached it and answer C{ok}.
+        """
+        self.rendered.append(exchange.request.content.read())
+        exchange.respond(lambda request: b"ok")
 
 
 def _connect(router: Router) -> tuple[object, StringTransport]:

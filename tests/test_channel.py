@@ -28,11 +28,15 @@ from kamalproxy.channel import (
     ProxyChannel,
 )
 from kamalproxy.options import DeployOptions, ServiceOptions, TargetOptions
+from kamalproxy.exchange import Exchange
+from kamalproxy.pipeline.chain import buildChain
+from kamalproxy.pipeline.dispatcher import Dispatcher
 from kamalproxy.router import Router
 from kamalproxy.service import Service
 from kamalproxy.site import ProxySite
 from kamalproxy.tap import Options, channelLimits
-from kamalproxy.targets import TargetGroup
+
+from ._helpers import healthyGroup
 
 PEER = IPv4Address("TCP", "203.0.113.9", 40000)
 
@@ -559,15 +563,20 @@ class _TwoServiceRouter(Router):
             options = DeployOptions(
                 service=ServiceOptions(hosts=(f"{name}.example",)), target=target or TargetOptions()
             )
-            self.services[name] = Service(self._clock, name, options, TargetGroup([]))
+            self.services[name] = Service(self._clock, name, options, healthyGroup(self._clock, options.target))
         self._rebuild()
         self.routed: list[tuple[str, str]] = []
+        self._dispatcher = Dispatcher(self._clock, buildChain(self, self._clock, send=self._record))
 
-    def render(self, request: Any) -> bytes:
-        early = request.kamalRoute[0].name
-        final = self.routeFor(request.getHeader(b"host"), request.path)[0].name  # type: ignore[index]
-        self.routed.append((early, final))
-        return b"ok"
+    def _record(self, exchange: Exchange) -> None:
+        """
+        The last stage: note the service the chain routed to and the one
+        the request's final C{Host} names, and answer C{ok}.
+        """
+        request = exchange.request
+        final = self.routeFor(request.getHeader(b"host"), exchange.path)[0].name  # type: ignore[index]
+        self.routed.append((exchange.service.name, final))
+        exchange.respond(lambda request: b"ok")
 
 
 class TimeoutTests(RefusalMixin, SynchronousTestCase):

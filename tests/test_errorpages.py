@@ -58,7 +58,6 @@ class ErrorPagesTests(SynchronousTestCase):
         """
         loaded = loadErrorPages(self._directory({"502.html": b"<h1>our 502</h1>"}))
         request = DummyRequest([b""])
-        request.kamalErrorPages = loaded
-        self.assertEqual(pages.renderPage(request, 502), b"<h1>our 502</h1>")
+        self.assertEqual(pages.renderPage(request, 502, loaded), b"<h1>our 502</h1>")
         self.assertEqual(request.responseCode, 502)
-        self.assertEqual(pages.renderPage(request, 504), pages.pageFor(504))
+        self.assertEqual(pages.renderPage(request, 504, loaded), pages.pageFor(504))

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 
+from kamalproxy.interfaces import IExchange
 from kamalproxy.requestlog import JSONLinesObserver, RequestLogger, formatTime, headerField
 
 from ._helpers import DummyChannel
@@ -66,6 +67,15 @@ def _request(headers: dict[bytes, bytes], secure: bool = False) -> Request:
     return request
 
 
+class _Named:
+    """
+    A service (C{name}) or target (C{address}) as the log line reads it.
+    """
+
+    def __init__(self, value: str, attribute: str = "name") -> None:
+        setattr(self, attribute, value)
+
+
 class RequestLineTests(SynchronousTestCase):
     """
     L{RequestLogger.line} has the original kamal-proxy's fields.
@@ -77,7 +87,7 @@ class RequestLineTests(SynchronousTestCase):
         self.logger = RequestLogger(self.clock)
 
     def _line(self, request: Request) -> dict[str, Any]:
-        line = self.logger.line(request)
+        line = self.logger.line(IExchange(request))
         self.assertNotIn("\n", line)
         return json.loads(line)  # type: ignore[no-any-return]
 
@@ -94,10 +104,11 @@ class RequestLineTests(SynchronousTestCase):
                 b"user-agent": b"curl/8",
             }
         )
-        request.kamalStarted = NOW - 0.25  # type: ignore[attr-defined]
-        request.kamalRequestId = b"req-1"  # type: ignore[attr-defined]
-        request.kamalService = "app"  # type: ignore[attr-defined]
-        request.kamalTarget = "10.0.0.1:3000"  # type: ignore[attr-defined]
+        exchange = IExchange(request)
+        exchange.started = NOW - 0.25
+        exchange.requestId = b"req-1"
+        exchange.service = _Named("app")
+        exchange.target = _Named("10.0.0.1:3000", attribute="address")
         request.setResponseCode(201)
         request.responseHeaders.setRawHeaders(b"content-type", [b"text/html"])
         request.sentLength = 42
@@ -160,14 +171,16 @@ class RequestLineTests(SynchronousTestCase):
         response code.
         """
         request = _request({})
-        request.kamalStatus = 499  # type: ignore[attr-defined]
+        IExchange(request).status = 499
         self.assertEqual(self._line(request)["status"], 499)
 
     def test_schemeHttps(self) -> None:
         """
         A request over TLS logs C{scheme} C{https}.
         """
-        self.assertEqual(self._line(_request({}, secure=True))["scheme"], "https")
+        request = _request({}, secure=True)
+        IExchange(request).secure = True
+        self.assertEqual(self._line(request)["scheme"], "https")
 
     def test_remoteAddrTrustsForwarded(self) -> None:
         """
@@ -176,7 +189,7 @@ class RequestLineTests(SynchronousTestCase):
         """
         request = _request({b"x-forwarded-for": b"1.2.3.4"})
         self.assertEqual(self._line(request)["remote_addr"], "192.168.1.1")
-        request.kamalTrustForwarded = True  # type: ignore[attr-defined]
+        IExchange(request).trustForwarded = True
         self.assertEqual(self._line(request)["remote_addr"], "1.2.3.4")
 
     def test_ipv4MappedAddressUnmapped(self) -> None:
@@ -200,7 +213,7 @@ class RequestLineTests(SynchronousTestCase):
         """
         request = _request({b"cache-control": b"no-cache"})
         request.responseHeaders.setRawHeaders(b"x-runtime", [b"0.01"])
-        request.kamalLogHeaders = (("Cache-Control", "X-Missing"), ("X-Runtime",))  # type: ignore[attr-defined]
+        IExchange(request).logHeaders = (("Cache-Control", "X-Missing"), ("X-Runtime",))
         fields = self._line(request)
         self.assertEqual(fields["req_cache_control"], "no-cache")
         self.assertEqual(fields["req_x_missing"], "")
@@ -217,7 +230,7 @@ class RequestLineTests(SynchronousTestCase):
         logger = RequestLogger(self.clock)
         logger._log = Logger(namespace="kamalproxy.request", observer=events.append)
         request = _request({})
-        logger(request)
+        logger.requestEnded(IExchange(request))
         [event] = events
         self.assertEqual(event["log_level"], LogLevel.info)
         self.assertEqual(event["log_namespace"], "kamalproxy.request")
@@ -302,6 +315,6 @@ class JSONLinesObserverTests(SynchronousTestCase):
         clock.advance(NOW)
         logger = RequestLogger(clock, Logger(namespace="kamalproxy.request", observer=self.observer))
         request = _request({b"host": b"h", b"x-request-id": b"r"})
-        expected = logger.line(request)
-        logger(request)
+        expected = logger.line(IExchange(request))
+        logger.requestEnded(IExchange(request))
         self.assertEqual(self.out.getvalue(), expected + "\n")

@@ -316,10 +316,12 @@ class BuildServiceTests(SynchronousTestCase):
 
 class _Active:
     """
-    A request in flight, as the site sees it.
+    A request in flight, and its exchange, as the site sees them.
     """
 
-    channel = None
+    @property
+    def request(self) -> "_Active":
+        return self
 
 
 class StopServiceTests(SynchronousTestCase):

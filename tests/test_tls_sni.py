@@ -28,6 +28,7 @@ from kamalproxy.channel import H2_PREFACE, ProxyChannel
 from kamalproxy.ctl import serviceRows
 from kamalproxy.flags import FlagError, parseDeploy
 from kamalproxy.options import DeployOptions, InvalidOptions, ServiceOptions, fromJSON, toJSON
+from kamalproxy.pipeline.tlsgate import redirectFor
 from kamalproxy.router import Router
 from kamalproxy.site import ProxySite
 from kamalproxy.tls.http01 import HTTP01Responder
@@ -474,7 +475,9 @@ class RedirectTests(_RouterCase):
         self.selector.addRecord("a.test", record("a.test"))
 
     def redirect(self, request: _Request, name: str = "a") -> Optional[bytes]:
-        return self.router.redirectFor(request, self.router.services[name])  # type: ignore[arg-type]
+        router = self.router
+        service = router.services[name]
+        return redirectFor(request, service, request.path, router.certificates, router.httpsPort)  # type: ignore[arg-type]
 
     def test_redirectWithCertificate(self) -> None:
         """

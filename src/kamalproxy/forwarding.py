@@ -16,20 +16,16 @@ from __future__ import annotations
 import functools
 import os
 from io import BytesIO
-from typing import Optional
+from typing import IO, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
-from twisted.web._http2 import H2Stream
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
-from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from kamalproxy import pages
-from kamalproxy.buffering import BodyBuffer, BodyTooLarge
+from kamalproxy.exchange import Exchange
 from kamalproxy.options import TargetOptions
 from kamalproxy.targets import Target
 from kamalproxy.tunnel import Tunnel
@@ -60,8 +56,6 @@ _REPLACED = frozenset(
 )
 _DROPPED_FROM_REQUEST = HOP_BY_HOP | _REPLACED
 _REPLAYABLE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
-
-CLIENT_CLOSED_REQUEST = 499
 
 
 def _connectionTokens(values: Optional[list[bytes]]) -> frozenset[bytes]:
@@ -162,25 +156,16 @@ def requestHeaders(
     return out, requestId
 
 
-def copyResponseHeaders(headers: RawHeaders) -> Headers:
+def endToEndHeaders(headers: RawHeaders) -> RawHeaders:
     """
-    The response headers to send to the client: the target's, minus
+    The response headers to pass on to the client: the target's, minus
     hop-by-hop ones and those its C{Connection} header names.
     """
     dropped = HOP_BY_HOP
-    result = Headers()
-    add = result.addRawHeader
     for name, value in headers:
-        lname = name.lower()
-        if lname in dropped:
-            if lname == b"connection":
-                dropped = dropped | _connectionTokens([value])
-            continue
-        add(name, value)
-    if dropped is not HOP_BY_HOP:
-        for token in dropped - HOP_BY_HOP:
-            result.removeHeader(token)
-    return result
+        if name.lower() == b"connection":
+            dropped = dropped | _tokensOf(value)
+    return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
 @implementer(IPushProducer)
@@ -212,41 +197,43 @@ class _UpstreamProducer:
 class Forwarding:
     """
     One request on its way to a target: the response handler for the
-    upstream connection and the in-flight record the target drains.
+    upstream connection and the in-flight record the target drains. The
+    response goes to the exchange's sink.
     """
 
     log = Logger()
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        request: IRequest,
-        target: Target,
-        options: TargetOptions,
-    ) -> None:
-        self.clock = clock
-        self.request: Optional[IRequest] = request
-        self.target = target
+    def __init__(self, exchange: Exchange, options: TargetOptions) -> None:
+        self.exchange: Optional[Exchange] = exchange
+        self.clock = exchange.clock
+        self.target: Target = exchange.target
         self.options = options
         self.conn: Optional[UpstreamConnection] = None
         self.headReceived = False
         self._timer: Optional[IDelayedCall] = None
-        self._producer: Optional[_UpstreamProducer] = None
-        self._buffered: Optional[BodyBuffer] = None
         self._retried = False
         self._tunnel: Optional[Tunnel] = None
         self._method = b"GET"
         self._path = b"/"
         self._headers: RawHeaders = []
-        self._body: bytes | BytesIO | None = None
+        self._body: bytes | IO[bytes] = b""
 
-    def start(self, method: bytes, path: bytes, headers: RawHeaders) -> None:
+    @property
+    def request(self) -> Optional[IRequest]:
         """
-        Send the request upstream.
+        The client's request, while this forwarding still answers it.
         """
-        request = self.request
-        assert request is not None
-        self._method, self._path, self._headers = method, path, headers
+        exchange = self.exchange
+        return exchange.request if exchange is not None else None
+
+    def start(self, headers: RawHeaders) -> None:
+        """
+        Send the request, whose body is complete, upstream.
+        """
+        exchange = self.exchange
+        assert exchange is not None
+        request = exchange.request
+        self._method, self._path, self._headers = request.method, exchange.upstreamPath, headers
         content = request.content
         if content is None:
             self._body = b""
@@ -255,7 +242,7 @@ class Forwarding:
         else:
             self._body = content  # a spilled body, streamed from its file
         self.target.started(self)
-        request.notifyFinish().addErrback(self._clientGone)
+        exchange.onClientGone = self._clientGone
         if self.options.response_timeout > 0:
             self._timer = self.clock.callLater(self.options.response_timeout, self._timedOut)
         self._acquire(fresh=False)
@@ -269,7 +256,7 @@ class Forwarding:
             pool.connect().addCallbacks(self._send, self._connectFailed)
 
     def _send(self, conn: UpstreamConnection) -> None:
-        if self.request is None:  # the client left or we gave up meanwhile
+        if self.exchange is None:  # the client left or we gave up meanwhile
             conn.abort()
             return
         self.conn = conn
@@ -277,7 +264,6 @@ class Forwarding:
         if isinstance(body, bytes):
             conn.sendRequest(self, self._method, self._path, self._headers, body)
         else:
-            assert body is not None
             body.seek(0, 2)
             length = body.tell()
             body.seek(0)
@@ -285,7 +271,7 @@ class Forwarding:
             FileSender().beginFileTransfer(body, conn.transport).addErrback(lambda f: None)
 
     def _connectFailed(self, reason: Failure) -> None:
-        if self.request is None:
+        if self.exchange is None:
             return
         self.log.info(
             "Unable to proxy request to {target}: {error}",
@@ -297,26 +283,17 @@ class Forwarding:
     # IResponseHandler
 
     def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
-        request = self.request
-        if request is None:
+        exchange = self.exchange
+        if exchange is None:
             return
         self.headReceived = True
         self._cancelTimer()
         if status == 101 and self._startTunnel(headers):
             return
-        request.setResponseCode(status, reason or None)
-        closing = request.responseHeaders.getRawHeaders(b"connection")
-        request.responseHeaders = responseHeaders = copyResponseHeaders(headers)
-        if closing:  # the channel closes after this response, and says so
-            responseHeaders.setRawHeaders(b"connection", closing)
-        options = self.options
-        if options.buffer_responses and not _isEventStream(responseHeaders):
-            self._buffered = BodyBuffer(
-                options.max_memory_buffer_size, options.max_response_body_size
-            )
-        elif self.conn is not None:
-            self._producer = _UpstreamProducer(self.conn.transport)  # type: ignore[arg-type]
-            request.registerProducer(self._producer, True)
+        sink = exchange.sink
+        sink.head(status, reason, endToEndHeaders(headers))
+        if self.conn is not None and self.conn.transport is not None:
+            sink.registerProducer(_UpstreamProducer(self.conn.transport), True)  # type: ignore[arg-type]
 
     def _startTunnel(self, headers: RawHeaders) -> bool:
         """
@@ -327,15 +304,16 @@ class Forwarding:
         @return: whether the tunnel started (the client asked for the
             upgrade over an HTTP/1.1 connection that can be handed over).
         """
-        request, conn = self.request, self.conn
+        exchange, conn = self.exchange, self.conn
+        request = exchange.request if exchange is not None else None
         channel = getattr(request, "channel", None)
         startTunnel = getattr(channel, "startTunnel", None)
         if (
-            request is None
+            exchange is None
             or conn is None
             or conn.transport is None
             or startTunnel is None
-            or not getattr(request, "kamalUpgrade", False)
+            or exchange.upgrade is None
         ):
             return False
         dropped = HOP_BY_HOP.union(
@@ -350,62 +328,35 @@ class Forwarding:
             elif lname not in dropped:
                 head += (name, b": ", value, b"\r\n")
         head += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n\r\n")
-        request.setResponseCode(101)
+        exchange.request.setResponseCode(101)
         self._tunnel = tunnel = Tunnel(channel.transport, conn.transport, self._tunnelClosed)
         conn.relay(tunnel.fromTarget, tunnel.targetLost)
         startTunnel(b"".join(head), tunnel)
         return True
 
     def _tunnelClosed(self) -> None:
-        request = self.request
+        exchange = self.exchange
         self._tunnel = None
         self.conn = None
         self._release()
-        if request is not None:
-            endUnfinished(request)
+        if exchange is not None:
+            exchange.end()
 
     def responseBody(self, data: bytes) -> None:
-        request = self.request
-        if request is None:
-            return
-        buffered = self._buffered
-        if buffered is None:
-            request.write(data)
-            return
-        try:
-            buffered.write(data)
-        except BodyTooLarge:
-            self.log.info(
-                "Response from {target} is over the maximum response body size",
-                target=self.target.address,
-            )
-            buffered.close()
-            self._buffered = None
-            self._abortUpstream()
-            closing = request.responseHeaders.getRawHeaders(b"connection")
-            request.responseHeaders = Headers({b"connection": closing} if closing else {})
-            self._fail(502)
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.sink.body(data)
 
     def responseDone(self) -> None:
-        request = self.request
-        if request is None:
+        exchange = self.exchange
+        if exchange is None:
             return
         self._release()
-        producer = self._producer
-        if producer is not None:
-            request.unregisterProducer()
-            producer.resumeProducing()
-        buffered, self._buffered = self._buffered, None
-        if buffered is None:
-            request.finish()
-        else:
-            # The target connection goes back to the pool as this returns;
-            # the client reads the buffered copy at its own pace.
-            sendBuffered(request, buffered)
+        exchange.sink.end()
 
     def responseFailed(self, reason: Failure, headReceived: bool) -> None:
-        request = self.request
-        if request is None:
+        exchange = self.exchange
+        if exchange is None:
             return
         conn = self.conn
         if (
@@ -426,20 +377,15 @@ class Forwarding:
             target=self.target.address,
             error=reason.getErrorMessage(),
         )
-        if headReceived:
-            self._release()
-            if self._producer is not None:
-                request.unregisterProducer()
-            abortResponse(request)
-        else:
-            self._fail(502)
+        self._fail(502)
 
     def _replayable(self) -> bool:
         if self._body:
             return False
         if self._method in _REPLAYABLE_METHODS:
             return True
-        incoming = self.request.requestHeaders if self.request is not None else None
+        request = self.request
+        incoming = request.requestHeaders if request is not None else None
         return bool(
             incoming is not None
             and (incoming.hasHeader(b"idempotency-key") or incoming.hasHeader(b"x-idempotency-key"))
@@ -449,7 +395,7 @@ class Forwarding:
 
     def _timedOut(self) -> None:
         self._timer = None
-        if self.request is None:
+        if self.exchange is None:
             return
         self.log.info(
             "Target {target} did not respond within {timeout}s",
@@ -462,31 +408,23 @@ class Forwarding:
     def cancelForDrain(self) -> None:
         """
         The drain deadline passed with this request still running (or its
-        upgraded connection still open: both sides are dropped).
+        upgraded connection still open: both sides are dropped): a 504 page
+        when nothing of the response reached the client yet, else the
+        response is cut short.
         """
         if self._tunnel is not None:
             self._tunnel.abort()
             return
-        request = self.request
-        if request is None:
+        if self.exchange is None:
             return
         self._abortUpstream()
-        if self.headReceived:
-            self._release()
-            abortResponse(request)
-        else:
-            self._fail(504)
+        self._fail(504)
 
-    def _clientGone(self, reason: Failure) -> None:
-        request = self.request
-        if request is None:
+    def _clientGone(self) -> None:
+        if self.exchange is None:
             return
         self._abortUpstream()
         self._release()
-        request.kamalStatus = CLIENT_CLOSED_REQUEST  # type: ignore[attr-defined]
-        site = getattr(request, "site", None)
-        if site is not None:
-            site.log(request)
 
     def _abortUpstream(self) -> None:
         conn, self.conn = self.conn, None
@@ -494,10 +432,14 @@ class Forwarding:
             conn.abort()
 
     def _fail(self, status: int) -> None:
-        request = self.request
+        """
+        Give up: the client gets the page for C{status}, or a cut response
+        if it already has part of one.
+        """
+        exchange = self.exchange
         self._release()
-        if request is not None:
-            pages.writePage(request, status)
+        if exchange is not None:
+            exchange.sink.fail(status)
 
     def _cancelTimer(self) -> None:
         timer, self._timer = self._timer, None
@@ -509,102 +451,24 @@ class Forwarding:
         This forwarding is over: forget the client and leave the target.
         """
         self._cancelTimer()
-        self.request = None
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None and exchange.onClientGone == self._clientGone:
+            exchange.onClientGone = None
         self.target.finished(self)
 
 
-def endUnfinished(request: IRequest) -> None:
+def stampRequest(exchange: Exchange, options: TargetOptions) -> RawHeaders:
     """
-    Log C{request} and count it out of flight, for one that ends without
-    L{Request.finish} (an upgraded connection closed, a streamed request
-    refused before its body was in).
-    """
-    site = getattr(request, "kamalSite", None)
-    if site is not None:
-        site.log(request)
-        site.requestEnded(request)
-
-
-def abortResponse(request: IRequest) -> None:
-    """
-    End C{request}'s response, already started, as incomplete: over HTTP/1.x
-    by closing the connection, over HTTP/2 by resetting the stream (a clean
-    end of stream would pass a truncated body off as complete).
-    """
-    channel = getattr(request, "channel", None)
-    if isinstance(channel, H2Stream):
-        channel.abortConnection()
-    else:
-        request.loseConnection()
-
-
-def _isEventStream(headers: Headers) -> bool:
-    contentType = headers.getRawHeaders(b"content-type")
-    return bool(contentType) and contentType[0].lower().startswith(b"text/event-stream")
-
-
-def sendBuffered(request: IRequest, buffered: BodyBuffer) -> None:
-    """
-    Send a completely buffered response body to C{request}'s client and
-    finish it: in one write from memory, or streamed from the temporary file
-    with flow control; the buffer is freed afterwards.
-    """
-    if (
-        request.method != b"HEAD"
-        and request.code not in (204, 304)
-        and not request.responseHeaders.hasHeader(b"content-length")
-    ):
-        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % buffered.size])
-    if buffered.inMemory:
-        request.write(buffered.getvalue())
-        buffered.close()
-        request.finish()
-        return
-    buffered.file.seek(0)
-
-    def done(result: object) -> None:
-        buffered.close()
-        if not getattr(request, "_disconnected", False):
-            request.finish()
-
-    FileSender().beginFileTransfer(buffered.file, request).addBoth(done)
-
-
-def forward(
-    clock: IReactorTime,
-    request: IRequest,
-    target: Target,
-    options: TargetOptions,
-    path: bytes,
-) -> int:
-    """
-    Forward C{request} to C{target} with C{path} as the upstream request
-    target; the response is written to C{request} asynchronously.
-
-    @return: L{NOT_DONE_YET}, for C{render} to return.
-    """
-    headers = stampRequest(clock, request, target, options)
-    Forwarding(clock, request, target, options).start(request.method, path, headers)
-    return NOT_DONE_YET
-
-
-def stampRequest(
-    clock: IReactorTime, request: IRequest, target: Target, options: TargetOptions
-) -> RawHeaders:
-    """
-    Note on C{request} what the request log needs, and return the headers
+    Note on C{exchange} what the request log needs, and return the headers
     to send upstream.
     """
+    request = exchange.request
     upgrade = upgradeRequested(request)
-    headers, requestId = requestHeaders(request, options, clock.seconds(), upgrade)
-    request.kamalUpgrade = upgrade is not None  # type: ignore[attr-defined]
-    request.kamalRequestId = requestId  # type: ignore[attr-defined]
-    request.kamalTarget = target.address  # type: ignore[attr-defined]
-    request.defaultContentType = None  # type: ignore[attr-defined]
-    request.kamalTrustForwarded = options.forward_headers  # type: ignore[attr-defined]
+    headers, requestId = requestHeaders(request, options, exchange.clock.seconds(), upgrade)
+    exchange.upgrade = upgrade
+    exchange.requestId = requestId
+    exchange.trustForwarded = options.forward_headers
+    request.defaultContentType = None
     if options.log_request_headers or options.log_response_headers:
-        request.kamalLogHeaders = (  # type: ignore[attr-defined]
-            options.log_request_headers,
-            options.log_response_headers,
-        )
+        exchange.logHeaders = (options.log_request_headers, options.log_response_headers)
     return headers

@@ -6,6 +6,7 @@ The proxy's own error pages (C{pages/<status>.html}), read once at import.
 from __future__ import annotations
 
 from importlib.resources import files
+from typing import Optional
 
 from twisted.web.iweb import IRequest
 
@@ -26,32 +27,30 @@ def pageFor(status: int) -> bytes:
     return _PAGES[status]
 
 
-def renderPage(request: IRequest, status: int) -> bytes:
+def pageBody(status: int, custom: Optional[dict[int, bytes]] = None, message: str = "") -> bytes:
+    """
+    The page for C{status}: the service's own template (C{custom}, see
+    L{kamalproxy.errorpages}) filled in with C{message}, else the built-in
+    one.
+    """
+    if custom and status in custom:
+        return renderTemplate(custom[status], message)
+    return _PAGES[status]
+
+
+def renderPage(
+    request: IRequest, status: int, custom: Optional[dict[int, bytes]] = None, message: str = ""
+) -> bytes:
     """
     Set C{request} up to answer with the error page for C{status} and return
     its body, for a resource's C{render} to return.
     """
-    custom = getattr(request, "kamalErrorPages", None)
-    if custom and status in custom:
-        body = renderTemplate(custom[status], getattr(request, "kamalErrorMessage", ""))
-    else:
-        body = _PAGES[status]
+    body = pageBody(status, custom, message)
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"text/html; charset=utf-8")
     request.setHeader(b"content-length", b"%d" % len(body))
     request.setHeader(b"cache-control", b"no-cache")
     return body
-
-
-def writePage(request: IRequest, status: int) -> None:
-    """
-    Answer C{request}, already being handled asynchronously, with the error
-    page for C{status}.
-    """
-    body = renderPage(request, status)
-    if request.method != b"HEAD":
-        request.write(body)
-    request.finish()
 
 
 _REASONS = {

@@ -19,6 +19,9 @@ from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from kamalproxy.exchange import Exchange
+from kamalproxy.interfaces import IRequestObserver
+
 REQUEST_FORMAT = "{kamal_json}"
 
 _LEVELS = {
@@ -62,16 +65,15 @@ def _header(headers: Any, name: bytes) -> str:
     return b",".join(values).decode("latin-1") if values else ""
 
 
-def _requestId(request: IRequest) -> str:
+def _requestId(exchange: Exchange) -> str:
     """
     The request's ID: the one forwarded upstream, else the client's
     C{X-Request-ID}, else a new one (unrouted requests are logged with an ID
     too, as the original does).
     """
-    forwarded = getattr(request, "kamalRequestId", None)
-    if forwarded:
-        return forwarded.decode("latin-1")
-    return _header(request.requestHeaders, b"x-request-id") or str(uuid.uuid4())
+    if exchange.requestId:
+        return exchange.requestId.decode("latin-1")
+    return _header(exchange.request.requestHeaders, b"x-request-id") or str(uuid.uuid4())
 
 
 def _listenerPort(request: IRequest) -> int:
@@ -99,27 +101,30 @@ def headerField(prefix: str, name: str) -> str:
     return prefix + name.lower().replace("-", "_")
 
 
+@implementer(IRequestObserver)
 class RequestLogger:
     """
-    Logs finished requests.
+    Logs every request when its exchange ends: an observer of the
+    pipeline.
     """
 
     def __init__(self, clock: Any, logger: Optional[Logger] = None) -> None:
         self._clock = clock
         self._log = logger or Logger(namespace="kamalproxy.request")
 
-    def __call__(self, request: IRequest) -> None:
-        """
-        Log C{request} (a L{Site} calls this when it finishes).
-        """
-        self._log.info(REQUEST_FORMAT, kamal_json=self.line(request))
+    def requestStarted(self, exchange: Exchange) -> None:
+        pass
 
-    def line(self, request: IRequest) -> str:
+    def requestEnded(self, exchange: Exchange) -> None:
+        self._log.info(REQUEST_FORMAT, kamal_json=self.line(exchange))
+
+    def line(self, exchange: Exchange) -> str:
         """
-        The JSON line for C{request}.
+        The JSON line for C{exchange}'s request.
         """
+        request = exchange.request
         now = self._clock.seconds()
-        started = getattr(request, "kamalStarted", now)
+        started = exchange.started or now
         reqHeaders = request.requestHeaders
         respHeaders = request.responseHeaders
         peer = request.getClientAddress()
@@ -131,9 +136,10 @@ class RequestLogger:
         query = uri[len(path) + 1 :] if len(uri) > len(path) else b""
         length = reqHeaders.getRawHeaders(b"content-length")
         remote = peerHost
-        if getattr(request, "kamalTrustForwarded", False):
+        if exchange.trustForwarded:
             remote = _header(reqHeaders, b"x-forwarded-for") or peerHost
         port = _listenerPort(request)
+        service, target = exchange.service, exchange.target
         fields: dict[str, Any] = {
             "time": formatTime(now),
             "level": "INFO",
@@ -141,10 +147,10 @@ class RequestLogger:
             "host": _header(reqHeaders, b"host"),
             "port": port,
             "path": path.decode("latin-1"),
-            "request_id": _requestId(request),
-            "status": getattr(request, "kamalStatus", None) or request.code,
-            "service": getattr(request, "kamalService", ""),
-            "target": getattr(request, "kamalTarget", ""),
+            "request_id": _requestId(exchange),
+            "status": exchange.status or request.code,
+            "service": service.name if service is not None else "",
+            "target": target.address if target is not None else "",
             "duration": int((now - started) * 1e9),
             "method": request.method.decode("latin-1"),
             "req_content_length": int(length[0]) if length and length[0].isdigit() else 0,
@@ -156,10 +162,10 @@ class RequestLogger:
             "remote_addr": remote,
             "user_agent": _header(reqHeaders, b"user-agent"),
             "proto": request.clientproto.decode("latin-1"),
-            "scheme": "https" if request.isSecure() else "http",
+            "scheme": "https" if exchange.secure else "http",
             "query": query.decode("latin-1"),
         }
-        logged = getattr(request, "kamalLogHeaders", None)
+        logged = exchange.logHeaders
         if logged is not None:
             for name in logged[0]:
                 fields[headerField("req_", name)] = _header(reqHeaders, name.encode("latin-1"))

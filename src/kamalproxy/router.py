@@ -18,10 +18,8 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from kamalproxy import pages
 from kamalproxy.durations import formatDuration
 from kamalproxy.errorpages import loadErrorPages
 from kamalproxy.options import (
@@ -32,6 +30,8 @@ from kamalproxy.options import (
     normalizeDeploy,
     toJSON,
 )
+from kamalproxy.pipeline.chain import buildChain
+from kamalproxy.pipeline.dispatcher import Dispatcher
 from kamalproxy.routing import RoutingTable, requestHost
 from kamalproxy.service import Service
 from kamalproxy.targets import ConnectorFor, Target, TargetGroup
@@ -119,42 +119,6 @@ def _errorPagesFor(options: DeployOptions) -> Optional[dict[int, bytes]]:
     return loadErrorPages(path) if path else None
 
 
-_CHALLENGE_PATH = b"/.well-known/acme-challenge/"
-
-
-def _portOf(header: bytes) -> Optional[int]:
-    """
-    The port of a C{Host} header value, or L{None}.
-    """
-    if header.startswith(b"["):
-        end = header.find(b"]")
-        rest = header[end + 1 :] if end > 0 else b""
-    else:
-        rest = header[header.find(b":") :] if b":" in header else b""
-    if rest.startswith(b":") and rest[1:].isdigit():
-        return int(rest[1:])
-    return None
-
-
-def _redirect(request: IRequest, location: bytes, close: bool = False) -> bytes:
-    """
-    Answer C{request} with a 301 to C{location}.
-
-    @param close: close the connection after it (HTTP/1.x: with
-        C{Connection: close}), as the original does for the redirect from
-        HTTP to HTTPS.
-    """
-    request.setResponseCode(301)
-    request.setHeader(b"location", location)
-    if close and getattr(request, "clientproto", b"") != b"HTTP/2":
-        request.setHeader(b"connection", b"close")
-        channel = getattr(request, "channel", None)
-        if channel is not None and hasattr(channel, "persistent"):
-            channel.persistent = False
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    return b"Moved Permanently\n"
-
-
 @implementer(IResource)
 class Router:
     """
@@ -180,15 +144,19 @@ class Router:
         clock: IReactorTime,
         connectorFor: ConnectorFor,
         onChange: Optional[Callable[[list[dict[str, Any]]], None]] = None,
+        challenges: Any = None,
+        certificates: Any = None,
+        httpsPort: int = 443,
     ) -> None:
         self._clock = clock
         self._connectorFor = connectorFor
         self.onChange = onChange
         self.services: dict[str, Service] = {}
         self._table: RoutingTable[Service] = RoutingTable()
-        self.challenges: Any = None
-        self.certificates: Any = None
-        self.httpsPort = 443
+        self.challenges = challenges
+        self.certificates = certificates
+        self.httpsPort = httpsPort
+        self._dispatcher: Optional[Dispatcher] = None
 
     # IResource
 
@@ -200,89 +168,20 @@ class Router:
 
     def render(self, request: IRequest) -> Any:
         """
-        Forward C{request} to the service that owns its host and path, or
-        answer with the 404 page.
+        Handle C{request} through the pipeline (for a router mounted in a
+        resource tree under a plain L{twisted.web.server.Site}).
         """
-        streaming = getattr(request, "kamalStreaming", None)
-        if streaming is not None:
-            streaming.requestReady()
-            return NOT_DONE_YET
-        uri: bytes = request.uri
-        path: bytes = request.path
-        if not path.startswith(b"/"):
-            return pages.renderPage(request, 400)
-        if self.challenges is not None and path.startswith(_CHALLENGE_PATH):
-            keyAuthorization = self.challenges.keyAuthorizationForPath(path)
-            if keyAuthorization is not None:
-                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-                request.setHeader(b"cache-control", b"no-store")
-                return keyAuthorization.encode("ascii")
-        if request.prepath:
-            # Mounted below the root of another application's resource tree:
-            # route on what is left of the path.
-            mount = b"/".join([b""] + request.prepath)
-            if path.startswith(mount):
-                uri = uri[len(mount) :]
-                path = path[len(mount) :]
-                if not path.startswith(b"/"):
-                    uri, path = b"/" + uri, b"/" + path
-        early = getattr(request, "kamalRoute", None)
-        match = early or self.routeFor(request.getHeader(b"host"), path)
-        if match is None:
-            return pages.renderPage(request, 404)
-        service, prefix = match
-        if early is None:
-            # (A route found when the head arrived has passed these checks.)
-            if request.isSecure() and not service.options.service.tls_enabled:
-                request.kamalService = service.name  # type: ignore[attr-defined]
-                return pages.renderPage(request, 503)  # TLS for a service without TLS
-            location = self.redirectFor(request, service, path)
-            if location is not None:
-                request.kamalService = service.name  # type: ignore[attr-defined]
-                return _redirect(
-                    request, location, close=not request.isSecure() and location.startswith(b"https:")
-                )
-        return service.render(request, path, prefix, uri[len(path) :])
+        return self.dispatcher.render(request)
 
-    def redirectFor(self, request: IRequest, service: Service, path: Optional[bytes] = None) -> Optional[bytes]:
+    @property
+    def dispatcher(self) -> Dispatcher:
         """
-        Where to send C{request} instead of forwarding it, or L{None}:
-        plain HTTP to a service with TLS, C{tls_redirect} and a certificate
-        for the host goes to C{https://}; a host other than the service's
-        canonical host goes to the canonical one (both in one hop). ACME
-        challenge paths are never redirected.
+        The L{Dispatcher} running the proxy's pipeline over this router,
+        made on first use.
         """
-        options = service.options.service
-        if path is None:
-            path = request.path
-        if path.startswith(_CHALLENGE_PATH):
-            return None
-        header = request.getHeader(b"host") or b""
-        host = requestHost(header)
-        secure = request.isSecure()
-        canonical = options.canonical_host.encode("ascii").lower()
-        toCanonical = bool(canonical) and host != canonical
-        target = canonical if toCanonical else host
-        toHTTPS = (
-            not secure
-            and options.tls_enabled
-            and options.tls_redirect
-            and self.certificates is not None
-            and self.certificates.certificateFor(service, target.decode("ascii", "replace")) is not None
-        )
-        if not toHTTPS and not toCanonical:
-            return None
-        if toHTTPS or secure:
-            scheme = b"https"
-            port = self.httpsPort if toHTTPS else _portOf(header)
-            if port and port != 443:
-                target += b":%d" % port
-        else:
-            scheme = b"http"
-            port = _portOf(header)
-            if port and port != 80:
-                target += b":%d" % port
-        return scheme + b"://" + target + (getattr(request, "uri", None) or path)
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(self._clock, buildChain(self, self._clock))
+        return self._dispatcher
 
     def routeFor(self, host: Optional[bytes], path: bytes) -> Optional[tuple[Service, bytes]]:
         """

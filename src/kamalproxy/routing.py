@@ -40,6 +40,22 @@ def requestHost(header: Optional[bytes]) -> bytes:
     return header.lower()
 
 
+def requestPort(header: Optional[bytes]) -> Optional[int]:
+    """
+    The port of a C{Host} header value, or L{None}.
+    """
+    if not header:
+        return None
+    if header.startswith(b"["):
+        end = header.find(b"]")
+        rest = header[end + 1 :] if end > 0 else b""
+    else:
+        rest = header[header.find(b":") :] if b":" in header else b""
+    if rest.startswith(b":") and rest[1:].isdigit():
+        return int(rest[1:])
+    return None
+
+
 class RoutingTable(Generic[S]):
     """
     An immutable map of (host, path prefix) bindings to services; a new table

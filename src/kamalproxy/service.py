@@ -9,14 +9,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.iweb import IRequest
 
-from kamalproxy import pages
-from kamalproxy.forwarding import forward
 from kamalproxy.options import DeployOptions
-from kamalproxy.routing import strippedPath
-from kamalproxy.streaming import StreamingForwarding, forwardStreaming
-from kamalproxy.targets import Target, TargetGroup
+from kamalproxy.targets import TargetGroup
 
 RUNNING = "running"
 
@@ -56,49 +51,6 @@ class Service:
         """
         hosts = self.options.service.hosts or ("",)
         return [(h, p) for h in hosts for p in self.options.service.path_prefixes]
-
-    def render(self, request: IRequest, path: bytes, prefix: bytes, query: bytes) -> Any:
-        """
-        Forward C{request}, whose path C{path} matched C{prefix}.
-        """
-        target = self._claim(request)
-        if target is None:
-            return pages.renderPage(request, 503)
-        return forward(self.clock, request, target, self.options.target, self._upstreamPath(path, prefix, query))
-
-    def startStreaming(
-        self, request: IRequest, method: bytes, path: bytes, prefix: bytes, query: bytes, length: Optional[int]
-    ) -> Optional[StreamingForwarding]:
-        """
-        Start forwarding C{request} while its body is still arriving; L{None}
-        when no target is healthy.
-        """
-        target = self._claim(request)
-        if target is None:
-            return None
-        return forwardStreaming(
-            self.clock,
-            request,
-            target,
-            self.options.target,
-            method,
-            self._upstreamPath(path, prefix, query),
-            length,
-        )
-
-    def _claim(self, request: IRequest) -> Optional[Target]:
-        request.kamalService = self.name  # type: ignore[attr-defined]
-        if self.errorPages:
-            request.kamalErrorPages = self.errorPages  # type: ignore[attr-defined]
-        target = self.group.pick()
-        if target is None or target.draining:
-            return None
-        return target
-
-    def _upstreamPath(self, path: bytes, prefix: bytes, query: bytes) -> bytes:
-        if self.options.service.strip_prefix:
-            path = strippedPath(path, prefix)
-        return path + query
 
     def describe(self) -> dict[str, Any]:
         """

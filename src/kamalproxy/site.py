@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_site -*-
 """
-The HTTP site in front of the router: stamps each request with its start
-time, logs it when it ends, and counts requests in flight so a shutdown can
-wait for them.
+The HTTP site in front of the proxy: its requests start their exchange
+(and the pipeline) when their head arrives, and it counts requests in
+flight so that a shutdown can wait for them.
 """
 
 from __future__ import annotations
@@ -12,208 +12,160 @@ from io import BytesIO
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.logger import Logger
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
-from kamalproxy import pages
 from kamalproxy.buffering import bodyFile
 from kamalproxy.channel import ChannelLimits, ConnectionLimiter, buildChannelProtocol
+from kamalproxy.exchange import Exchange
+from kamalproxy.interfaces import IRequestObserver
 from kamalproxy.options import DEFAULT_BUFFER_MEMORY
+from kamalproxy.pipeline.dispatcher import Dispatcher
 
 _log = Logger()
 
 
-def refuseOn(channel: Any, status: int, reason: str) -> None:
+def requestHead(channel: Any) -> tuple[bytes, bytes, bytes]:
     """
-    Answer C{status} with its page straight on C{channel}'s connection and
-    close it: through L{ProxyChannel.refuse} when the channel is ours (one
-    log line, write timeout on the close), else directly.
-    """
-    refuse = getattr(channel, "refuse", None)
-    if refuse is not None:
-        refuse(status, reason)
-        return
-    transport = channel.transport
-    _log.info(
-        "Refused a request from {peer} with {status}: {reason}",
-        peer=getattr(transport.getPeer(), "host", "?") if transport is not None else "?",
-        status=status,
-        reason=reason,
-    )
-    if transport is not None:
-        transport.write(pages.rawResponse(status))
-        transport.loseConnection()
-
-
-def requestTarget(channel: Any) -> tuple[Optional[bytes], Optional[bytes]]:
-    """
-    The method and request target of the request whose head just arrived on
-    C{channel}: Twisted's HTTP/1.1 channel keeps them as C{_command} and
-    C{_path} until the request is complete, its HTTP/2 stream as C{command}
-    and C{path}.
+    The method, request target and version of the request whose head just
+    arrived on C{channel}: Twisted's HTTP/1.1 channel keeps them as
+    C{_command}, C{_path} and C{_version} until the request is complete,
+    its HTTP/2 stream as C{command} and C{path}.
     """
     path = getattr(channel, "_path", None)
     if path is not None:
-        return getattr(channel, "_command", None), path
-    return getattr(channel, "command", None), getattr(channel, "path", None)
+        return channel._command, path, channel._version
+    return channel.command, channel.path, b"HTTP/2"
+
+
+def _bufferWhole(exchange: Exchange) -> None:
+    """
+    The chain of a site over a resource that is not the proxy's: keep the
+    body (memory, then disk) and let Twisted render the resource once it is
+    in.
+    """
+    request = exchange.request
+    content = request.content = bodyFile(exchange.declaredLength, DEFAULT_BUFFER_MEMORY)
+    exchange.bodyConsumer = content.write
+    exchange.whenComplete(lambda: Request.process(request))
 
 
 class ProxyRequest(Request):
     """
-    A request that tells its site when it starts and ends, and that applies
-    its service's body rules as soon as its headers are in: a declared
-    C{Content-Length} over C{--max-request-body} is refused with 413 before
-    the body is read, a chunked body crossing it is cut off with 413, and the
-    body is kept in memory up to C{--buffer-memory}, in a temporary file
-    beyond.
+    A request whose exchange starts when its head has arrived: the site's
+    dispatcher runs the pipeline then, before the body is read; body bytes
+    go where the pipeline said, and the exchange is told when the request
+    is complete and when it ends.
     """
 
-    kamalSite: "ProxySite"
-    kamalRefused = False
-    kamalStreaming: Any = None
-    _bodyLimit = 0
-    _bodyReceived = 0
+    exchange: Optional[Exchange] = None
 
     def gotLength(self, length: Optional[int]) -> None:
-        route = self._routeEarly()
-        self.kamalRoute = route
-        if route is None:
-            self.content = bodyFile(length, DEFAULT_BUFFER_MEMORY)
-            return
-        options = route[0].options.target
-        self._bodyLimit = options.max_request_body_size
-        if self._bodyLimit and length is not None and length > self._bodyLimit:
-            self.content = BytesIO()
-            self._refuse(413, f"declared body of {length} bytes is over the limit")
-            return
-        if not options.buffer_requests and length != 0:
-            self.content = BytesIO()
-            self._startStreaming(route, length)
-            return
-        self.content = bodyFile(length, options.max_memory_buffer_size)
-
-    def _startStreaming(self, route: tuple[Any, bytes], length: Optional[int]) -> None:
-        """
-        Forward now and send the body on as it arrives (request buffering
-        is off for this service).
-        """
-        service, prefix = route
-        site: ProxySite = self.channel.site
-        self.kamalSite = site
-        self.kamalStarted = site.clock.seconds()
-        site.requestStarted(self)
-        command, target = requestTarget(self.channel)
-        path, sep, query = (target or b"/").partition(b"?")
-        # What requestReceived would set, for a request answered (and
-        # logged) before its body is in.
-        self.method = command
-        self.uri, self.path = target or b"/", path
-        self.clientproto = getattr(self.channel, "_version", None) or b"HTTP/2"
-        streaming = service.startStreaming(self, self.method, path, prefix, sep + query, length)
-        if streaming is None:
-            self._refuse(503, "no healthy target")
-            return
-        self.kamalStreaming = streaming
+        channel = self.channel
+        site: ProxySite = channel.site
+        self.content = BytesIO()
+        method, target, version = requestHead(channel)
+        self.exchange = site.dispatcher.begin(self, method, target, version, length, site.observers)
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self.kamalRefused:
-            return
-        streaming = self.kamalStreaming
-        if streaming is not None:
-            streaming.bodyChunk(data)
-            return
-        self._bodyReceived += len(data)
-        if self._bodyLimit and self._bodyReceived > self._bodyLimit:
-            self._refuse(413, "body is over the limit")
-            return
-        self.content.write(data)
-
-    def _routeEarly(self) -> Optional[tuple[Any, bytes]]:
-        """
-        The route for this request from its head alone (the body is not in
-        yet), when the site's resource is the proxy's router.
-        """
-        router = getattr(self.channel.site, "resource", None)
-        routeFor = getattr(router, "routeFor", None)
-        _, target = requestTarget(self.channel)
-        if routeFor is None or not target or not target.startswith(b"/"):
-            return None
-        path = target.split(b"?", 1)[0]
-        challenges = getattr(router, "challenges", None)
-        if challenges is not None and challenges.keyAuthorizationForPath(path) is not None:
-            return None  # an ACME challenge the router answers itself, body unread
-        route = routeFor(self.requestHeaders.getRawHeaders(b"host", [None])[0], path)
-        if route is not None and self.isSecure() and not route[0].options.service.tls_enabled:
-            return None  # answered with 503 by the router, body unread
-        redirectFor = getattr(router, "redirectFor", None)
-        if route is not None and redirectFor is not None and redirectFor(self, route[0], path) is not None:
-            return None  # answered with a redirect by the router, body unread
-        return route
-
-    def _refuse(self, status: int, reason: str) -> None:
-        """
-        Answer C{status} at once, straight on the connection, and close it:
-        the request is never forwarded.
-        """
-        self.kamalRefused = True
-        refuseOn(self.channel, status, reason)
+        exchange = self.exchange
+        if exchange is None:
+            super().handleContentChunk(data)
+        else:
+            exchange.bodyConsumer(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self.kamalRefused:
+        exchange = self.exchange
+        if exchange is None:
+            super().requestReceived(command, path, version)
             return
-        if self.kamalStreaming is not None:
-            self.kamalStreaming.bodyDone()
-        super().requestReceived(command, path, version)
+        if exchange.refused:
+            return
+        # The head was taken apart when it arrived; Twisted's own parsing of
+        # the query and of form bodies is not needed to forward a request.
+        self.content.seek(0, 0)
+        self.args = {}
+        self.process()
 
     def process(self) -> None:
-        site: ProxySite = self.channel.site
-        self.kamalSite = site
-        if self.kamalStreaming is None:
-            self.kamalStarted = site.clock.seconds()
-        site.requestStarted(self)
-        super().process()
-
-    def finish(self) -> None:
-        super().finish()
-        self.kamalSite.requestEnded(self)
+        exchange = self.exchange
+        self.site = self.channel.site
+        if exchange is None:
+            super().process()
+        else:
+            exchange.requestComplete()
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
-        site = getattr(self, "kamalSite", None)
-        if site is not None:
-            site.requestEnded(self)
+        exchange = self.exchange
+        if exchange is not None and not exchange.ended:
+            exchange.clientGone()
 
 
+@implementer(IRequestObserver)
+class _CallWhenEnded:
+    """
+    Calls C{log(request)} for every request that ends.
+    """
+
+    def __init__(self, log: Callable[[IRequest], None]) -> None:
+        self.log = log
+
+    def requestStarted(self, exchange: Exchange) -> None:
+        pass
+
+    def requestEnded(self, exchange: Exchange) -> None:
+        self.log(exchange.request)
+
+
+@implementer(IRequestObserver)
 class ProxySite(Site):
     """
-    A L{Site} for the proxy; C{requestLog} is called with every finished
-    request.
+    A L{Site} for the proxy: requests are dispatched through the pipeline
+    when their head arrives (the resource's C{dispatcher}, when it has one:
+    L{kamalproxy.router.Router}, L{ProxyResource}; else the resource is
+    rendered the Twisted way once the body is in), and the site observes
+    them, counting those in flight so that a shutdown can wait for them.
+
+    @ivar observers: told when each request starts and ends: the site
+        itself, then C{requestLog}.
     """
 
     requestFactory = ProxyRequest
-    # --- connection limits (kamalproxy.channel) ---
     protocol = buildChannelProtocol  # a strict ProxyChannel, still switchable to HTTP/2 by ALPN
 
     def __init__(
         self,
         resource: IResource,
         clock: IReactorTime,
-        requestLog: Optional[Callable[[IRequest], None]] = None,
+        requestLog: Any = None,
         limits: Optional[ChannelLimits] = None,
         **kwargs: Any,
     ) -> None:
+        """
+        @param requestLog: an L{IRequestObserver} (such as
+            L{kamalproxy.requestlog.RequestLogger}), or a callable called
+            with each request that ends.
+        """
         kwargs.setdefault("reactor", clock)  # timeouts on the injected clock, not the global reactor
         super().__init__(resource, **kwargs)
         self.limits = limits if limits is not None else ChannelLimits()
         self.timeOut = self.limits.idleTimeout or None  # HTTP/2's idle timeout
         self.connectionLimiter = ConnectionLimiter(clock, self.limits.maxConnections)
-        # --- end connection limits ---
         self.clock = clock
-        self.requestLog = requestLog
+        dispatcher = getattr(resource, "dispatcher", None)
+        self.dispatcher = dispatcher if dispatcher is not None else Dispatcher(clock, _bufferWhole)
+        observers: list[IRequestObserver] = [self]
+        if requestLog is not None:
+            observers.append(
+                requestLog if IRequestObserver.providedBy(requestLog) else _CallWhenEnded(requestLog)
+            )
+        self.observers = tuple(observers)
         self.active: set[IRequest] = set()
         self._idleWaiters: list[Deferred] = []
         self._channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -225,15 +177,22 @@ class ProxySite(Site):
         return super().buildProtocol(addr)
 
     def log(self, request: IRequest) -> None:
-        if self.requestLog is not None:
-            self.requestLog(request)
+        """
+        Twisted calls this from C{finish}, while the request still has its
+        channel: its exchange ends (and the request log, an observer, logs
+        it).
+        """
+        exchange = getattr(request, "exchange", None)
+        if exchange is not None:
+            exchange.end()
 
-    def requestStarted(self, request: IRequest) -> None:
+    def requestStarted(self, exchange: Exchange) -> None:
+        request = exchange.request
         self.active.add(request)
-        self._channels.add(request.channel)  # type: ignore[attr-defined]
+        self._channels.add(request.channel)
 
-    def requestEnded(self, request: IRequest) -> None:
-        self.active.discard(request)
+    def requestEnded(self, exchange: Exchange) -> None:
+        self.active.discard(exchange.request)
         if not self.active and self._idleWaiters:
             waiters, self._idleWaiters = self._idleWaiters, []
             for d in waiters:

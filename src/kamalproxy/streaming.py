@@ -3,27 +3,22 @@
 Forwarding a request whose body is streamed to the target as it arrives
 (request buffering off).
 
-C{twisted.web} hands a request to its resource only once the whole body is
-in; L{ProxyRequest<kamalproxy.site.ProxyRequest>} starts a
-L{StreamingForwarding} as soon as the head is in instead, feeds it the body
-chunks, and tells it when the request is complete. A response that arrives
-before then is held (with the target connection paused) until the request
-may answer.
+The pipeline runs when the request head has arrived; its forward stage
+starts a L{StreamingForwarding} then when the body is not in yet. The
+exchange feeds it the body chunks and tells it when the request is
+complete. A response that arrives before then is held (with the target
+connection paused) until the request may answer.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from kamalproxy.forwarding import Forwarding, endUnfinished, stampRequest
-from kamalproxy.options import TargetOptions
-from kamalproxy.site import refuseOn
-from kamalproxy.targets import Target
+from kamalproxy.forwarding import Forwarding
 from kamalproxy.upstream import RawHeaders, UpstreamConnection
 
 PENDING_LIMIT = 64 * 1024
@@ -53,16 +48,17 @@ class StreamingForwarding(Forwarding):
     A L{Forwarding} that sends the body while it is being received.
     """
 
-    def startStreaming(
-        self, method: bytes, path: bytes, headers: RawHeaders, length: Optional[int]
-    ) -> None:
+    def startStreaming(self, headers: RawHeaders) -> None:
         """
         Send the head now; the body follows through L{bodyChunk} and
-        L{bodyDone}. C{length} L{None} means the body is chunk-encoded.
+        L{bodyDone} as the exchange receives it (chunk-encoded when its
+        length was not declared).
         """
-        request = self.request
-        assert request is not None
-        self._method, self._path, self._headers = method, path, headers
+        exchange = self.exchange
+        assert exchange is not None
+        request = exchange.request
+        length = exchange.declaredLength
+        self._method, self._path, self._headers = request.method, exchange.upstreamPath, headers
         self._length = length
         self._chunked = length is None
         self._pending: list[bytes] = []
@@ -77,8 +73,14 @@ class StreamingForwarding(Forwarding):
         self._clientTransport = channel.transport if channel.transport is not None else channel
         self._clientPaused = False
         self.target.started(self)
-        request.notifyFinish().addErrback(self._clientGone)
+        exchange.onClientGone = self._clientGone
+        exchange.bodyConsumer = self.bodyChunk
+        exchange.whenComplete(self._requestComplete)
         self._acquire(fresh=False)
+
+    def _requestComplete(self) -> None:
+        self.bodyDone()
+        self.requestReady()
 
     # Request body
 
@@ -86,7 +88,7 @@ class StreamingForwarding(Forwarding):
         """
         Body bytes from the client.
         """
-        if self.request is None or not data:
+        if self.exchange is None or not data:
             return
         conn = self.conn
         if conn is not None and conn.transport is not None:
@@ -107,7 +109,7 @@ class StreamingForwarding(Forwarding):
         conn = self.conn
         if conn is not None and conn.transport is not None:
             self._endBody(conn)
-        if self.request is not None and self.options.response_timeout > 0 and not self.headReceived:
+        if self.exchange is not None and self.options.response_timeout > 0 and not self.headReceived:
             self._timer = self.clock.callLater(self.options.response_timeout, self._timedOut)
 
     def requestReady(self) -> None:
@@ -133,7 +135,7 @@ class StreamingForwarding(Forwarding):
         conn.transport.unregisterProducer()  # type: ignore[union-attr]
 
     def _send(self, conn: UpstreamConnection) -> None:
-        if self.request is None:
+        if self.exchange is None:
             conn.abort()
             return
         self.conn = conn
@@ -189,7 +191,7 @@ class StreamingForwarding(Forwarding):
     def responseFailed(self, reason: Failure, headReceived: bool) -> None:
         if self._ready:
             super().responseFailed(reason, headReceived)
-        elif self.request is not None:
+        elif self.exchange is not None:
             self.log.info(
                 "Unable to proxy request to {target}: {error}",
                 target=self.target.address,
@@ -198,36 +200,13 @@ class StreamingForwarding(Forwarding):
             self._fail(502)
 
     def _fail(self, status: int) -> None:
-        request = self.request
-        if self._ready or request is None:
+        exchange = self.exchange
+        if self._ready or exchange is None:
             super()._fail(status)
             return
         # The request is not complete: answer on the connection and close it.
         self._release()
         self._abortUpstream()
-        request.kamalRefused = True  # type: ignore[attr-defined]
         if self._clientPaused and self._clientTransport is not None:
             self._clientTransport.resumeProducing()
-        refuseOn(request.channel, status, "the target could not take the request")
-        request.kamalStatus = status  # type: ignore[attr-defined]
-        endUnfinished(request)
-
-
-def forwardStreaming(
-    clock: IReactorTime,
-    request: IRequest,
-    target: Target,
-    options: TargetOptions,
-    method: bytes,
-    path: bytes,
-    length: Optional[int],
-) -> StreamingForwarding:
-    """
-    Start forwarding C{request}, whose head alone has arrived, to C{target};
-    its body follows through the returned forwarding's C{bodyChunk} and
-    C{bodyDone}.
-    """
-    headers = stampRequest(clock, request, target, options)
-    forwarding = StreamingForwarding(clock, request, target, options)
-    forwarding.startStreaming(method, path, headers, length)
-    return forwarding
+        exchange.refuse(status, "the target could not take the request")

@@ -1,0 +1,21 @@
+# -*- test-case-name: tests.pipeline.test_stages -*-
+"""
+Stage: pick the target the request goes to, round-robin over the
+service's healthy targets (503 when none is healthy or the group is being
+drained).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from kamalproxy.exchange import Exchange
+
+
+def balance(exchange: Exchange, proceed: Callable[[Exchange], None]) -> None:
+    target = exchange.service.group.pick()
+    if target is None or target.draining:
+        exchange.respondWithPage(503)
+        return
+    exchange.target = target
+    proceed(exchange)

@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.pipeline.test_chain -*-
+"""
+The one place where the request pipeline is composed.
+
+Each stage is a function C{stage(exchange, proceed)} that looks at the
+exchange when the request's head has arrived (before the body is read) and
+either answers (a page, a redirect, a refusal) or calls C{proceed(exchange)}
+to hand it to the next stage, possibly later (response buffering of the
+request body waits for the body). Stages that act on the response wrap
+C{exchange.sink}. A new per-request concern is one module and one line in
+L{buildChain}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IReactorTime
+
+from kamalproxy.exchange import Exchange
+from kamalproxy.pipeline.balance import balance
+from kamalproxy.pipeline.bodylimits import limitBody
+from kamalproxy.pipeline.challenge import answerChallenges
+from kamalproxy.pipeline.forward import forward
+from kamalproxy.pipeline.responsebuffer import bufferResponses
+from kamalproxy.pipeline.route import route
+from kamalproxy.pipeline.tlsgate import secureChannel
+
+Handler = Callable[[Exchange], None]
+Stage = Callable[[Exchange, Handler], None]
+
+
+def compose(*stages: Stage, last: Handler) -> Handler:
+    """
+    One handler that runs C{stages} in order, then C{last}.
+    """
+    handler = last
+    for stage in reversed(stages):
+        handler = _bind(stage, handler)
+    return handler
+
+
+def _bind(stage: Stage, proceed: Handler) -> Handler:
+    def handle(exchange: Exchange) -> None:
+        stage(exchange, proceed)
+
+    handle.__qualname__ = getattr(stage, "__qualname__", "stage")
+    return handle
+
+
+def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Handler:
+    """
+    The proxy's request pipeline, in the order a request goes through it:
+
+      1. an ACME HTTP-01 challenge is answered (before anything can
+         redirect or refuse it);
+      2. the request is routed by host and path prefix (404 when nothing
+         matches);
+      3. TLS gate: TLS to a service without TLS is refused (503), plain
+         HTTP redirected to HTTPS, other hosts to the canonical host;
+      4. body limits: a declared body over the maximum is refused at once
+         (413), the body is buffered (memory, then disk) or streamed;
+      5. response buffering wraps the response sink when the service
+         buffers responses;
+      6. balance: a healthy target is picked (503 when there is none);
+      7. forward: the request is sent to the target and its response
+         flows back out through the sinks.
+
+    C{router} supplies the routes, the ACME responder, the certificate
+    selector and the HTTPS port (see L{kamalproxy.router.Router}); C{send}
+    replaces the last stage (a test's or an embedding application's own).
+    """
+    return compose(
+        answerChallenges(router),
+        route(router),
+        secureChannel(router),
+        limitBody,
+        bufferResponses,
+        balance,
+        last=send,
+    )

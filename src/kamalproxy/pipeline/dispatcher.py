@@ -1,0 +1,132 @@
+# -*- test-case-name: tests.pipeline.test_dispatcher -*-
+"""
+The dispatcher: starts an exchange for each request and runs the pipeline
+over it, once.
+
+Under a L{kamalproxy.site.ProxySite} this happens when the request's head
+has arrived, before its body is read, for HTTP/1.1 and HTTP/2 alike
+(L{Dispatcher.begin}). L{ProxyResource} is the same dispatcher as an
+L{IResource}, for an application that mounts the proxy in its own resource
+tree under a plain L{twisted.web.server.Site}: there Twisted has read the
+whole body before rendering, so the chain runs then (L{Dispatcher.render}),
+with every rule still applied (a body over the limit is answered 413 after
+it was read, rather than before).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from kamalproxy.exchange import Exchange
+from kamalproxy.interfaces import IExchange, IRequestObserver
+from kamalproxy.sinks import RequestSink
+
+Handler = Callable[[Exchange], None]
+
+
+class Dispatcher:
+    """
+    Runs C{chain} (see L{kamalproxy.pipeline.chain.buildChain}) over a new
+    exchange for every request.
+    """
+
+    def __init__(self, clock: IReactorTime, chain: Handler) -> None:
+        self.clock = clock
+        self.chain = chain
+
+    def begin(
+        self,
+        request: Any,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        length: Optional[int],
+        observers: Sequence[IRequestObserver] = (),
+    ) -> Exchange:
+        """
+        The head of C{request} has arrived (its body has not): start its
+        exchange and run the chain.
+
+        @param length: the declared body length, L{None} for chunked.
+        """
+        # What requestReceived would set later, for stages and for a
+        # request answered (and logged) before its body is in.
+        path, sep, query = target.partition(b"?")
+        request.method, request.uri, request.path, request.clientproto = method, target, path, version
+        exchange = self._start(request, observers)
+        exchange.declaredLength = length
+        exchange.path, exchange.query = path, sep + query
+        self.chain(exchange)
+        return exchange
+
+    def render(self, request: IRequest, observers: Sequence[IRequestObserver] = ()) -> Any:
+        """
+        Run the chain for a C{request} Twisted has read whole, in a
+        resource's C{render}; the response is written asynchronously.
+        """
+        exchange = self._start(request, observers)
+        exchange.complete = True
+        path, uri = request.path, request.uri
+        prepath = getattr(request, "prepath", None)
+        if prepath:
+            # Mounted below the root of another application's resource tree:
+            # route on what is left of the path.
+            mount = b"/".join([b""] + prepath)
+            if path.startswith(mount):
+                uri, path = uri[len(mount) :], path[len(mount) :]
+                if not path.startswith(b"/"):
+                    uri, path = b"/" + uri, b"/" + path
+        exchange.path, exchange.query = path, uri[len(path) :]
+        content = request.content
+        if content is not None:
+            content.seek(0, 2)
+            exchange.declaredLength = content.tell()
+            content.seek(0)
+        if getattr(request, "exchange", None) is None:
+            # A plain request: learn its end from Twisted.
+            request.notifyFinish().addCallbacks(
+                lambda _: exchange.end(), lambda _: exchange.clientGone()
+            )
+        self.chain(exchange)
+        return NOT_DONE_YET
+
+    def _start(self, request: Any, observers: Sequence[IRequestObserver]) -> Exchange:
+        exchange: Exchange = IExchange(request)
+        exchange.clock = self.clock
+        exchange.started = self.clock.seconds()
+        exchange.secure = request.isSecure()
+        exchange.observers = observers
+        exchange.sink = RequestSink(exchange)
+        exchange.begin()
+        return exchange
+
+
+@implementer(IResource)
+class ProxyResource:
+    """
+    A L{Dispatcher} as a leaf L{IResource}.
+
+    @ivar observers: told when each request starts and ends (e.g. a
+        L{kamalproxy.requestlog.RequestLogger}).
+    """
+
+    isLeaf = True
+
+    def __init__(self, dispatcher: Dispatcher, observers: Sequence[IRequestObserver] = ()) -> None:
+        self.dispatcher = dispatcher
+        self.observers = observers
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        return self
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        raise NotImplementedError("the proxy has no children")
+
+    def render(self, request: IRequest) -> Any:
+        return self.dispatcher.render(request, self.observers)
