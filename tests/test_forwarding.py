@@ -443,6 +443,34 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual(statusOf(proxy.response), 200)
         self.assertTrue(proxy.client.disconnecting)
 
+    def test_drainCancelWhileBufferingGives504(self) -> None:
+        """
+        With C{buffer_responses}, a response still being buffered when the
+        drain deadline passes has reached nothing of the client yet: the
+        client gets the 504 page, not an empty closed connection.
+        """
+        proxy = _Proxy(self, buffer_responses=True)
+        proxy.get()
+        proxy.upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+        drained = proxy.target.drain(2)
+        proxy.clock.advance(2)
+        self.successResultOf(drained)
+        self.assertEqual(statusOf(proxy.response), 504)
+        self.assertNotIn(b"ab", proxy.response.split(b"\r\n\r\n", 1)[0])
+        self.assertTrue(proxy.upstream.transport.disconnected)
+
+    def test_bufferedResponseOverMaximumGives502(self) -> None:
+        """
+        A buffered response crossing C{max_response_body_size} is dropped:
+        the client gets the 502 page and the target connection is closed.
+        """
+        proxy = _Proxy(self, buffer_responses=True, max_response_body_size=4)
+        proxy.get()
+        proxy.upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabcde")
+        self.assertEqual(statusOf(proxy.response), 502)
+        self.assertTrue(proxy.upstream.transport.disconnected)
+        self.assertEqual(proxy.target.inflight, set())
+
     def test_staleKeptAliveConnectionRetried(self) -> None:
         """
         A C{GET} sent on a kept-alive connection that the target had

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 from io import BytesIO
-from typing import IO, Optional
+from typing import IO, Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
@@ -171,14 +171,17 @@ def endToEndHeaders(headers: RawHeaders) -> RawHeaders:
 @implementer(IPushProducer)
 class _UpstreamProducer:
     """
-    Lets a slow client pause reading from the target.
+    The target's response as a producer: a slow client pauses reading from
+    the target; a consumer that wants no more (a sink giving up, a client
+    gone) stops it, which abandons the response.
     """
 
-    __slots__ = ("transport", "paused")
+    __slots__ = ("transport", "paused", "onStop")
 
-    def __init__(self, transport: IPushProducer) -> None:
+    def __init__(self, transport: IPushProducer, onStop: Callable[[], None]) -> None:
         self.transport = transport
         self.paused = False
+        self.onStop = onStop
 
     def pauseProducing(self) -> None:
         if not self.paused:
@@ -191,7 +194,7 @@ class _UpstreamProducer:
             self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
-        self.transport.stopProducing()
+        self.onStop()
 
 
 class Forwarding:
@@ -293,7 +296,8 @@ class Forwarding:
         sink = exchange.sink
         sink.head(status, reason, endToEndHeaders(headers))
         if self.conn is not None and self.conn.transport is not None:
-            sink.registerProducer(_UpstreamProducer(self.conn.transport), True)  # type: ignore[arg-type]
+            producer = _UpstreamProducer(self.conn.transport, self._abandoned)  # type: ignore[arg-type]
+            sink.registerProducer(producer, True)
 
     def _startTunnel(self, headers: RawHeaders) -> bool:
         """
@@ -425,6 +429,13 @@ class Forwarding:
             return
         self._abortUpstream()
         self._release()
+
+    def _abandoned(self) -> None:
+        """
+        The sinks want no more of the response (one gave up on it, or the
+        client went away): drop the target connection.
+        """
+        self._clientGone()
 
     def _abortUpstream(self) -> None:
         conn, self.conn = self.conn, None
