@@ -28,6 +28,7 @@ from kamalproxy.channel import (
     ProxyChannel,
 )
 from kamalproxy.options import DeployOptions, ServiceOptions, TargetOptions
+from kamalproxy.connlimit import ConnectionLimitFactory, ConnectionLimiter
 from kamalproxy.exchange import Exchange
 from kamalproxy.pipeline.chain import buildChain
 from kamalproxy.pipeline.dispatcher import Dispatcher
@@ -749,9 +750,19 @@ class TimeoutTests(RefusalMixin, SynchronousTestCase):
         self.assertEqual(conn.clock.getDelayedCalls(), [])
 
 
+class _TCPTransport(StringTransportWithDisconnection):
+    """
+    A fake TCP transport (TLS asks for C{TCP_NODELAY}).
+    """
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
 class ConnectionLimitTests(SynchronousTestCase):
     """
-    C{maxConnections} refuses new connections, not established ones.
+    C{maxConnections} refuses new connections, not established ones, in
+    L{ConnectionLimitFactory}, the outermost factory of a listener.
     """
 
     def setUp(self) -> None:
@@ -759,7 +770,16 @@ class ConnectionLimitTests(SynchronousTestCase):
         globalLogPublisher.addObserver(self.logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
         self.recorder = Recorder()
-        self.site = ProxySite(self.recorder, MemoryReactorClock(), limits=ChannelLimits(maxConnections=2))
+        self.clock = MemoryReactorClock()
+        self.site = ProxySite(self.recorder, self.clock)
+        self.factory = ConnectionLimitFactory(self.site, ConnectionLimiter(self.clock, 2))
+
+    def connect(self, factory: Any = None) -> Connection:
+        protocol = (factory or self.factory).buildProtocol(PEER)
+        transport = _TCPTransport(peerAddress=PEER)
+        transport.protocol = protocol  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        return Connection(self.clock, self.site, protocol, transport)  # type: ignore[arg-type]
 
     def test_refusedBeyondLimit(self) -> None:
         """
@@ -767,39 +787,58 @@ class ConnectionLimitTests(SynchronousTestCase):
         socket at once); established connections are still served, and a
         closed one makes room.
         """
-        first = connect(site=self.site)
-        connect(site=self.site)
-        self.assertIsNone(self.site.buildProtocol(PEER))
+        first = self.connect()
+        self.connect()
+        self.assertIsNone(self.factory.buildProtocol(PEER))
         first.send(GOOD)
         self.assertEqual(len(self.recorder.seen), 1)
         first.transport.loseConnection()
-        self.assertIsNotNone(self.site.buildProtocol(PEER))
+        self.assertFalse(first.protocol.connected)  # the site's shutdown reads it
+        self.assertIsNotNone(self.factory.buildProtocol(PEER))
+
+    def test_countsAcrossTLS(self) -> None:
+        """
+        Around TLS (the HTTPS listener), the limit needs no special case: a
+        refused connection never reaches TLS, an admitted one is counted
+        until it closes.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from kamalproxy.tls.sni import CertificateSelector
+
+        tls = TLSMemoryBIOFactory(CertificateSelector(lambda host: None).serverOptions(), False, self.site)
+        factory = ConnectionLimitFactory(tls, ConnectionLimiter(self.clock, 1))
+        conn = self.connect(factory)
+        self.assertEqual(factory.limiter.open, 1)
+        self.assertIsNone(factory.buildProtocol(PEER))
+        conn.transport.loseConnection()
+        self.assertEqual(factory.limiter.open, 0)
 
     def test_refusalsLoggedOncePerSecond(self) -> None:
         """
         A flood of refused connections is logged as one summary a second,
         not a line per connection.
         """
-        connect(site=self.site)
-        connect(site=self.site)
+        self.connect()
+        self.connect()
         for _ in range(1000):
-            self.site.buildProtocol(PEER)
+            self.factory.buildProtocol(PEER)
         self.assertEqual([e for e in self.logged if "count" in e], [])
-        self.site.clock.advance(1)  # type: ignore[attr-defined]
+        self.clock.advance(1)
         summaries = [e for e in self.logged if "count" in e]
         self.assertEqual(len(summaries), 1)
         self.assertEqual((summaries[0]["count"], summaries[0]["maximum"]), (1000, 2))
-        self.site.clock.advance(10)  # type: ignore[attr-defined]
+        self.clock.advance(10)
         self.assertEqual(len([e for e in self.logged if "count" in e]), 1)
 
     def test_unlimited(self) -> None:
         """
         0 means no limit.
         """
-        site = ProxySite(Recorder(), MemoryReactorClock(), limits=ChannelLimits(maxConnections=0))
+        factory = ConnectionLimitFactory(self.site, ConnectionLimiter(self.clock, 0))
         for _ in range(50):
-            connect(site=site)
-        self.assertIsNotNone(site.buildProtocol(PEER))
+            self.connect(factory)
+        self.assertIsNotNone(factory.buildProtocol(PEER))
 
 
 class OptionsTests(SynchronousTestCase):

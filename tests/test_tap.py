@@ -17,6 +17,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from kamalproxy.site import ProxySite
 from kamalproxy.state import STATE_FILE_NAME
 from kamalproxy.controlserver import ControlFactory
+from kamalproxy.connlimit import ConnectionLimitFactory
 from kamalproxy.tap import (
     SHUTDOWN_GRACE,
     ControlSocketInUse,
@@ -232,9 +233,14 @@ class BuildServiceTests(SynchronousTestCase):
         service = self.build()
         self.assertEqual(self.reactor.tcpServers, [])
         service.startService()
-        [(port, site, _, interface), (httpsPort, tls, _, _)] = self.reactor.tcpServers
+        [(port, limited, _, interface), (httpsPort, limitedTLS, _, _)] = self.reactor.tcpServers
         self.assertEqual((port, interface), (8080, ""))
         self.assertEqual(httpsPort, 443)
+        # --max-connections is the outermost factory of both listeners, one
+        # count across them.
+        self.assertIsInstance(limited, ConnectionLimitFactory)
+        self.assertIs(limited.limiter, limitedTLS.limiter)
+        site, tls = limited.wrappedFactory, limitedTLS.wrappedFactory
         self.assertIs(tls.wrappedFactory, site)
         self.assertIsInstance(site, ProxySite)
         self.assertIs(site.resource, service.router)
@@ -424,9 +430,9 @@ class TLSOptionsTests(SynchronousTestCase):
         self.assertEqual(service.router.httpsPort, 9443)
         service.startService()
         self.addCleanup(service.stopService)
-        [_, (port, tls, _, interface)] = self.reactor.tcpServers
+        [_, (port, limited, _, interface)] = self.reactor.tcpServers
         self.assertEqual((port, interface), (9443, "127.0.0.1"))
-        self.assertIs(tls.wrappedFactory, service.site)
+        self.assertIs(limited.wrappedFactory.wrappedFactory, service.site)
 
     def test_acmeOptions(self) -> None:
         """

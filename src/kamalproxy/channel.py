@@ -226,7 +226,7 @@ class ChunkedDecoder:
         return False
 
 
-def _formatAddress(address: Optional[IAddress]) -> str:
+def formatAddress(address: Optional[IAddress]) -> str:
     host = getattr(address, "host", None)
     if host is None:
         return "?" if address is None else str(address)
@@ -236,7 +236,7 @@ def _formatAddress(address: Optional[IAddress]) -> str:
 
 def _peer(transport: Any) -> str:
     try:
-        return _formatAddress(transport.getPeer())
+        return formatAddress(transport.getPeer())
     except Exception:
         return "?"
 
@@ -636,71 +636,19 @@ class ProxyChannel(HTTPChannel):
                 self._startIdle()
 
 
-class ConnectionLimiter:
-    """
-    Counts open connections and refuses new ones beyond C{maximum} (0: no
-    limit), logging refusals at most once a second.
-    """
-
-    def __init__(self, clock: IReactorTime, maximum: int) -> None:
-        self.clock = clock
-        self.maximum = maximum
-        self.open = 0
-        self.refused = 0
-        self._unreported = 0
-        self._lastPeer = "?"
-        self._report: Optional[IDelayedCall] = None
-
-    def admit(self, addr: Optional[IAddress]) -> bool:
-        """
-        Whether a new connection from C{addr} may be served.
-        """
-        if not self.maximum or self.open < self.maximum:
-            return True
-        self.refused += 1
-        self._unreported += 1
-        self._lastPeer = _formatAddress(addr)
-        if self._report is None:
-            self._report = self.clock.callLater(1.0, self._reportRefused)
-        return False
-
-    def _reportRefused(self) -> None:
-        self._report = None
-        _log.info(
-            "Refused {count} connections over the limit of {maximum} (last from {peer})",
-            count=self._unreported,
-            maximum=self.maximum,
-            peer=self._lastPeer,
-        )
-        self._unreported = 0
-
-    def opened(self) -> None:
-        self.open += 1
-
-    def closed(self) -> None:
-        self.open -= 1
-
-
 class _ProxyChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     """
-    Twisted's HTTP/1.1-or-HTTP/2 switch around a L{ProxyChannel}, counting
-    the connection in a L{ConnectionLimiter}.
+    Twisted's HTTP/1.1-or-HTTP/2 switch around a L{ProxyChannel}, with
+    cleartext HTTP/2 (h2c) by prior knowledge.
     """
 
-    def __init__(
-        self, channel: ProxyChannel, limiter: Optional[ConnectionLimiter], h2c: bool = False
-    ) -> None:
+    def __init__(self, channel: ProxyChannel, h2c: bool = False) -> None:
         super().__init__(channel)
-        self._limiter = limiter
-        self._counted = False
         # The first bytes, kept while they may still be the HTTP/2 preface
         # (only when cleartext HTTP/2 is on); None once decided.
         self._h2cBuffer: Optional[bytes] = b"" if h2c and H2_ENABLED else None
 
     def makeConnection(self, transport: Any) -> None:
-        if self._limiter is not None and not self._counted:
-            self._counted = True
-            self._limiter.opened()
         self._channel.makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -733,22 +681,16 @@ class _ProxyChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         switchToHTTP2(self, self._factory.reactor)
 
     def connectionLost(self, reason: Failure) -> None:
-        try:
-            self._channel.connectionLost(reason)
-        finally:
-            if self._counted:
-                self._counted = False
-                self._limiter.closed()  # type: ignore[union-attr]
+        self._channel.connectionLost(reason)
 
 
 def buildChannelProtocol(site: Any) -> _ProxyChannelProtocol:
     """
     A connection for C{site}, to be its factory's C{protocol}: a
-    L{ProxyChannel} with C{site.limits}, counted by C{site.connectionLimiter}.
+    L{ProxyChannel} with C{site.limits}.
     """
     return _ProxyChannelProtocol(
         ProxyChannel(getattr(site, "limits", None) or ChannelLimits()),
-        getattr(site, "connectionLimiter", None),
         bool(getattr(site, "h2c", False)),
     )
 
@@ -756,7 +698,6 @@ def buildChannelProtocol(site: Any) -> _ProxyChannelProtocol:
 __all__ = [
     "ChannelLimits",
     "ChunkedDecoder",
-    "ConnectionLimiter",
     "MalformedChunkedBody",
     "ProxyChannel",
     "buildChannelProtocol",

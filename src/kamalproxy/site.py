@@ -21,7 +21,7 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from kamalproxy.buffering import bodyFile
-from kamalproxy.channel import ChannelLimits, ConnectionLimiter, buildChannelProtocol
+from kamalproxy.channel import ChannelLimits, buildChannelProtocol
 from kamalproxy.exchange import Exchange
 from kamalproxy.interfaces import IRequestObserver
 from kamalproxy.options import DEFAULT_BUFFER_MEMORY
@@ -156,7 +156,6 @@ class ProxySite(Site):
         super().__init__(resource, **kwargs)
         self.limits = limits if limits is not None else ChannelLimits()
         self.timeOut = self.limits.idleTimeout or None  # HTTP/2's idle timeout
-        self.connectionLimiter = ConnectionLimiter(clock, self.limits.maxConnections)
         self.clock = clock
         dispatcher = getattr(resource, "dispatcher", None)
         self.dispatcher = dispatcher if dispatcher is not None else Dispatcher(clock, _bufferWhole)
@@ -169,12 +168,6 @@ class ProxySite(Site):
         self.active: set[IRequest] = set()
         self._idleWaiters: list[Deferred] = []
         self._channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
-
-    def buildProtocol(self, addr: Any) -> Any:
-        # --- connection limits (kamalproxy.channel): None closes it at once ---
-        if not self.connectionLimiter.admit(addr):
-            return None
-        return super().buildProtocol(addr)
 
     def log(self, request: IRequest) -> None:
         """

@@ -29,6 +29,7 @@ from kamalproxy.controlserver import ControlFactory
 from kamalproxy.durations import parseDuration
 from kamalproxy.options import ServiceOptions
 from kamalproxy.paths import defaultSocketPath, defaultStateDir
+from kamalproxy.connlimit import ConnectionLimitFactory, ConnectionLimiter
 from kamalproxy.requestlog import RequestLogger
 from kamalproxy.router import Router, tcpConnectorFor
 from kamalproxy.site import ProxySite
@@ -331,25 +332,33 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         if issuers is not None:
             issuers.update()  # certificates for new TLS hosts, now
 
-    router = Router(reactor, tcpConnectorFor(reactor), onChange=changed)
-    selector = CertificateSelector(router.serviceForHost)
-    router.certificates = selector
-    router.httpsPort = _endpointPort(config.get("https-endpoint")) or config.get("https-port") or 443
+    selector = CertificateSelector(lambda host: router.serviceForHost(host))
     responder = HTTP01Responder()
-    router.challenges = responder
+    router = Router(
+        reactor,
+        tcpConnectorFor(reactor),
+        onChange=changed,
+        challenges=responder,
+        certificates=selector,
+        httpsPort=_endpointPort(config.get("https-endpoint")) or config.get("https-port") or 443,
+    )
     router.restore(store.load())
     site = ProxySite(router, reactor, requestLog=RequestLogger(reactor), limits=channelLimits(config))
     site.displayTracebacks = False
     site.h2c = bool(config.get("h2c"))
     service = ProxyService(router, site)
-    listener = strports.service(config["http-endpoint"], site, reactor=reactor)
+    limiter = ConnectionLimiter(reactor, site.limits.maxConnections)  # across both listeners
+    listener = strports.service(
+        config["http-endpoint"], ConnectionLimitFactory(site, limiter), reactor=reactor
+    )
     listener._raiseSynchronously = True  # a port in use stops the start, loudly
     listener.setServiceParent(service)
     httpsEndpoint = config.get("https-endpoint")
     if httpsEndpoint:
-        tlsFactory = _TLSFactory(selector.serverOptions(), False, site)
+        tlsFactory = TLSMemoryBIOFactory(selector.serverOptions(), False, site)
         httpsListener = StreamServerEndpointService(
-            endpoints.serverFromString(reactor, httpsEndpoint), tlsFactory
+            endpoints.serverFromString(reactor, httpsEndpoint),
+            ConnectionLimitFactory(tlsFactory, limiter),
         )
         httpsListener._raiseSynchronously = True
         httpsListener.setServiceParent(service)
@@ -369,21 +378,6 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     controlListener._raiseSynchronously = True
     controlListener.setServiceParent(service)
     return service
-
-
-class _TLSFactory(TLSMemoryBIOFactory):
-    """
-    TLS around the site, keeping the site's refusal of a connection
-    (C{--max-connections}) a refusal.
-    """
-
-    noisy = False
-
-    def buildProtocol(self, addr: Any) -> Any:
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        if wrapped is None:
-            return None
-        return self.protocol(self, wrapped)
 
 
 def _endpointPort(description: Optional[str]) -> Optional[int]:
