@@ -165,6 +165,17 @@ class RequestLineTests(SynchronousTestCase):
         generated = self._line(_request({}))["request_id"]
         self.assertEqual(len(generated), 36)
 
+    def test_escaping(self) -> None:
+        """
+        Quotes, backslashes, control characters and non-ASCII text in logged
+        values come out as valid JSON that reads back the same.
+        """
+        awkward = 'a"b\\c\x01\t\u00e9'.encode("latin-1")
+        request = _request({b"host": awkward, b"user-agent": b"ua \xe2\x98\x83"})
+        fields = self._line(request)
+        self.assertEqual(fields["host"], awkward.decode("latin-1"))
+        self.assertEqual(fields["user_agent"], b"ua \xe2\x98\x83".decode("latin-1"))
+
     def test_clientClosedStatus(self) -> None:
         """
         The status noted for a client that went away (499) wins over the

@@ -181,10 +181,13 @@ class Exchange:
 
 def exchangeFor(request: Request) -> Exchange:
     """
-    The adapter behind C{IExchange(request)}: a new, empty exchange (the
-    dispatcher fills it in when the request's head arrives).
+    The adapter behind C{IExchange(request)}: the exchange the dispatcher
+    started for the request, else a new, empty one.
     """
-    return Exchange(request)
+    exchange = getattr(request, "exchange", None)
+    if exchange is None:
+        exchange = request.exchange = Exchange(request)  # type: ignore[attr-defined]
+    return exchange
 
 
 registerAdapter(exchangeFor, Request, IExchange)

@@ -26,21 +26,9 @@ from kamalproxy.exchange import Exchange
 from kamalproxy.interfaces import IRequestObserver
 from kamalproxy.options import DEFAULT_BUFFER_MEMORY
 from kamalproxy.pipeline.dispatcher import Dispatcher
+from kamalproxy.twistedcompat import requestHead
 
 _log = Logger()
-
-
-def requestHead(channel: Any) -> tuple[bytes, bytes, bytes]:
-    """
-    The method, request target and version of the request whose head just
-    arrived on C{channel}: Twisted's HTTP/1.1 channel keeps them as
-    C{_command}, C{_path} and C{_version} until the request is complete,
-    its HTTP/2 stream as C{command} and C{path}.
-    """
-    path = getattr(channel, "_path", None)
-    if path is not None:
-        return channel._command, path, channel._version
-    return channel.command, channel.path, b"HTTP/2"
 
 
 def _bufferWhole(exchange: Exchange) -> None:

@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from kamalproxy.exchange import Exchange
-from kamalproxy.interfaces import IExchange, IRequestObserver
+from kamalproxy.interfaces import IRequestObserver
 from kamalproxy.sinks import RequestSink
 
 Handler = Callable[[Exchange], None]
@@ -70,7 +70,16 @@ class Dispatcher:
         Run the chain for a C{request} Twisted has read whole, in a
         resource's C{render}; the response is written asynchronously.
         """
-        exchange = self._start(request, observers)
+        exchange = getattr(request, "exchange", None)
+        if exchange is None:
+            # A plain request: start its exchange, and learn its end from
+            # Twisted.
+            exchange = self._start(request, observers)
+            request.notifyFinish().addCallbacks(
+                lambda _: exchange.end(), lambda _: exchange.clientGone()
+            )
+        # (A ProxyRequest under a ProxySite over another resource tree has
+        # its exchange, begun when its head arrived.)
         exchange.complete = True
         path, uri = request.path, request.uri
         prepath = getattr(request, "prepath", None)
@@ -88,16 +97,11 @@ class Dispatcher:
             content.seek(0, 2)
             exchange.declaredLength = content.tell()
             content.seek(0)
-        if getattr(request, "exchange", None) is None:
-            # A plain request: learn its end from Twisted.
-            request.notifyFinish().addCallbacks(
-                lambda _: exchange.end(), lambda _: exchange.clientGone()
-            )
         self.chain(exchange)
         return NOT_DONE_YET
 
     def _start(self, request: Any, observers: Sequence[IRequestObserver]) -> Exchange:
-        exchange: Exchange = IExchange(request)
+        exchange = request.exchange = Exchange(request)  # also what IExchange(request) returns
         exchange.clock = self.clock
         exchange.started = self.clock.seconds()
         exchange.secure = request.isSecure()

@@ -1,0 +1,94 @@
+"""
+CPU per proxied request in the proxy's own Python code, without sockets.
+
+Drives a real router, site, channel, pipeline and upstream client over
+in-memory transports (one keep-alive client connection, one pooled target
+connection), with the request log on (its lines are formatted and dropped),
+and prints microseconds per 1 KiB GET. Everything the kernel and the reactor
+add under wrk is left out, so the figure moves only when our code (or
+Twisted's HTTP code) does: use it to compare two versions, and bench/run.sh
+for figures next to Caddy and nginx.
+
+    python bench/inprocess.py [REQUESTS] [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from twisted.internet.defer import succeed
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger
+
+from kamalproxy.requestlog import RequestLogger
+from kamalproxy.router import Router
+from kamalproxy.site import ProxySite
+from kamalproxy.upstream import UpstreamConnection
+
+BODY = b"x" * 1024
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (len(BODY), BODY)
+)
+REQUEST = (
+    b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:9010\r\nUser-Agent: wrk\r\n"
+    b"Accept: */*\r\n\r\n"
+)
+
+
+class _Target(StringTransport):
+    """
+    The target's end of a pooled connection.
+    """
+
+    def abortConnection(self) -> None:
+        self.loseConnection()
+
+
+def build() -> tuple[Any, StringTransport, list[UpstreamConnection]]:
+    clock = MemoryReactorClock()
+    connections: list[UpstreamConnection] = []
+
+    def connectorFor(host: str, port: int) -> Any:
+        def connect() -> Any:
+            conn = UpstreamConnection()
+            conn.makeConnection(_Target())
+            connections.append(conn)
+            return succeed(conn)
+
+        return connect
+
+    router = Router(clock, connectorFor)
+    router.restore([{"name": "bench", "targets": ["127.0.0.1:9001"], "options": {}}])
+    logger = RequestLogger(clock, Logger(namespace="bench", observer=lambda event: None))
+    site = ProxySite(router, clock, requestLog=logger)
+    protocol = site.buildProtocol(None)
+    client = StringTransport()
+    protocol.makeConnection(client)
+    return protocol, client, connections
+
+
+def run(requests: int) -> float:
+    protocol, client, connections = build()
+    start = time.process_time()
+    for _ in range(requests):
+        protocol.dataReceived(REQUEST)
+        target = connections[-1]
+        target.transport.clear()  # type: ignore[union-attr]
+        target.dataReceived(RESPONSE)
+        client.clear()
+    return (time.process_time() - start) / requests * 1e6
+
+
+def main(argv: list[str]) -> None:
+    requests = int(argv[1]) if len(argv) > 1 else 20000
+    rounds = int(argv[2]) if len(argv) > 2 else 5
+    run(2000)  # warm-up
+    figures = sorted(run(requests) for _ in range(rounds))
+    print(f"in-process: {figures[len(figures) // 2]:.1f} us/request (median of {rounds}; min {figures[0]:.1f})")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,123 @@
+# -*- test-case-name: tests.test_twistedcompat -*-
+"""
+Every private Twisted name kamal-proxy uses, in one place, each checked when
+this module is imported.
+
+Twisted renames or drops private names between releases without notice
+(C{H2Stream.writeHeaders}' argument type changed between 24.3 and 24.7 with no
+rename). Reaching them only through this module means an upgrade that breaks
+one fails at start-up with a message naming it and the Twisted version,
+instead of as a wrong answer under traffic; CI runs the suite against the
+lowest Twisted that C{setup.cfg} allows and the newest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import twisted
+from twisted.web import http
+from twisted.web.http_headers import Headers
+
+SUPPORTED = ">= 26.10"
+
+
+class IncompatibleTwisted(ImportError):
+    """
+    The installed Twisted lacks a private name kamal-proxy relies on.
+    """
+
+
+def _missing(what: str) -> IncompatibleTwisted:
+    return IncompatibleTwisted(
+        f"kamal-proxy needs Twisted's private {what}, which Twisted {twisted.__version__} "
+        f"does not have (kamal-proxy supports Twisted {SUPPORTED})"
+    )
+
+
+def require(owner: Any, names: str, where: str) -> None:
+    """
+    Raise L{IncompatibleTwisted} unless C{owner} has every attribute in the
+    space-separated C{names}; C{where} names C{owner} in the message.
+    """
+    for name in names.split():
+        if not hasattr(owner, name):
+            raise _missing(f"{where}.{name}")
+
+
+def _importPrivate(module: str, names: str) -> dict[str, Any]:
+    try:
+        imported = __import__(module, fromlist=names.split())
+    except ImportError:
+        raise _missing(f"module {module}") from None
+    require(imported, names, module)
+    return {name: getattr(imported, name) for name in names.split()}
+
+
+# --- private modules and classes -------------------------------------------
+
+_h2 = _importPrivate("twisted.web._http2", "H2Connection H2Stream _END_STREAM_SENTINEL")
+H2Connection = _h2["H2Connection"]
+H2Stream = _h2["H2Stream"]
+END_STREAM_SENTINEL = _h2["_END_STREAM_SENTINEL"]
+
+GenericHTTPChannelProtocol = _importPrivate("twisted.web.http", "_GenericHTTPChannelProtocol")[
+    "_GenericHTTPChannelProtocol"
+]
+
+# --- private attributes ----------------------------------------------------
+
+# Headers keeps its fields in a dict keyed by lower-case name; the request
+# log and the forwarding headers read several fields per request, and
+# getRawHeaders() re-encodes the name on every call.
+require(Headers(), "_rawHeaders", "Headers")
+
+# HTTPChannel keeps the request line of the request being received until
+# it is complete (read when the head has arrived, before the body).
+require(http.HTTPChannel, "_finishRequestBody _respondToBadRequestAndDisconnect", "HTTPChannel")
+require(http.HTTPChannel(), "_dataBuffer _handlingRequest _transferDecoder", "HTTPChannel()")
+
+
+def rawHeaders(headers: Headers) -> dict[bytes, list[bytes]]:
+    """
+    C{headers}' fields as a dict from name to values (read only), keyed as
+    L{fieldKey} says.
+    """
+    return headers._rawHeaders  # type: ignore[no-any-return]
+
+
+def fieldKey(name: bytes) -> bytes:
+    """
+    The key under which L{Headers} stores the field C{name} in
+    L{rawHeaders} (Twisted 26 canonicalises to C{Header-Case}; asked of
+    Twisted itself, so a change of that rule is followed).
+    """
+    probe = Headers()
+    probe.setRawHeaders(name, [b""])
+    [key] = rawHeaders(probe)
+    return key
+
+
+def requestHead(channel: Any) -> tuple[bytes, bytes, bytes]:
+    """
+    The method, request target and version of the request whose head just
+    arrived on C{channel}: Twisted's HTTP/1.1 channel keeps them as
+    C{_command}, C{_path} and C{_version} until the request is complete,
+    its HTTP/2 stream as C{command} and C{path}.
+    """
+    path = getattr(channel, "_path", None)
+    if path is not None:
+        return channel._command, path, channel._version
+    return channel.command, channel.path, b"HTTP/2"
+
+
+__all__ = [
+    "END_STREAM_SENTINEL",
+    "GenericHTTPChannelProtocol",
+    "H2Connection",
+    "H2Stream",
+    "IncompatibleTwisted",
+    "rawHeaders",
+    "require",
+    "requestHead",
+]
