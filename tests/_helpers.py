@@ -6,19 +6,18 @@ C{twisted.web.test.requesthelper}) are private API (Twisted's
 compatibility policy, "Test Changes"), so every test imports them from here:
 if they move, only this module changes.
 
-Also here: L{FakeTargets}, in-memory targets for a L{Router} whose health
-checks the test controls, and L{proxyConnection}, an HTTP connection to a
-L{ProxySite} over a L{StringTransport}.
+Also here: L{FakeTargets} (the public L{kamalproxy.testing.MemoryTargets}),
+in-memory targets for a L{Router} whose health checks the test controls,
+and L{proxyConnection}, an HTTP connection to a L{ProxySite} over a
+L{StringTransport}.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from typing import Any, Callable, Optional
+from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.test.iosim import FakeTransport, IOPump, connect, connectedServerAndClient
@@ -26,6 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from kamalproxy.site import ProxySite
+from kamalproxy.testing import MemoryTargets as FakeTargets
 from kamalproxy.upstream import UpstreamConnection
 
 
@@ -51,73 +51,6 @@ def connectedUpstream() -> UpstreamConnection:
     transport.protocol = conn
     conn.makeConnection(transport)
     return conn
-
-
-class _TargetTransport(StringTransportWithDisconnection):
-    """
-    The transport of a connection to a fake target: a health probe (a
-    request with C{User-Agent: kamal-proxy}) is answered at once as its
-    L{FakeTargets} says; any other request is left for the test to answer.
-    """
-
-    def __init__(self, targets: "FakeTargets", address: str) -> None:
-        super().__init__()
-        self._targets = targets
-        self.address = address
-        self.isProbe: Optional[bool] = None
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        if self.isProbe is not None:
-            return
-        self.isProbe = b"\r\nUser-Agent: kamal-proxy\r\n" in self.value()
-        if not self.isProbe:
-            self._targets.connections.append(self.protocol)  # type: ignore[arg-type]
-            return
-        self._targets.probes.append(self.address)
-        status = self._targets.health.get(self.address, self._targets.defaultHealth)
-        if status is not None:
-            self.protocol.dataReceived(
-                b"HTTP/1.1 %d Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % status
-            )
-
-
-class FakeTargets:
-    """
-    Targets in memory, for a L{Router}'s C{connectorFor}.
-
-    @ivar health: the status each target (C{"host:port"}) answers its health
-        probes with; L{None} never answers. Targets not in it answer
-        L{defaultHealth}.
-    @ivar refused: targets whose connections are refused.
-    @ivar connections: every connection that carried a request other than a
-        health probe, in order.
-    @ivar probes: the address of every health probe sent, in order.
-    @ivar attempts: how many connections were asked for.
-    """
-
-    def __init__(self, defaultHealth: Optional[int] = 200) -> None:
-        self.defaultHealth = defaultHealth
-        self.health: dict[str, Optional[int]] = {}
-        self.refused: set[str] = set()
-        self.connections: list[UpstreamConnection] = []
-        self.probes: list[str] = []
-        self.attempts = 0
-
-    def connectorFor(self, host: str, port: int) -> Callable[[], Deferred]:
-        address = f"{host}:{port}"
-
-        def connect() -> Deferred:
-            self.attempts += 1
-            if address in self.refused:
-                return fail(ConnectionRefusedError(address))
-            conn = UpstreamConnection()
-            transport = _TargetTransport(self, address)
-            transport.protocol = conn
-            conn.makeConnection(transport)
-            return succeed(conn)
-
-        return connect
 
 
 def proxyConnection(

@@ -23,25 +23,11 @@ from kamalproxy.requestlog import RequestLogger
 from kamalproxy.router import Router
 from kamalproxy.sinks import RequestSink, SinkWrapper
 from kamalproxy.site import ProxySite
+from kamalproxy.testing import RecordingObserver
 
 from ._helpers import DummyChannel, FakeTargets, proxyConnection, statusOf
 
 TARGET = "10.0.0.1:3000"
-
-
-class _Recorder:
-    """
-    An observer that records what it is told.
-    """
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Exchange]] = []
-
-    def requestStarted(self, exchange: Exchange) -> None:
-        self.events.append(("started", exchange))
-
-    def requestEnded(self, exchange: Exchange) -> None:
-        self.events.append(("ended", exchange))
 
 
 class ExchangeTests(SynchronousTestCase):
@@ -78,12 +64,12 @@ class ExchangeTests(SynchronousTestCase):
         Observers hear of the end once, however many paths end it; a client
         gone before the end is logged as 499.
         """
-        recorder = _Recorder()
+        recorder = RecordingObserver()
         exchange = Exchange(Request(DummyChannel()), observers=[recorder])
         exchange.clientGone()
         exchange.end()
         exchange.clientGone()
-        self.assertEqual([event for event, _ in recorder.events], ["ended"])
+        self.assertEqual((recorder.started, recorder.ended), ([], [exchange]))
         self.assertEqual(exchange.status, 499)
 
 
@@ -216,10 +202,10 @@ class ChainTests(SynchronousTestCase):
         The site's observers are told when a request starts and ends.
         """
         proxy = _Proxy(self)
-        recorder = _Recorder()
+        recorder = RecordingObserver()
         proxy.site.observers += (recorder,)
         proxy.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        self.assertEqual([event for event, _ in recorder.events], ["started", "ended"])
+        self.assertEqual((len(recorder.started), recorder.ended), (1, recorder.started))
         self.assertEqual(proxy.site.active, set())
 
 
@@ -243,7 +229,7 @@ class PlainSiteTests(SynchronousTestCase):
             ]
         )
         self.addCleanup(self.router.stop)
-        self.recorder = _Recorder()
+        self.recorder = RecordingObserver()
         root = Resource()
         root.putChild(b"apps", ProxyResource(self.router.dispatcher, observers=[self.recorder]))
         site = Site(root, reactor=self.clock)
@@ -261,7 +247,7 @@ class PlainSiteTests(SynchronousTestCase):
         )
         self.assertEqual(statusOf(self.client.value()), 413)
         self.assertEqual(self.targets.connections, [])
-        self.assertEqual([event for event, _ in self.recorder.events], ["started", "ended"])
+        self.assertEqual((len(self.recorder.started), self.recorder.ended), (1, self.recorder.started))
 
     def test_forwardedBelowMount(self) -> None:
         """
@@ -276,4 +262,4 @@ class PlainSiteTests(SynchronousTestCase):
         conn.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nhi")
         self.assertEqual(statusOf(self.client.value()), 201)
         self.assertTrue(self.client.value().endswith(b"hi"))
-        self.assertEqual(self.recorder.events[-1][1].status, None)
+        self.assertEqual(self.recorder.ended[-1].status, None)
