@@ -13,13 +13,19 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
-from kamalproxy.control import CommandFailed, Deploy, List, Remove
+from kamalproxy.control import CommandFailed, Deploy, List, Remove, StateNotSaved
 from kamalproxy.controlserver import ControlFactory, ControlLocator
 from kamalproxy.router import Router
+from kamalproxy.state import SaveFailed
 
 from ._helpers import FakeTargets, connectedServerAndClient
 
 TARGET = "10.0.0.1:3000"
+DISK_FULL = "cannot save state: No space left on device"
+
+
+def _diskFull(snapshot: object) -> None:
+    raise SaveFailed(DISK_FULL)
 
 
 class ControlServerTests(SynchronousTestCase):
@@ -155,6 +161,31 @@ class ControlServerTests(SynchronousTestCase):
         self.successResultOf(self.call(Deploy, service="app", targets=[TARGET], options="{}"))
         self.assertEqual(self.successResultOf(self.call(Remove, service="app")), {})
         self.assertEqual(self.router.services, {})
+
+    def test_deployNotSaved(self) -> None:
+        """
+        A deploy whose state cannot be saved fails with L{StateNotSaved}
+        carrying the reason, nothing is deployed, nothing is logged as an
+        unhandled error, and the connection stays usable.
+        """
+        self.router.persist = _diskFull
+        d = self.call(Deploy, service="app", targets=[TARGET], options="{}")
+        self.assertEqual(self.failureResultOf(d, StateNotSaved).getErrorMessage(), DISK_FULL)
+        self.assertEqual(self.router.services, {})
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.successResultOf(self.call(List))
+
+    def test_removeNotSaved(self) -> None:
+        """
+        A remove whose state cannot be saved fails with L{StateNotSaved};
+        the service stays.
+        """
+        self.successResultOf(self.call(Deploy, service="app", targets=[TARGET], options="{}"))
+        self.router.persist = _diskFull
+        d = self.call(Remove, service="app")
+        self.assertEqual(self.failureResultOf(d, StateNotSaved).getErrorMessage(), DISK_FULL)
+        self.assertEqual(list(self.router.services), ["app"])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_factory(self) -> None:
         """

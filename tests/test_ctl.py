@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kamalproxy import cli, ctl
-from kamalproxy.control import CommandFailed, Deploy, List, Remove
+from kamalproxy.control import CommandFailed, ControlError, Deploy, List, Remove, StateNotSaved
 from kamalproxy.options import DeployOptions, fromJSON
 from kamalproxy.paths import defaultSocketPath, defaultStateDir
 
@@ -147,16 +147,18 @@ class RecordingLocator(amp.CommandLocator):
 
     @ivar calls: C{(command name, arguments)} in the order received.
     @ivar pending: if set, the Deferred C{Deploy} answers with.
+    @ivar failureType: the declared error C{failure} is sent as.
     """
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.failure: str | None = None
+        self.failureType: type[ControlError] = CommandFailed
         self.pending: Deferred[dict[str, Any]] | None = None
 
     def _answer(self, result: dict[str, Any]) -> Deferred[dict[str, Any]]:
         if self.failure is not None:
-            return fail(CommandFailed(self.failure))
+            return fail(self.failureType(self.failure))
         return succeed(result)
 
     @Deploy.responder
@@ -328,6 +330,19 @@ class RoundTripTests(TestCase):
             "Error: target failed to become healthy within configured timeout (30s)\n",
         )
         self.assertEqual(self.stdout.getvalue(), "")
+
+    async def test_stateNotSaved(self) -> None:
+        """
+        A deploy or remove the daemon could not save is one C{Error:} line
+        with the daemon's reason, and exit 1.
+        """
+        self.locator.failure = "cannot save state: No space left on device"
+        self.locator.failureType = StateNotSaved
+        self.assertEqual(await self.ctl("deploy", "s", "--target", "web"), 1)
+        self.assertEqual(await self.ctl("remove", "s"), 1)
+        self.assertEqual(
+            self.stderr.getvalue(), "Error: cannot save state: No space left on device\n" * 2
+        )
 
     async def test_deployRefusedLocally(self) -> None:
         """

@@ -4,13 +4,14 @@ Tests for L{kamalproxy.state}: the state file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kamalproxy import state
-from kamalproxy.state import STATE_FILE_NAME, StateStore
+from kamalproxy import atomicfile, state
+from kamalproxy.state import STATE_FILE_NAME, SaveFailed, StateStore
 
 from ._helpers import tempDir
 
@@ -73,10 +74,38 @@ class StateStoreTests(SynchronousTestCase):
             raise OSError("disk full")
 
         self.patch(state.os, "replace", broken)
-        self.assertRaises(OSError, self.store.save, [])
+        self.assertRaises(SaveFailed, self.store.save, [])
         self.assertEqual(os.listdir(self.directory), [STATE_FILE_NAME])
         with open(self.store.path) as f:
             self.assertEqual(json.load(f), SNAPSHOT)
+
+    def test_diskFull(self) -> None:
+        """
+        A disk that fills up during a save fails it with L{SaveFailed},
+        whose message is the one line for the user; the previous state file
+        is kept and no temporary file is left behind.
+        """
+        self.store.save(SNAPSHOT)
+
+        def full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        self.patch(atomicfile.os, "write", full)
+        error = self.assertRaises(SaveFailed, self.store.save, [])
+        self.assertEqual(str(error), "cannot save state: No space left on device")
+        self.assertEqual(os.listdir(self.directory), [STATE_FILE_NAME])
+        with open(self.store.path) as f:
+            self.assertEqual(json.load(f), SNAPSHOT)
+
+    def test_directoryUnusable(self) -> None:
+        """
+        A state directory that cannot be made fails the save with
+        L{SaveFailed} too.
+        """
+        blocker = os.path.join(self.directory, "file")
+        open(blocker, "w").close()
+        error = self.assertRaises(SaveFailed, StateStore(os.path.join(blocker, "dir")).save, [])
+        self.assertEqual(str(error), "cannot save state: Not a directory")
 
     def test_missing(self) -> None:
         """

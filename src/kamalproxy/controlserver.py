@@ -13,9 +13,10 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-from kamalproxy.control import CommandFailed, Deploy, List, Remove
+from kamalproxy.control import CommandFailed, Deploy, List, Remove, StateNotSaved
 from kamalproxy.options import DeployOptions, InvalidOptions, fromJSON
 from kamalproxy.router import DeployError, Router
+from kamalproxy.state import SaveFailed
 
 
 class ControlLocator(amp.CommandLocator):
@@ -36,6 +37,8 @@ class ControlLocator(amp.CommandLocator):
         except (InvalidOptions, DeployError, ValueError) as e:
             self.log.info("Deploy of {service} failed: {error}", service=service, error=str(e))
             raise CommandFailed(str(e))
+        except SaveFailed as e:
+            raise self._notSaved("Deploy", service, e)
         return {}
 
     @Remove.responder
@@ -44,7 +47,19 @@ class ControlLocator(amp.CommandLocator):
             self.router.remove(service)
         except DeployError as e:
             raise CommandFailed(str(e))
+        except SaveFailed as e:
+            raise self._notSaved("Remove", service, e)
         return {}
+
+    def _notSaved(self, verb: str, service: str, error: SaveFailed) -> StateNotSaved:
+        """
+        Log a change refused because the state could not be saved, and
+        return the error for the client.
+        """
+        self.log.error(
+            "{verb} of {service} not made: {error}", verb=verb, service=service, error=str(error)
+        )
+        return StateNotSaved(str(error))
 
     @List.responder
     def list(self) -> dict[str, Any]:

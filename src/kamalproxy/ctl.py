@@ -29,7 +29,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from kamalproxy import options
-from kamalproxy.control import CommandFailed, Deploy, List, Remove
+from kamalproxy.control import ControlError, Deploy, List, Remove
 from kamalproxy.flags import (
     FlagError,
     Invocation,
@@ -174,7 +174,7 @@ async def _call(
         call.addTimeout(timeout, reactor)  # type: ignore[arg-type]
         try:
             return await call  # type: ignore[no-any-return]
-        except CommandFailed as e:
+        except ControlError as e:
             raise _Failed(str(e) or "the command failed") from None
         except TimeoutError:
             raise _Failed(f"no answer from kamal-proxy after {options.describeTimeout(timeout)}")

@@ -19,6 +19,14 @@ from kamalproxy.atomicfile import atomicWrite
 STATE_FILE_NAME = "kamal-proxy.state"
 
 
+class SaveFailed(Exception):
+    """
+    The state file could not be written (a full disk, a read-only
+    directory); the old file is as it was. The message is the one-line
+    reason for the user: C{cannot save state: No space left on device}.
+    """
+
+
 class StateStore:
     """
     Keeps the router's snapshot in C{<directory>/kamal-proxy.state}.
@@ -34,10 +42,15 @@ class StateStore:
         """
         Write C{snapshot} atomically: a temporary file in the same directory,
         flushed to disk, then renamed over the old one.
+
+        @raise SaveFailed: it could not be written; the old file is kept.
         """
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         data = json.dumps(snapshot, indent=2, sort_keys=True).encode("utf-8")
-        atomicWrite(FilePath(self.path), data, 0o600)
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            atomicWrite(FilePath(self.path), data, 0o600)
+        except OSError as e:
+            raise SaveFailed(f"cannot save state: {e.strerror or e}") from e
 
     def load(self) -> list[dict[str, Any]]:
         """

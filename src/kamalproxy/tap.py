@@ -327,11 +327,10 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     issuers: Optional[AcmeIssuers] = None
 
     def changed(snapshot: list[dict[str, Any]]) -> None:
-        store.save(snapshot)
         if issuers is not None:
             issuers.update()  # certificates for new TLS hosts, now
 
-    router = Router(reactor, tcpConnectorFor(reactor), onChange=changed)
+    router = Router(reactor, tcpConnectorFor(reactor), onChange=changed, persist=store.save)
     selector = CertificateSelector(router.serviceForHost)
     router.certificates = selector
     router.httpsPort = _endpointPort(config.get("https-endpoint")) or config.get("https-port") or 443

@@ -365,6 +365,7 @@ async def startDaemon(
     extraArgs: Sequence[str] = (),
     waitReady: bool = True,
     env: Optional[Mapping[str, str]] = None,
+    wrapper: Sequence[str] = (),
 ) -> Daemon:
     """
     Spawn a daemon on 127.0.0.1 with its own port, socket and state dir
@@ -373,6 +374,9 @@ async def startDaemon(
     @param twistd: run it as C{twistd -n --pidfile= kamal-proxy} instead of
         C{kamal-proxy run}.
     @param waitReady: wait for its listeners to be open (L{READY_MARK}).
+    @param wrapper: a command (its first word a path) that runs the daemon's
+        command line given after it, replacing itself with it (C{exec}), so
+        the daemon keeps its process ID.
     """
     workDir = tempDir(testCase)
     port = freePort() if port is None else port
@@ -394,6 +398,8 @@ async def startDaemon(
         program = executable("kamal-proxy")
         argv = [program, "run", *flags]
     output = OutputCollector(" ".join(os.path.basename(a) for a in argv[:2]))
+    if wrapper:
+        program, argv = wrapper[0], [*wrapper, *argv]
     process = reactor.spawnProcess(output, program, argv, env=environment(env), path=workDir)
     daemon = Daemon(port, socketPath, stateDir, output, process)
     daemon.httpsPort = httpsPort
