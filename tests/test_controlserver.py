@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
@@ -195,3 +197,79 @@ class ControlServerTests(SynchronousTestCase):
         self.assertIsInstance(protocol, amp.AMP)
         self.assertIsInstance(protocol.locator, ControlLocator)
         self.assertIs(protocol.locator.router, self.router)
+
+
+class _UnreadConnection(FileDescriptor):
+    """
+    A control connection with Twisted's own write buffering and flow
+    control (L{FileDescriptor}) whose client reads nothing until C{reads}
+    is set.
+
+    @ivar written: how many bytes the protocol wrote.
+    @ivar received: what the client has read.
+    """
+
+    def __init__(self, reactor: MemoryReactorClock) -> None:
+        super().__init__(reactor)
+        self.connected = 1
+        self.reads = False
+        self.written = 0
+        self.received = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        super().write(data)
+
+    def writeSomeData(self, data: bytes) -> int:
+        if not self.reads:
+            return 0
+        self.received += data
+        return len(data)
+
+    def getHost(self) -> UNIXAddress:
+        return UNIXAddress(b"kamal-proxy.sock")
+
+    def getPeer(self) -> UNIXAddress:
+        return UNIXAddress(None)
+
+
+class FlowControlTests(SynchronousTestCase):
+    """
+    A client that sends commands without reading the answers.
+    """
+
+    def test_unreadAnswersBounded(self) -> None:
+        """
+        While the answers a client has not read fill the connection's write
+        buffer, the daemon reads no more of its commands; once the client
+        reads, every command is answered.
+        """
+        reactor = MemoryReactorClock()
+        router = Router(reactor, FakeTargets().connectorFor)
+        protocol = ControlFactory(router).buildProtocol(None)
+        transport = _UnreadConnection(reactor)
+        protocol.makeConnection(transport)
+        transport.startReading()
+        count = 10000
+        pending = b"".join(
+            amp.AmpBox({b"_command": b"List", b"_ask": b"%d" % i}).serialize() for i in range(count)
+        )
+
+        def read() -> None:
+            # what the reactor does while the connection is readable
+            nonlocal pending
+            while pending and transport in reactor.readers:
+                chunk, pending = pending[:65536], pending[65536:]
+                protocol.dataReceived(chunk)
+
+        read()
+        self.assertNotIn(transport, reactor.readers)
+        self.assertTrue(pending)
+        self.assertLess(transport.written, 2 * transport.bufferSize)
+
+        transport.reads = True
+        while transport in reactor.writers or (pending and transport in reactor.readers):
+            if transport in reactor.writers:
+                transport.doWrite()
+            read()
+        self.assertEqual(bytes(transport.received).count(b"\x00\x07_answer"), count)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
+from zope.interface import implementer
 
 from kamalproxy.control import CommandFailed, Deploy, List, Remove, StateNotSaved
 from kamalproxy.options import DeployOptions, InvalidOptions, fromJSON
@@ -66,6 +68,35 @@ class ControlLocator(amp.CommandLocator):
         return {"services": json.dumps(self.router.describe())}
 
 
+@implementer(IPushProducer)
+class ControlProtocol(amp.AMP):
+    """
+    One control connection. It is its transport's streaming producer: while
+    the answers not yet read by the client fill the transport's write
+    buffer, it stops reading commands (and parsing those already read), so
+    a client that sends commands without reading the answers cannot make
+    the daemon buffer them without bound.
+    """
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.transport.registerProducer(self, True)
+
+    # IPushProducer, for the transport
+
+    def pauseProducing(self) -> None:
+        self.paused = True  # the parsing loop stops before the next string
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.transport.resumeProducing()
+        self.dataReceived(b"")  # the commands read before the pause
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
 class ControlFactory(Factory):
     """
     Serves L{ControlLocator} over AMP.
@@ -75,4 +106,4 @@ class ControlFactory(Factory):
         self.router = router
 
     def buildProtocol(self, addr: Any) -> amp.AMP:
-        return amp.AMP(locator=ControlLocator(self.router))
+        return ControlProtocol(locator=ControlLocator(self.router))
