@@ -148,6 +148,18 @@ class ControlServerTests(SynchronousTestCase):
         d = self.call(Deploy, service="app", targets=["bad target!"], options="{}")
         self.assertIn("invalid host pattern", self.failureResultOf(d, CommandFailed).getErrorMessage())
 
+    def test_deployNameTooLong(self) -> None:
+        """
+        A service name longer than 255 characters is refused with
+        L{CommandFailed}; nothing is deployed.
+        """
+        d = self.call(Deploy, service="a" * 60000, targets=[TARGET], options="{}")
+        self.assertEqual(
+            self.failureResultOf(d, CommandFailed).getErrorMessage(),
+            "invalid service name: longer than 255 characters",
+        )
+        self.assertEqual(self.router.services, {})
+
     def test_removeUnknown(self) -> None:
         """
         C{Remove} of a service that does not exist fails with

@@ -171,8 +171,9 @@ class DropInTests(TestCase):
 
     async def test_badFlagChangesNothing(self) -> None:
         """
-        A deploy with a bad flag exits non-zero with a one-line reason
-        naming it, never reaches the target, and leaves C{list} unchanged.
+        A deploy with a bad flag, or a service name over 255 characters,
+        exits non-zero with a one-line reason naming it, never reaches the
+        target, and leaves C{list} unchanged.
         """
         daemon = await startDaemon(self)
         app = startBackend(self, "app")
@@ -191,6 +192,9 @@ class DropInTests(TestCase):
             result = await run("deploy", "app", f"--target={other.address}", "--no-such-flag")
             reason = assertOneLineError(self, result, prog)
             self.assertIn("--no-such-flag", reason)
+            result = await run("deploy", "a" * 60000, f"--target={other.address}")
+            reason = assertOneLineError(self, result, prog)
+            self.assertEqual(reason, "invalid service name: longer than 255 characters")
 
         after = await ctl(daemon.socket, "list")
         self.assertEqual(after.out, before.out)
