@@ -15,7 +15,14 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
-from kamalproxy.control import CommandFailed, Deploy, List, Remove, StateNotSaved
+from kamalproxy.control import (
+    CommandFailed,
+    Deploy,
+    InvalidArguments,
+    List,
+    Remove,
+    StateNotSaved,
+)
 from kamalproxy.controlserver import ControlFactory, ControlLocator
 from kamalproxy.router import Router
 from kamalproxy.state import SaveFailed
@@ -157,6 +164,53 @@ class ControlServerTests(SynchronousTestCase):
         self.assertEqual(
             self.failureResultOf(d, CommandFailed).getErrorMessage(),
             "invalid service name: longer than 255 characters",
+        )
+        self.assertEqual(self.router.services, {})
+
+    def callRaw(self, command: bytes, **arguments: bytes) -> Deferred:
+        """
+        Send C{command} with C{arguments} as they are on the wire, as a
+        client other than ours might.
+        """
+        answer: Deferred = Deferred()
+        self.client.callRemoteString(command, **arguments).chainDeferred(answer)
+        self.pump.flush()
+        return answer
+
+    def assertInvalidArguments(self, d: Deferred, description: str) -> None:
+        """
+        C{d} failed with the declared error L{InvalidArguments} and
+        C{description}, nothing was logged as an unhandled error, and the
+        connection is still usable.
+        """
+        error = self.failureResultOf(d, amp.RemoteAmpError).value
+        self.assertEqual((error.errorCode, error.description), (b"INVALID_ARGUMENTS", description))
+        self.assertIs(Remove.reverseErrors[error.errorCode], InvalidArguments)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.successResultOf(self.call(List))
+
+    def test_argumentNotUTF8(self) -> None:
+        """
+        An argument that is not UTF-8 is answered with L{InvalidArguments}
+        naming it.
+        """
+        self.assertInvalidArguments(
+            self.callRaw(b"Remove", service=b"\xff\xfe"), "argument service is not valid UTF-8"
+        )
+        self.assertInvalidArguments(
+            self.callRaw(b"Deploy", service=b"app", targets=b"\x00\x02\xff\xfe", options=b"{}"),
+            "argument targets is not valid UTF-8",
+        )
+        self.assertEqual(self.router.services, {})
+
+    def test_argumentMissing(self) -> None:
+        """
+        A command without one of its arguments is answered with
+        L{InvalidArguments} naming it.
+        """
+        self.assertInvalidArguments(self.callRaw(b"Remove"), "missing argument: service")
+        self.assertInvalidArguments(
+            self.callRaw(b"Deploy", service=b"app", options=b"{}"), "missing argument: targets"
         )
         self.assertEqual(self.router.services, {})
 

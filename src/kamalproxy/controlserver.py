@@ -7,18 +7,45 @@ router's public methods, and the factory served on the control socket.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
+from twisted.internet.defer import fail
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 from zope.interface import implementer
 
-from kamalproxy.control import CommandFailed, Deploy, List, Remove, StateNotSaved
+from kamalproxy.control import (
+    CommandFailed,
+    Deploy,
+    InvalidArguments,
+    List,
+    Remove,
+    StateNotSaved,
+)
 from kamalproxy.options import DeployOptions, InvalidOptions, fromJSON
 from kamalproxy.router import DeployError, Router
 from kamalproxy.state import SaveFailed
+
+
+_COMMANDS: dict[bytes, type[amp.Command]] = {c.commandName: c for c in (Deploy, Remove, List)}
+
+
+def argumentProblem(command: type[amp.Command], box: amp.AmpBox) -> Optional[str]:
+    """
+    What is wrong with the arguments of C{command} in C{box}, in one line,
+    or L{None} when they can be read.
+    """
+    for name, argument in command.arguments:
+        label = name.decode("ascii")
+        if name not in box and not argument.optional:
+            return f"missing argument: {label}"
+        try:
+            argument.fromBox(name, amp.AmpBox(box), {}, None)
+        except UnicodeDecodeError:
+            return f"argument {label} is not valid UTF-8"
+    return None
 
 
 class ControlLocator(amp.CommandLocator):
@@ -30,6 +57,31 @@ class ControlLocator(amp.CommandLocator):
 
     def __init__(self, router: Router) -> None:
         self.router = router
+
+    def locateResponder(self, name: bytes) -> Any:
+        """
+        The responder for command C{name}, answering a command whose
+        arguments cannot be read with the declared error
+        L{InvalidArguments} (AMP's own handling would log a traceback and
+        answer "Unknown Error").
+        """
+        responder = super().locateResponder(name)
+        command = _COMMANDS.get(name)
+        if responder is None or command is None:
+            return responder
+
+        def checked(box: amp.AmpBox) -> Any:
+            problem = argumentProblem(command, box)
+            if problem is None:
+                return responder(box)
+            self.log.warn(
+                "Refused a {command} command: {problem}",
+                command=command.__name__,
+                problem=problem,
+            )
+            return fail(amp.RemoteAmpError(command.errors[InvalidArguments], problem))
+
+        return checked
 
     @Deploy.responder
     async def deploy(self, service: str, targets: list[str], options: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """
 The command line against a real daemon: C{kamal-proxy VERB} is a drop-in for
 C{kamal-proxy-ctl VERB}, Kamal's own deploy command works unchanged, bad
-input changes nothing, and a missing daemon is reported plainly.
+input changes nothing (from our CLI or another control client), and a
+missing daemon is reported plainly.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import json
 import os
 import socket
 
+from twisted.internet import reactor
+from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.protocols import amp
 from twisted.trial.unittest import TestCase
 
 from tests.integration.harness import (
@@ -201,6 +205,42 @@ class DropInTests(TestCase):
         self.assertEqual((other.requests, other.healthChecks), ([], 0))
         status, headers, _ = await fetch(daemon.url("/"))
         self.assertEqual((status, headers.get("x-version")), (200, "app"))
+
+
+class MalformedCommandTests(TestCase):
+    """
+    Commands from a control client other than ours.
+    """
+
+    timeout = 30
+
+    async def test_unreadableArguments(self) -> None:
+        """
+        A command whose argument is not UTF-8, or is missing, is answered
+        with a declared error saying so; the daemon logs one line, no
+        traceback, and keeps the connection.
+        """
+        daemon = await startDaemon(self)
+        client = await connectProtocol(UNIXClientEndpoint(reactor, daemon.socket), amp.AMP())
+        self.addCleanup(client.transport.loseConnection)
+        answers = []
+        for command, arguments in ((b"Remove", {"service": b"\xff"}), (b"Remove", {})):
+            try:
+                await client.callRemoteString(command, **arguments)
+            except amp.RemoteAmpError as e:
+                answers.append((e.errorCode, e.description))
+        self.assertEqual(
+            answers,
+            [
+                (b"INVALID_ARGUMENTS", "argument service is not valid UTF-8"),
+                (b"INVALID_ARGUMENTS", "missing argument: service"),
+            ],
+        )
+        await client.callRemoteString(b"List")
+        await daemon.waitForMessage("Refused a Remove command: missing argument: service")
+        refused = [e for e in daemon.logs() if e["msg"].startswith("Refused a Remove command")]
+        self.assertEqual([e["level"] for e in refused], ["WARN", "WARN"])
+        self.assertEqual([e for e in daemon.logs() if "error" in e or e["level"] == "ERROR"], [])
 
 
 class NoDaemonTests(TestCase):
