@@ -8,6 +8,7 @@ in a temporary directory, as C{kamal-proxy-ctl} talks to the daemon.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -20,7 +21,9 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import getConnectError
 from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -443,6 +446,58 @@ class RoundTripTests(TestCase):
         self.assertEqual(await self.ctl("deploy", "--help"), 0)
         self.assertIn("kamal-proxy-ctl deploy <service> [flags]", self.stdout.getvalue())
         self.assertEqual(self.stderr.getvalue(), "")
+
+
+class ConnectFailureTests(SynchronousTestCase):
+    """
+    How a failed connection to the control socket is reported.
+    """
+
+    def failConnect(self, errorNumber: int) -> str:
+        """
+        Run C{kamal-proxy-ctl list} whose connection fails with
+        C{errorNumber}; return what it wrote on stderr.
+        """
+        reactor = MemoryReactorClock()
+        stdout, stderr = io.StringIO(), io.StringIO()
+        running = Deferred.fromCoroutine(
+            ctl.run(reactor, ["--socket", "/run/kp.sock", "list"], stdout, stderr)
+        )
+        [(_, factory, _, _)] = reactor.unixClients
+        reason = getConnectError((errorNumber, os.strerror(errorNumber)))
+        factory.clientConnectionFailed(reactor.connectors[0], Failure(reason))
+        self.assertEqual(self.successResultOf(running), 1)
+        self.assertEqual(stdout.getvalue(), "")
+        return stderr.getvalue()
+
+    def test_permissionDenied(self) -> None:
+        """
+        A socket the user may not use is reported as C{permission denied},
+        not as a daemon that is not running.
+        """
+        expected = "Error: cannot connect to the kamal-proxy control socket at /run/kp.sock: permission denied\n"
+        self.assertEqual(self.failConnect(errno.EACCES), expected)
+        self.assertEqual(self.failConnect(errno.EPERM), expected)
+
+    def test_notRunning(self) -> None:
+        """
+        No socket file, or one nobody listens on, is C{is it running?}.
+        """
+        for errorNumber in (errno.ENOENT, errno.ECONNREFUSED):
+            self.assertEqual(
+                self.failConnect(errorNumber),
+                "Error: cannot connect to the kamal-proxy control socket at /run/kp.sock: is it running?\n",
+            )
+
+    def test_otherReason(self) -> None:
+        """
+        Any other failure names the system's reason.
+        """
+        self.assertEqual(
+            self.failConnect(errno.EAGAIN),
+            "Error: cannot connect to the kamal-proxy control socket at /run/kp.sock: "
+            f"{os.strerror(errno.EAGAIN)}\n",
+        )
 
 
 class MainTests(SynchronousTestCase):

@@ -16,10 +16,11 @@ the pure L{formatServiceTable}; only L{run} touches the network.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
-from typing import Any, Iterable, Mapping, NoReturn, Sequence, TextIO
+from typing import Any, Iterable, Mapping, NoReturn, Optional, Sequence, TextIO
 
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
@@ -139,11 +140,20 @@ def parseServiceList(text: str) -> list[Mapping[str, Any]]:
     return services
 
 
-def cannotConnect(path: str) -> str:
+def cannotConnect(path: str, errorNumber: Optional[int] = None) -> str:
     """
-    The reason shown when nothing answers on the control socket.
+    The reason shown when the control socket cannot be connected to:
+    C{permission denied} for C{EACCES} and C{EPERM}, C{is it running?} when
+    nothing answers (no socket, a dead one), else the system's reason.
+
+    @param errorNumber: the C{errno} of the failed C{connect}, if known.
     """
-    return f"cannot connect to the kamal-proxy control socket at {path}: is it running?"
+    where = f"cannot connect to the kamal-proxy control socket at {path}"
+    if errorNumber in (errno.EACCES, errno.EPERM):
+        return f"{where}: permission denied"
+    if errorNumber in (None, errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+        return f"{where}: is it running?"
+    return f"{where}: {os.strerror(errorNumber)}"  # type: ignore[arg-type]
 
 
 class _Failed(Exception):
@@ -167,8 +177,8 @@ async def _call(
     endpoint = UNIXClientEndpoint(reactor, socketPath)
     try:
         client = await connectProtocol(endpoint, _ControlClient())
-    except ConnectError:
-        raise _Failed(cannotConnect(socketPath)) from None
+    except ConnectError as e:
+        raise _Failed(cannotConnect(socketPath, e.osError)) from None
     try:
         call = client.callRemote(command, **arguments)
         call.addTimeout(timeout, reactor)  # type: ignore[arg-type]

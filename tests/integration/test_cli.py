@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 
 from twisted.internet import reactor
@@ -20,8 +21,10 @@ from tests.integration.harness import (
     CommandResult,
     ctl,
     deployArgs,
+    executable,
     fetch,
     kamalProxy,
+    runCommand,
     startBackend,
     startDaemon,
     tempDir,
@@ -241,6 +244,35 @@ class MalformedCommandTests(TestCase):
         refused = [e for e in daemon.logs() if e["msg"].startswith("Refused a Remove command")]
         self.assertEqual([e["level"] for e in refused], ["WARN", "WARN"])
         self.assertEqual([e for e in daemon.logs() if "error" in e or e["level"] == "ERROR"], [])
+
+
+class PermissionTests(TestCase):
+    """
+    A user who may not use the control socket.
+    """
+
+    timeout = 30
+
+    async def test_permissionDenied(self) -> None:
+        """
+        Commands from a user without permission on the socket say
+        C{permission denied}, not that the daemon is not running. (Run as
+        root giving the socket to another user and dropping root's power to
+        override file permissions for the command.)
+        """
+        setpriv = shutil.which("setpriv")
+        if setpriv is None or os.geteuid() != 0:
+            self.skipTest("needs root and setpriv")
+        daemon = await startDaemon(self)
+        os.chown(daemon.socket, 65534, 65534)
+        unprivileged = [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+        result = await runCommand([*unprivileged, executable("kamal-proxy"), "--socket", daemon.socket, "list"])
+        if result.err.startswith("setpriv:"):
+            self.skipTest(f"setpriv cannot drop capabilities here: {result.err.strip()}")
+        self.assertEqual(
+            tuple(result),
+            (1, "", f"Error: cannot connect to the kamal-proxy control socket at {daemon.socket}: permission denied\n"),
+        )
 
 
 class NoDaemonTests(TestCase):
