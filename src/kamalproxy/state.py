@@ -14,7 +14,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from kamalproxy.atomicfile import atomicWrite
+from kamalproxy.atomicfile import atomicWrite, staleTemporaryFiles
 
 STATE_FILE_NAME = "kamal-proxy.state"
 
@@ -57,7 +57,11 @@ class StateStore:
         The saved snapshot; empty when there is none. A file that cannot be
         read as a snapshot is logged, moved aside (C{.corrupt-<time>}) and
         treated as empty, so the daemon starts rather than crash-loops.
+
+        Meant for start-up: temporary files left by a save that was killed
+        (C{.kamal-proxy.state.<hex>.tmp}) are removed first.
         """
+        self._removeStaleTemporaryFiles()
         try:
             with open(self.path, "rb") as f:
                 raw = f.read()
@@ -82,3 +86,16 @@ class StateStore:
             )
             return []
         return snapshot
+
+    def _removeStaleTemporaryFiles(self) -> None:
+        for stale in staleTemporaryFiles(FilePath(self.path)):
+            try:
+                stale.remove()
+            except OSError as e:
+                self.log.warn(
+                    "Cannot remove {path}, left by an interrupted save: {error}",
+                    path=stale.path,
+                    error=e.strerror or str(e),
+                )
+            else:
+                self.log.info("Removed {path}, left by an interrupted save", path=stale.path)

@@ -369,3 +369,24 @@ class RestartTests(TestCase):
         self.assertIn("Restored app", messages)
         self.assertIn("Restored api", messages)
         self.assertEqual([m for m in messages if m.startswith("Deployed")], [])
+
+    async def test_startRemovesTemporaryFilesOfAKilledSave(self) -> None:
+        """
+        A daemon killed while saving leaves a C{.kamal-proxy.state.<hex>.tmp}
+        file in the state directory; the next start removes it (and no
+        other file) and says so.
+        """
+        stateDir = os.path.join(tempfile.mkdtemp(prefix="kp-it-"), "state")
+        self.addCleanup(shutil.rmtree, os.path.dirname(stateDir), ignore_errors=True)
+        os.makedirs(stateDir)
+        stale = os.path.join(stateDir, ".kamal-proxy.state.5eb2c0ffee00.tmp")
+        other = os.path.join(stateDir, ".kamal-proxy.state.mine.tmp")
+        for path in (stale, other):
+            with open(path, "w") as f:
+                f.write('[{"name": "half')
+
+        daemon = await startDaemon(self, stateDir=stateDir)
+
+        self.assertEqual(os.listdir(stateDir), [os.path.basename(other)])
+        messages = [e.get("msg", "") for e in daemon.logs()]
+        self.assertIn(f"Removed {stale}, left by an interrupted save", messages)
