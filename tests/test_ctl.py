@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+from importlib import metadata
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import kamalproxy
 from kamalproxy import cli, ctl
 from kamalproxy.control import CommandFailed, ControlError, Deploy, List, Remove, StateNotSaved
 from kamalproxy.options import DeployOptions, fromJSON
@@ -498,6 +500,52 @@ class ConnectFailureTests(SynchronousTestCase):
             "Error: cannot connect to the kamal-proxy control socket at /run/kp.sock: "
             f"{os.strerror(errno.EAGAIN)}\n",
         )
+
+
+class VersionTests(SynchronousTestCase):
+    """
+    C{--version} prints this package's version, from its metadata.
+    """
+
+    def test_version(self) -> None:
+        """
+        L{kamalproxy.version} is the installed distribution's version.
+        """
+        self.assertEqual(kamalproxy.version(), metadata.version("kamal-proxy"))
+        self.assertEqual(kamalproxy.__version__, kamalproxy.version())
+        self.assertEqual(
+            kamalproxy.versionLine("kamal-proxy-ctl"),
+            f"kamal-proxy-ctl version {metadata.version('kamal-proxy')}",
+        )
+
+    def test_notInstalled(self) -> None:
+        """
+        Without metadata the version is C{0+unknown}.
+        """
+
+        def missing(name: str) -> str:
+            raise metadata.PackageNotFoundError(name)
+
+        kamalproxy.version.cache_clear()
+        self.addCleanup(kamalproxy.version.cache_clear)
+        self.patch(metadata, "version", missing)
+        self.assertEqual(kamalproxy.version(), "0+unknown")
+
+    def test_ctl(self) -> None:
+        """
+        C{kamal-proxy-ctl --version} and C{kamal-proxy --version} print
+        C{<prog> version <version>} and exit 0 without contacting a daemon.
+        """
+        reactor = MemoryReactorClock()
+        for prog in ("kamal-proxy-ctl", "kamal-proxy"):
+            stdout, stderr = io.StringIO(), io.StringIO()
+            running = Deferred.fromCoroutine(ctl.run(reactor, ["--version"], stdout, stderr, prog=prog))
+            self.assertEqual(self.successResultOf(running), 0)
+            self.assertEqual(
+                (stdout.getvalue(), stderr.getvalue()),
+                (f"{prog} version {metadata.version('kamal-proxy')}\n", ""),
+            )
+        self.assertEqual(reactor.unixClients, [])
 
 
 class MainTests(SynchronousTestCase):

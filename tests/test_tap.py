@@ -5,9 +5,12 @@ L{buildService} makes (on a L{MemoryReactorClock}, so nothing listens).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
+import sys
+from importlib import metadata
 from typing import Any, Mapping
 
 from twisted.internet.testing import MemoryReactorClock
@@ -106,6 +109,17 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config["bind"], "")
         self.assertEqual(config["http-endpoint"], _everywhere(80))
         self.assertFalse(config["debug"])
+
+    def test_version(self) -> None:
+        """
+        C{--version} (C{kamal-proxy run --version}, C{twistd kamal-proxy
+        --version}) prints this package's version, not Twisted's, and exits.
+        """
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, Options(environ={}).parseOptions, ["--version"])
+        self.assertEqual(error.code, 0)
+        self.assertEqual(out.getvalue(), f"kamal-proxy version {metadata.version('kamal-proxy')}\n")
 
     def test_flags(self) -> None:
         """

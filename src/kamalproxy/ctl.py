@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorUNIX
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from kamalproxy import options
+from kamalproxy import options, versionLine
 from kamalproxy.control import ControlError, Deploy, List, Remove
 from kamalproxy.flags import (
     FlagError,
@@ -262,6 +262,9 @@ async def run(
     withRun = prog != PROG
     try:
         invocation = parseCommandLine(argv)
+        if invocation.version:
+            stdout.write(versionLine(prog) + "\n")
+            return 0
         if invocation.help:
             stdout.write(usage(prog, invocation.topic, withRun=withRun))
             return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 from datetime import timedelta
 from typing import Any, Mapping, Optional
 
@@ -24,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent
 
-from kamalproxy import channel
+from kamalproxy import channel, versionLine
 from kamalproxy.controlserver import ControlFactory
 from kamalproxy.durations import parseDuration
 from kamalproxy.options import ServiceOptions
@@ -164,6 +165,13 @@ class Options(usage.Options):
     def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
         super().__init__()
         self.environ = os.environ if environ is None else environ
+
+    def opt_version(self) -> None:
+        """
+        Print kamal-proxy's version and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
 
     def postOptions(self) -> None:
         env = self.environ

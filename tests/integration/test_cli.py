@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+from importlib import metadata
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
@@ -273,6 +274,30 @@ class PermissionTests(TestCase):
             tuple(result),
             (1, "", f"Error: cannot connect to the kamal-proxy control socket at {daemon.socket}: permission denied\n"),
         )
+
+
+class VersionTests(TestCase):
+    """
+    C{--version} of every command line.
+    """
+
+    timeout = 30
+
+    async def test_version(self) -> None:
+        """
+        C{kamal-proxy --version}, C{kamal-proxy run --version}, C{twistd
+        kamal-proxy --version} and C{kamal-proxy-ctl --version} print this
+        package's version (its metadata's), not Twisted's.
+        """
+        version = metadata.version("kamal-proxy")
+        for argv, prog in (
+            ([executable("kamal-proxy"), "--version"], "kamal-proxy"),
+            ([executable("kamal-proxy"), "run", "--version"], "kamal-proxy"),
+            ([executable("twistd"), "kamal-proxy", "--version"], "kamal-proxy"),
+            ([executable("kamal-proxy-ctl"), "--version"], "kamal-proxy-ctl"),
+        ):
+            result = await runCommand(argv)
+            self.assertEqual(tuple(result), (0, f"{prog} version {version}\n", ""), argv)
 
 
 class NoDaemonTests(TestCase):
