@@ -12,6 +12,7 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -254,6 +255,25 @@ class ControlServerTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d, StateNotSaved).getErrorMessage(), DISK_FULL)
         self.assertEqual(list(self.router.services), ["app"])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_debugLinePerCommand(self) -> None:
+        """
+        Each control command is logged at debug level with its arguments
+        (deploy options as an object).
+        """
+        events: list[dict[str, Any]] = []
+        self.patch(ControlLocator, "log", Logger(observer=events.append))
+        self.successResultOf(self.call(Deploy, service="app", targets=[TARGET], options='{"force": true}'))
+        self.successResultOf(self.call(List))
+        commands = [e for e in events if formatEvent(e).startswith("Control command")]
+        self.assertEqual([e["log_level"] for e in commands], [LogLevel.debug, LogLevel.debug])
+        self.assertEqual(
+            [formatEvent(e) for e in commands],
+            [
+                'Control command Deploy {"service": "app", "targets": ["10.0.0.1:3000"], "options": {"force": true}}',
+                "Control command List {}",
+            ],
+        )
 
     def test_factory(self) -> None:
         """

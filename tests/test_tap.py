@@ -14,6 +14,7 @@ from importlib import metadata
 from typing import Any, Mapping
 
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -257,6 +258,24 @@ class BuildServiceTests(SynchronousTestCase):
         self.assertEqual(mode, 0o600)
         self.assertIsInstance(factory, ControlFactory)
         self.assertIs(factory.router, service.router)
+
+    def test_startedAndStopped(self) -> None:
+        """
+        Once its listeners are open the daemon logs C{Server started},
+        naming them, and once stopped C{Server stopped}.
+        """
+        events: list[dict[str, Any]] = []
+        self.patch(ProxyService, "log", Logger(observer=events.append))
+        service = self.build()
+        service.startService()
+        self.successResultOf(service.stopService())
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                f"Server started: HTTP on port 8080, HTTPS on port 443, control socket {self.socketPath}",
+                "Server stopped",
+            ],
+        )
 
     def test_bindInterface(self) -> None:
         """

@@ -48,6 +48,19 @@ def argumentProblem(command: type[amp.Command], box: amp.AmpBox) -> Optional[str
     return None
 
 
+def _shownArguments(arguments: dict[str, Any]) -> str:
+    """
+    A command's arguments as JSON for the debug log, deploy options (JSON
+    text on the wire) as an object.
+    """
+    shown = dict(arguments)
+    try:
+        shown["options"] = json.loads(shown["options"])
+    except (KeyError, ValueError):
+        pass
+    return json.dumps(shown)
+
+
 class ControlLocator(amp.CommandLocator):
     """
     Answers control commands by calling a L{Router}.
@@ -73,6 +86,11 @@ class ControlLocator(amp.CommandLocator):
         def checked(box: amp.AmpBox) -> Any:
             problem = argumentProblem(command, box)
             if problem is None:
+                self.log.debug(
+                    "Control command {command} {arguments}",
+                    command=command.__name__,
+                    arguments=_shownArguments(command.parseArguments(amp.AmpBox(box), None)),
+                )
                 return responder(box)
             self.log.warn(
                 "Refused a {command} command: {problem}",

@@ -297,11 +297,22 @@ class ProxyService(MultiService):
 
     log = Logger()
 
-    def __init__(self, router: Router, site: ProxySite, grace: float = SHUTDOWN_GRACE) -> None:
+    def __init__(
+        self, router: Router, site: ProxySite, grace: float = SHUTDOWN_GRACE, listening: str = ""
+    ) -> None:
         super().__init__()
         self.router = router
         self.site = site
         self.grace = grace
+        self.listening = listening
+
+    def startService(self) -> None:
+        """
+        Start every listener, then say so (C{Server started: ...}, naming
+        C{listening}).
+        """
+        super().startService()
+        self.log.info("Server started: {listening}", listening=self.listening)
 
     def stopService(self) -> Deferred:
         stopped = super().stopService()
@@ -318,6 +329,7 @@ class ProxyService(MultiService):
             # drops every connection.
             await self.site.closeConnections(max(0.0, deadline - self.site.clock.seconds()))
             await self.router.stop()
+            self.log.info("Server stopped")
 
         return Deferred.fromCoroutine(drain())
 
@@ -348,7 +360,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     site = ProxySite(router, reactor, requestLog=RequestLogger(reactor), limits=channelLimits(config))
     site.displayTracebacks = False
     site.h2c = bool(config.get("h2c"))
-    service = ProxyService(router, site)
+    service = ProxyService(router, site, listening=_listening(config, socketPath))
     listener = strports.service(config["http-endpoint"], site, reactor=reactor)
     listener._raiseSynchronously = True  # a port in use stops the start, loudly
     listener.setServiceParent(service)
@@ -391,6 +403,23 @@ class _TLSFactory(TLSMemoryBIOFactory):
         if wrapped is None:
             return None
         return self.protocol(self, wrapped)
+
+
+def _listening(config: Mapping[str, Any], socketPath: str) -> str:
+    """
+    Where the daemon listens, for the log: C{HTTP on port 80, HTTPS on port
+    443, control socket /run/kamal-proxy.sock}.
+    """
+
+    def where(description: str) -> str:
+        port = _endpointPort(description)
+        return description if port is None else f"port {port}"
+
+    parts = [f"HTTP on {where(config['http-endpoint'])}"]
+    if config.get("https-endpoint"):
+        parts.append(f"HTTPS on {where(config['https-endpoint'])}")
+    parts.append(f"control socket {socketPath}")
+    return ", ".join(parts)
 
 
 def _endpointPort(description: Optional[str]) -> Optional[int]:

@@ -47,10 +47,10 @@ STOP_TIMEOUT = 13.0
 COMMAND_TIMEOUT = 30.0
 """Seconds a command line run may take before it is killed."""
 
-READY_MARK = "ControlFactory starting on"
+READY_MARK = "Server started"
 """
-The daemon's log line as it is about to bind its control socket, the last
-of its listeners (L{startDaemon} then waits for an answer on the socket).
+The daemon's log line once its listeners and control socket are bound
+(L{startDaemon} then waits for an answer on the socket).
 """
 
 _DAEMON_ENVIRONMENT = ("HTTP_PORT", "HTTPS_PORT", "METRICS_PORT", "DEBUG", "BIND", "STATE_DIR")
@@ -412,10 +412,10 @@ async def startDaemon(
 
 async def _waitForControl(daemon: Daemon, timeout: float) -> None:
     """
-    Wait for an answer on the daemon's control socket. Its "starting on"
-    log lines come just before the bind, and the listeners open before the
-    reactor runs (twistd binds them even earlier), so only an answer means
-    it serves, with its signal handlers installed.
+    Wait for an answer on the daemon's control socket. Its "Server started"
+    line comes once the listeners are bound, before the reactor runs
+    (twistd binds them even earlier), so only an answer means it serves,
+    with its signal handlers installed.
     """
     deadline = reactor.seconds() + timeout
     while True:
