@@ -5,22 +5,22 @@ kamal-proxy for Twisted: a reverse proxy for gapless deploys, host routing and
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 DISTRIBUTION = "kamal-proxy"
 
 
-@lru_cache(maxsize=None)
+@cache
 def version() -> str:
     """
     This package's version, from its installed metadata (distribution
     C{kamal-proxy}); C{0+unknown} when it is not installed.
     """
-    from importlib.metadata import PackageNotFoundError, version as distributionVersion
+    from importlib import metadata
 
     try:
-        return distributionVersion(DISTRIBUTION)
-    except PackageNotFoundError:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
         return "0+unknown"
 
 

@@ -7,7 +7,7 @@ router's public methods, and the factory served on the control socket.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.defer import fail
 from twisted.internet.interfaces import IPushProducer
@@ -28,11 +28,10 @@ from kamalproxy.options import DeployOptions, InvalidOptions, fromJSON
 from kamalproxy.router import DeployError, Router
 from kamalproxy.state import SaveFailed
 
-
 _COMMANDS: dict[bytes, type[amp.Command]] = {c.commandName: c for c in (Deploy, Remove, List)}
 
 
-def argumentProblem(command: type[amp.Command], box: amp.AmpBox) -> Optional[str]:
+def argumentProblem(command: type[amp.Command], box: amp.AmpBox) -> str | None:
     """
     What is wrong with the arguments of C{command} in C{box}, in one line,
     or L{None} when they can be read.
@@ -147,6 +146,8 @@ class ControlProtocol(amp.AMP):
     a client that sends commands without reading the answers cannot make
     the daemon buffer them without bound.
     """
+
+    transport: Any  # a connected stream transport, which is a producer and a consumer
 
     def connectionMade(self) -> None:
         super().connectionMade()

@@ -20,7 +20,7 @@ import errno
 import json
 import os
 import sys
-from typing import Any, Iterable, Mapping, NoReturn, Optional, Sequence, TextIO
+from typing import Any, Iterable, Mapping, NoReturn, Sequence, TextIO
 
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
@@ -140,7 +140,7 @@ def parseServiceList(text: str) -> list[Mapping[str, Any]]:
     return services
 
 
-def cannotConnect(path: str, errorNumber: Optional[int] = None) -> str:
+def cannotConnect(path: str, errorNumber: int | None = None) -> str:
     """
     The reason shown when the control socket cannot be connected to:
     C{permission denied} for C{EACCES} and C{EPERM}, C{is it running?} when

@@ -185,7 +185,7 @@ class Router:
         clock: IReactorTime,
         connectorFor: ConnectorFor,
         onChange: Optional[Callable[[list[dict[str, Any]]], None]] = None,
-        persist: Optional[Callable[[list[dict[str, Any]]], None]] = None,
+        persist: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._clock = clock
         self._connectorFor = connectorFor
@@ -506,7 +506,7 @@ def _tableOf(services: dict[str, Service]) -> RoutingTable[Service]:
     )
 
 
-def _rootService(table: RoutingTable[Service], host: str) -> Optional[Service]:
+def _rootService(table: RoutingTable[Service], host: str) -> Service | None:
     """
     The service owning C{/} for C{host} in C{table}, or L{None}.
     """
