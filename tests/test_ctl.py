@@ -8,7 +8,9 @@ in a temporary directory, as C{kamal-proxy-ctl} talks to the daemon.
 
 from __future__ import annotations
 
+import errno
 import io
+from importlib import metadata
 import json
 import os
 import shutil
@@ -20,13 +22,16 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import getConnectError
 from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import kamalproxy
 from kamalproxy import cli, ctl
-from kamalproxy.control import CommandFailed, Deploy, List, Remove
+from kamalproxy.control import CommandFailed, ControlError, Deploy, List, Remove, StateNotSaved
 from kamalproxy.options import DeployOptions, fromJSON
 from kamalproxy.paths import defaultSocketPath, defaultStateDir
 
@@ -147,16 +152,18 @@ class RecordingLocator(amp.CommandLocator):
 
     @ivar calls: C{(command name, arguments)} in the order received.
     @ivar pending: if set, the Deferred C{Deploy} answers with.
+    @ivar failureType: the declared error C{failure} is sent as.
     """
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.failure: str | None = None
+        self.failureType: type[ControlError] = CommandFailed
         self.pending: Deferred[dict[str, Any]] | None = None
 
     def _answer(self, result: dict[str, Any]) -> Deferred[dict[str, Any]]:
         if self.failure is not None:
-            return fail(CommandFailed(self.failure))
+            return fail(self.failureType(self.failure))
         return succeed(result)
 
     @Deploy.responder
@@ -329,6 +336,19 @@ class RoundTripTests(TestCase):
         )
         self.assertEqual(self.stdout.getvalue(), "")
 
+    async def test_stateNotSaved(self) -> None:
+        """
+        A deploy or remove the daemon could not save is one C{Error:} line
+        with the daemon's reason, and exit 1.
+        """
+        self.locator.failure = "cannot save state: No space left on device"
+        self.locator.failureType = StateNotSaved
+        self.assertEqual(await self.ctl("deploy", "s", "--target", "web"), 1)
+        self.assertEqual(await self.ctl("remove", "s"), 1)
+        self.assertEqual(
+            self.stderr.getvalue(), "Error: cannot save state: No space left on device\n" * 2
+        )
+
     async def test_deployRefusedLocally(self) -> None:
         """
         A bad target is refused before the daemon is contacted.
@@ -428,6 +448,104 @@ class RoundTripTests(TestCase):
         self.assertEqual(await self.ctl("deploy", "--help"), 0)
         self.assertIn("kamal-proxy-ctl deploy <service> [flags]", self.stdout.getvalue())
         self.assertEqual(self.stderr.getvalue(), "")
+
+
+class ConnectFailureTests(SynchronousTestCase):
+    """
+    How a failed connection to the control socket is reported.
+    """
+
+    def failConnect(self, errorNumber: int) -> str:
+        """
+        Run C{kamal-proxy-ctl list} whose connection fails with
+        C{errorNumber}; return what it wrote on stderr.
+        """
+        reactor = MemoryReactorClock()
+        stdout, stderr = io.StringIO(), io.StringIO()
+        running = Deferred.fromCoroutine(
+            ctl.run(reactor, ["--socket", "/run/kp.sock", "list"], stdout, stderr)
+        )
+        [(_, factory, _, _)] = reactor.unixClients
+        reason = getConnectError((errorNumber, os.strerror(errorNumber)))
+        factory.clientConnectionFailed(reactor.connectors[0], Failure(reason))
+        self.assertEqual(self.successResultOf(running), 1)
+        self.assertEqual(stdout.getvalue(), "")
+        return stderr.getvalue()
+
+    def test_permissionDenied(self) -> None:
+        """
+        A socket the user may not use is reported as C{permission denied},
+        not as a daemon that is not running.
+        """
+        expected = "Error: cannot connect to the kamal-proxy control socket at /run/kp.sock: permission denied\n"
+        self.assertEqual(self.failConnect(errno.EACCES), expected)
+        self.assertEqual(self.failConnect(errno.EPERM), expected)
+
+    def test_notRunning(self) -> None:
+        """
+        No socket file, or one nobody listens on, is C{is it running?}.
+        """
+        for errorNumber in (errno.ENOENT, errno.ECONNREFUSED):
+            self.assertEqual(
+                self.failConnect(errorNumber),
+                "Error: cannot connect to the kamal-proxy control socket at /run/kp.sock: is it running?\n",
+            )
+
+    def test_otherReason(self) -> None:
+        """
+        Any other failure names the system's reason.
+        """
+        self.assertEqual(
+            self.failConnect(errno.EAGAIN),
+            "Error: cannot connect to the kamal-proxy control socket at /run/kp.sock: "
+            f"{os.strerror(errno.EAGAIN)}\n",
+        )
+
+
+class VersionTests(SynchronousTestCase):
+    """
+    C{--version} prints this package's version, from its metadata.
+    """
+
+    def test_version(self) -> None:
+        """
+        L{kamalproxy.version} is the installed distribution's version.
+        """
+        self.assertEqual(kamalproxy.version(), metadata.version("kamal-proxy"))
+        self.assertEqual(kamalproxy.__version__, kamalproxy.version())
+        self.assertEqual(
+            kamalproxy.versionLine("kamal-proxy-ctl"),
+            f"kamal-proxy-ctl version {metadata.version('kamal-proxy')}",
+        )
+
+    def test_notInstalled(self) -> None:
+        """
+        Without metadata the version is C{0+unknown}.
+        """
+
+        def missing(name: str) -> str:
+            raise metadata.PackageNotFoundError(name)
+
+        kamalproxy.version.cache_clear()
+        self.addCleanup(kamalproxy.version.cache_clear)
+        self.patch(metadata, "version", missing)
+        self.assertEqual(kamalproxy.version(), "0+unknown")
+
+    def test_ctl(self) -> None:
+        """
+        C{kamal-proxy-ctl --version} and C{kamal-proxy --version} print
+        C{<prog> version <version>} and exit 0 without contacting a daemon.
+        """
+        reactor = MemoryReactorClock()
+        for prog in ("kamal-proxy-ctl", "kamal-proxy"):
+            stdout, stderr = io.StringIO(), io.StringIO()
+            running = Deferred.fromCoroutine(ctl.run(reactor, ["--version"], stdout, stderr, prog=prog))
+            self.assertEqual(self.successResultOf(running), 0)
+            self.assertEqual(
+                (stdout.getvalue(), stderr.getvalue()),
+                (f"{prog} version {metadata.version('kamal-proxy')}\n", ""),
+            )
+        self.assertEqual(reactor.unixClients, [])
 
 
 class MainTests(SynchronousTestCase):

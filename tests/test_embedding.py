@@ -60,7 +60,7 @@ class EmbeddingTests(TestCase):
         socketPath = os.path.join(self.mktemp(), "kp.sock")
         os.makedirs(os.path.dirname(socketPath))
         store = StateStore(stateDir)
-        router = Router(reactor, tcpConnectorFor(reactor), onChange=store.save)
+        router = Router(reactor, tcpConnectorFor(reactor), persist=store.save)
         router.restore(store.load())
 
         root = Resource()

@@ -591,6 +591,19 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(commandError(self, "help bogus"), 'unknown help topic "bogus"')
 
 
+    def test_version(self) -> None:
+        """
+        C{--version} before any verb asks for the version, the socket flag
+        allowed before it; after a verb it is an unknown flag, as in the
+        original.
+        """
+        invocation = parseCommandLine(["--version"])
+        self.assertEqual((invocation.version, invocation.help, invocation.verb), (True, False, None))
+        self.assertTrue(parseCommandLine(["--socket", "/s", "--version"]).version)
+        self.assertFalse(parseCommandLine(["list"]).version)
+        self.assertEqual(commandError(self, "list --version"), "unknown flag: --version")
+
+
 class UsageTests(SynchronousTestCase):
     """
     Tests for L{usage}.
@@ -621,6 +634,7 @@ class UsageTests(SynchronousTestCase):
             self.assertIn(f"  {name} ", text)
         self.assertNotIn("  run ", text)
         self.assertIn("  run ", usage("kamal-proxy", withRun=True))
+        self.assertRegex(text, r"\n      --version +Print the version\n")
 
     def test_group(self) -> None:
         """

@@ -11,6 +11,7 @@ import attr
 from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.options import (
+    MAX_SERVICE_NAME_LENGTH,
     DeployOptions,
     HealthCheckConfig,
     InvalidOptions,
@@ -110,6 +111,19 @@ class NormalizeOtherTests(SynchronousTestCase):
         for name in ["", "-x", "a b", "a/b"]:
             with self.subTest(name=name):
                 self.assertRaises(InvalidOptions, validateServiceName, name)
+
+    def test_serviceNameLength(self) -> None:
+        """
+        A name of up to L{MAX_SERVICE_NAME_LENGTH} (255) characters is
+        fine; a longer one is refused without being repeated in the
+        message.
+        """
+        self.assertEqual(MAX_SERVICE_NAME_LENGTH, 255)
+        longest = "a" * MAX_SERVICE_NAME_LENGTH
+        self.assertEqual(validateServiceName(longest), longest)
+        for name in (longest + "b", "a" * 60000):
+            error = self.assertRaises(InvalidOptions, validateServiceName, name)
+            self.assertEqual(str(error), "invalid service name: longer than 255 characters")
 
 
 class NormalizeDeployTests(SynchronousTestCase):

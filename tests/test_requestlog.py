@@ -10,14 +10,25 @@ from io import StringIO
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel
+from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.protocols import amp
+from twisted.python import log as legacyLog
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 
 from kamalproxy.interfaces import IExchange
-from kamalproxy.requestlog import JSONLinesObserver, RequestLogger, formatTime, headerField
+from kamalproxy.requestlog import (
+    JSONLinesObserver,
+    RequestLogger,
+    daemonLogObserver,
+    formatTime,
+    headerField,
+)
 
 from ._helpers import DummyChannel
 
@@ -329,3 +340,77 @@ class JSONLinesObserverTests(SynchronousTestCase):
         expected = logger.line(IExchange(request))
         logger.requestEnded(IExchange(request))
         self.assertEqual(self.out.getvalue(), expected + "\n")
+
+
+class _OurFactory(Factory):
+    """
+    A factory of ours: Twisted logs its start and stop under our namespace.
+    """
+
+    __module__ = "kamalproxy.site"
+
+
+class DaemonLogTests(SynchronousTestCase):
+    """
+    L{daemonLogObserver}: what C{kamal-proxy run} writes, with and without
+    C{--debug}.
+    """
+
+    def messages(self, debug: bool) -> list[tuple[str, str]]:
+        """
+        Emit Twisted's usual chatter and a few events of ours through the
+        global log publisher; return the level and first line of message
+        of each line written.
+        """
+        out = StringIO()
+        observer = daemonLogObserver(out, debug=debug)
+        globalLogPublisher.addObserver(observer)
+        try:
+            factory = _OurFactory()
+            factory.doStart()
+            legacyLog.msg("ProxySite starting on 8080")
+            connection = amp.AMP()
+            connection.makeConnection(StringTransport())
+            connection.connectionLost(Failure(ConnectionDone()))
+            factory.doStop()
+            ours = Logger(namespace="kamalproxy.router.Router")
+            ours.info("Deployed {service}", service="app")
+            ours.debug("Healthcheck failed")
+            legacyLog.err(ZeroDivisionError("boom"), "Unhandled")
+            RequestLogger(Clock()).requestEnded(IExchange(_request({})))
+        finally:
+            globalLogPublisher.removeObserver(observer)
+        self.flushLoggedErrors(ZeroDivisionError)
+        return [(r["level"], r["msg"].splitlines()[0]) for r in map(json.loads, out.getvalue().splitlines())]
+
+    def test_quiet(self) -> None:
+        """
+        By default, Twisted's details (a port, factory or AMP connection
+        starting or stopping) are left out; our info events, errors from
+        anyone, and request lines are written.
+        """
+        self.assertEqual(
+            self.messages(debug=False),
+            [("INFO", "Deployed app"), ("ERROR", "Unhandled"), ("INFO", "Request")],
+        )
+
+    def test_debug(self) -> None:
+        """
+        With C{--debug}, Twisted's details are written as debug lines, and
+        our debug events too.
+        """
+        written = self.messages(debug=True)
+        self.assertEqual(
+            [(level, msg.split(" at 0x")[0].split(" (HOST")[0]) for level, msg in written],
+            [
+                ("DEBUG", "Starting factory <kamalproxy.site._OurFactory object"),
+                ("DEBUG", "ProxySite starting on 8080"),
+                ("DEBUG", "AMP connection established"),
+                ("DEBUG", "AMP connection lost"),
+                ("DEBUG", "Stopping factory <kamalproxy.site._OurFactory object"),
+                ("INFO", "Deployed app"),
+                ("DEBUG", "Healthcheck failed"),
+                ("ERROR", "Unhandled"),
+                ("INFO", "Request"),
+            ],
+        )

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.options import DeployOptions, InvalidOptions, ServiceOptions
 from kamalproxy.router import DeployError, Router
+from kamalproxy.state import SaveFailed
 from kamalproxy.targets import ADDING, HEALTHY
 
 from ._helpers import FakeTargets, proxyConnection, statusOf
@@ -25,6 +26,28 @@ NEW = "10.0.0.2:3000"
 
 def _options(*hosts: str, **kwargs: Any) -> DeployOptions:
     return DeployOptions(service=ServiceOptions(hosts=hosts), **kwargs)
+
+
+class _Store:
+    """
+    Stands in for L{kamalproxy.state.StateStore.save} as a router's
+    C{persist}: records each snapshot, or fails as a full disk does while
+    C{full}.
+
+    @ivar seen: for each save asked for, the snapshot and what the router
+        routed C{example.com/} to at that moment.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.full = False
+        self.seen: list[tuple[list[dict[str, Any]], Any]] = []
+
+    def save(self, snapshot: list[dict[str, Any]]) -> None:
+        match = self.router.routeFor(b"example.com", b"/")
+        self.seen.append((snapshot, None if match is None else match[0]))
+        if self.full:
+            raise SaveFailed("cannot save state: No space left on device")
 
 
 class RouterDeployTests(SynchronousTestCase):
@@ -247,6 +270,77 @@ class RouterDeployTests(SynchronousTestCase):
             [["app"], ["app", "web"], ["web"]],
         )
         self.assertEqual(self.changes[-1], self.router.snapshot())
+
+    def test_savedBeforeSwap(self) -> None:
+        """
+        C{persist} is given the snapshot a deploy or remove leaves (TLS
+        options taken from the host's root service included) while the old
+        routing still serves; the change is made after it returns.
+        """
+        store = _Store(self.router)
+        self.router.persist = store.save
+        root = DeployOptions(service=ServiceOptions(hosts=("example.com",), tls_enabled=True))
+        self.successResultOf(self.deploy("app", [OLD], root))
+        app = self.router.services["app"]
+        api = DeployOptions(service=ServiceOptions(hosts=("example.com",), path_prefixes=("/api",)))
+        self.successResultOf(self.deploy("api", [NEW], api))
+        self.router.remove("api")
+        self.assertEqual(
+            [(snapshot, routed) for snapshot, routed in store.seen],
+            [(self.changes[0], None), (self.changes[1], app), (self.changes[2], app)],
+        )
+        [_, apiEntry] = self.changes[1]
+        self.assertTrue(apiEntry["options"]["service"]["tls_enabled"])
+
+    def test_deployNotSaved(self) -> None:
+        """
+        A deploy whose state cannot be saved fails with C{persist}'s error
+        and changes nothing: the old targets keep serving, undrained, and
+        the new ones stop being probed.
+        """
+        store = _Store(self.router)
+        self.router.persist = store.save
+        self.successResultOf(self.deploy("app", [OLD]))
+        old = self.router.services["app"]
+        store.full = True
+        failure = self.failureResultOf(self.deploy("app", [NEW]), SaveFailed)
+        self.assertEqual(failure.getErrorMessage(), "cannot save state: No space left on device")
+        self.assertIs(self.router.services["app"], old)
+        self.assertIs(self.serviceFor(), old)
+        self.assertFalse(old.group.targets[0].draining)
+        self.assertEqual(len(self.changes), 1)
+        probes = len(self.targets.probes)
+        self.clock.advance(60)
+        self.assertNotIn(NEW, self.targets.probes[probes:])
+        self.assertIn(OLD, self.targets.probes[probes:])
+
+    def test_newServiceNotSaved(self) -> None:
+        """
+        A new service whose state cannot be saved is not deployed.
+        """
+        store = _Store(self.router)
+        self.router.persist = store.save
+        store.full = True
+        self.failureResultOf(self.deploy("app", [OLD]), SaveFailed)
+        self.assertEqual(self.router.services, {})
+        self.assertIsNone(self.serviceFor())
+        self.assertEqual(self.router.snapshot(), [])
+
+    def test_removeNotSaved(self) -> None:
+        """
+        A remove whose state cannot be saved fails with C{persist}'s error
+        and the service keeps serving, its targets probed.
+        """
+        store = _Store(self.router)
+        self.router.persist = store.save
+        self.successResultOf(self.deploy("app", [OLD]))
+        service = self.router.services["app"]
+        store.full = True
+        self.assertRaises(SaveFailed, self.router.remove, "app")
+        self.assertIs(self.serviceFor(), service)
+        self.assertEqual(list(self.router.services), ["app"])
+        self.assertTrue(service.group.targets[0].healthCheck.running)
+        self.assertEqual(len(self.changes), 1)
 
     def test_snapshotRestore(self) -> None:
         """

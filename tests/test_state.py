@@ -4,13 +4,16 @@ Tests for L{kamalproxy.state}: the state file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
+from twisted.logger import Logger, LogLevel, formatEvent
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from kamalproxy import state
-from kamalproxy.state import STATE_FILE_NAME, StateStore
+from kamalproxy import atomicfile, state
+from kamalproxy.state import STATE_FILE_NAME, SaveFailed, StateStore
 
 from ._helpers import tempDir
 
@@ -73,10 +76,95 @@ class StateStoreTests(SynchronousTestCase):
             raise OSError("disk full")
 
         self.patch(state.os, "replace", broken)
-        self.assertRaises(OSError, self.store.save, [])
+        self.assertRaises(SaveFailed, self.store.save, [])
         self.assertEqual(os.listdir(self.directory), [STATE_FILE_NAME])
         with open(self.store.path) as f:
             self.assertEqual(json.load(f), SNAPSHOT)
+
+    def test_diskFull(self) -> None:
+        """
+        A disk that fills up during a save fails it with L{SaveFailed},
+        whose message is the one line for the user; the previous state file
+        is kept and no temporary file is left behind.
+        """
+        self.store.save(SNAPSHOT)
+
+        def full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        self.patch(atomicfile.os, "write", full)
+        error = self.assertRaises(SaveFailed, self.store.save, [])
+        self.assertEqual(str(error), "cannot save state: No space left on device")
+        self.assertEqual(os.listdir(self.directory), [STATE_FILE_NAME])
+        with open(self.store.path) as f:
+            self.assertEqual(json.load(f), SNAPSHOT)
+
+    def test_directoryUnusable(self) -> None:
+        """
+        A state directory that cannot be made fails the save with
+        L{SaveFailed} too.
+        """
+        blocker = os.path.join(self.directory, "file")
+        open(blocker, "w").close()
+        error = self.assertRaises(SaveFailed, StateStore(os.path.join(blocker, "dir")).save, [])
+        self.assertEqual(str(error), "cannot save state: Not a directory")
+
+    def test_staleTemporaryFilesRemoved(self) -> None:
+        """
+        Loading (at start-up) removes the temporary files a save killed
+        midway leaves in the state directory, and only those: other files,
+        even with similar names, are kept.
+        """
+        self.store.save(SNAPSHOT)
+        stale = [".kamal-proxy.state.0123456789ab.tmp", ".kamal-proxy.state.fedcba987654.tmp"]
+        kept = [
+            ".kamal-proxy.state.0123456789AB.tmp",
+            ".kamal-proxy.state.0123456789a.tmp",
+            ".kamal-proxy.state.0123456789ab.tmp.bak",
+            "kamal-proxy.state.0123456789ab.tmp",
+            ".other.state.0123456789ab.tmp",
+            "notes.txt",
+        ]
+        for name in stale + kept:
+            with open(os.path.join(self.directory, name), "w") as f:
+                f.write("x")
+        os.mkdir(os.path.join(self.directory, ".kamal-proxy.state.00000000000a.tmp"))
+        events: list[dict] = []
+        self.patch(StateStore, "log", Logger(observer=events.append))
+        self.assertEqual(self.store.load(), SNAPSHOT)
+        self.assertEqual(
+            sorted(os.listdir(self.directory)),
+            sorted([STATE_FILE_NAME, ".kamal-proxy.state.00000000000a.tmp", *kept]),
+        )
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [f"Removed {os.path.join(self.directory, name)}, left by an interrupted save" for name in stale],
+        )
+
+    def test_staleTemporaryFileNotRemovable(self) -> None:
+        """
+        A stale temporary file that cannot be removed is a warning; the
+        state is loaded all the same.
+        """
+        self.store.save(SNAPSHOT)
+        open(os.path.join(self.directory, ".kamal-proxy.state.0123456789ab.tmp"), "w").close()
+
+        def refuse(path: FilePath) -> None:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+        self.patch(FilePath, "remove", refuse)
+        events: list[dict] = []
+        self.patch(StateStore, "log", Logger(observer=events.append))
+        self.assertEqual(self.store.load(), SNAPSHOT)
+        [event] = events
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertTrue(formatEvent(event).endswith("left by an interrupted save: Permission denied"))
+
+    def test_noStateDirectory(self) -> None:
+        """
+        With no state directory at all, there is nothing to load or remove.
+        """
+        self.assertEqual(StateStore(os.path.join(self.directory, "none")).load(), [])
 
     def test_missing(self) -> None:
         """

@@ -5,12 +5,16 @@ L{buildService} makes (on a L{MemoryReactorClock}, so nothing listens).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
+import sys
+from importlib import metadata
 from typing import Any, Mapping
 
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -107,6 +111,17 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config["bind"], "")
         self.assertEqual(config["http-endpoint"], _everywhere(80))
         self.assertFalse(config["debug"])
+
+    def test_version(self) -> None:
+        """
+        C{--version} (C{kamal-proxy run --version}, C{twistd kamal-proxy
+        --version}) prints this package's version, not Twisted's, and exits.
+        """
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, Options(environ={}).parseOptions, ["--version"])
+        self.assertEqual(error.code, 0)
+        self.assertEqual(out.getvalue(), f"kamal-proxy version {metadata.version('kamal-proxy')}\n")
 
     def test_flags(self) -> None:
         """
@@ -249,6 +264,24 @@ class BuildServiceTests(SynchronousTestCase):
         self.assertEqual(mode, 0o600)
         self.assertIsInstance(factory, ControlFactory)
         self.assertIs(factory.router, service.router)
+
+    def test_startedAndStopped(self) -> None:
+        """
+        Once its listeners are open the daemon logs C{Server started},
+        naming them, and once stopped C{Server stopped}.
+        """
+        events: list[dict[str, Any]] = []
+        self.patch(ProxyService, "log", Logger(observer=events.append))
+        service = self.build()
+        service.startService()
+        self.successResultOf(service.stopService())
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                f"Server started: HTTP on port 8080, HTTPS on port 443, control socket {self.socketPath}",
+                "Server stopped",
+            ],
+        )
 
     def test_bindInterface(self) -> None:
         """

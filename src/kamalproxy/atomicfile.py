@@ -7,9 +7,35 @@ part, and a crash leaves one of the two on disk.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 
 from twisted.python.filepath import FilePath
+
+_TOKEN_BYTES = 6
+
+
+def _temporaryPattern(path: FilePath) -> re.Pattern[str]:
+    """
+    The names of L{atomicWrite}'s temporary files for C{path}:
+    C{.<name>.<12 hex digits>.tmp}.
+    """
+    return re.compile(rf"\.{re.escape(path.basename())}\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.tmp\Z")
+
+
+def staleTemporaryFiles(path: FilePath) -> list[FilePath]:
+    """
+    The temporary files of L{atomicWrite} for C{path} that are still in its
+    directory: a process killed while writing leaves one behind. (Only to
+    be removed when no process is writing C{path}.)
+    """
+    directory = path.parent()
+    if not directory.isdir():
+        return []
+    pattern = _temporaryPattern(path)
+    return sorted(
+        child for child in directory.children() if pattern.match(child.basename()) and child.isfile()
+    )
 
 
 def atomicWrite(path: FilePath, data: bytes, mode: int = 0o600) -> None:
@@ -23,7 +49,7 @@ def atomicWrite(path: FilePath, data: bytes, mode: int = 0o600) -> None:
     @param mode: the permission bits of the new file.
     """
     directory = path.parent()
-    temporary = directory.child(f".{path.basename()}.{secrets.token_hex(6)}.tmp")
+    temporary = directory.child(f".{path.basename()}.{secrets.token_hex(_TOKEN_BYTES)}.tmp")
     fd = os.open(temporary.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:

@@ -12,14 +12,37 @@ from __future__ import annotations
 from twisted.protocols import amp
 
 
-class CommandFailed(Exception):
+class ControlError(Exception):
     """
-    The daemon refused or could not carry out a command; the message is the
-    one-line reason shown to the user.
+    A command's declared errors: the daemon refused or could not carry out
+    the command, and the message is the one-line reason shown to the user.
     """
 
 
-_ERRORS = {CommandFailed: b"COMMAND_FAILED"}
+class CommandFailed(ControlError):
+    """
+    The daemon refused or could not carry out a command.
+    """
+
+
+class StateNotSaved(ControlError):
+    """
+    The change could not be saved to the state file, so it was not made
+    (C{cannot save state: No space left on device}).
+    """
+
+
+class InvalidArguments(ControlError):
+    """
+    The command's arguments could not be read (missing, or not UTF-8).
+    """
+
+
+_ERRORS = {
+    CommandFailed: b"COMMAND_FAILED",
+    StateNotSaved: b"STATE_NOT_SAVED",
+    InvalidArguments: b"INVALID_ARGUMENTS",
+}
 
 
 class Deploy(amp.Command):
@@ -57,4 +80,12 @@ class List(amp.Command):
     errors = _ERRORS
 
 
-__all__ = ["CommandFailed", "Deploy", "Remove", "List"]
+__all__ = [
+    "CommandFailed",
+    "ControlError",
+    "Deploy",
+    "InvalidArguments",
+    "List",
+    "Remove",
+    "StateNotSaved",
+]

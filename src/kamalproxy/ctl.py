@@ -16,6 +16,7 @@ the pure L{formatServiceTable}; only L{run} touches the network.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -28,8 +29,8 @@ from twisted.internet.interfaces import IReactorUNIX
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from kamalproxy import options
-from kamalproxy.control import CommandFailed, Deploy, List, Remove
+from kamalproxy import options, versionLine
+from kamalproxy.control import ControlError, Deploy, List, Remove
 from kamalproxy.flags import (
     FlagError,
     Invocation,
@@ -139,11 +140,20 @@ def parseServiceList(text: str) -> list[Mapping[str, Any]]:
     return services
 
 
-def cannotConnect(path: str) -> str:
+def cannotConnect(path: str, errorNumber: int | None = None) -> str:
     """
-    The reason shown when nothing answers on the control socket.
+    The reason shown when the control socket cannot be connected to:
+    C{permission denied} for C{EACCES} and C{EPERM}, C{is it running?} when
+    nothing answers (no socket, a dead one), else the system's reason.
+
+    @param errorNumber: the C{errno} of the failed C{connect}, if known.
     """
-    return f"cannot connect to the kamal-proxy control socket at {path}: is it running?"
+    where = f"cannot connect to the kamal-proxy control socket at {path}"
+    if errorNumber in (errno.EACCES, errno.EPERM):
+        return f"{where}: permission denied"
+    if errorNumber in (None, errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+        return f"{where}: is it running?"
+    return f"{where}: {os.strerror(errorNumber)}"  # type: ignore[arg-type]
 
 
 class _Failed(Exception):
@@ -167,14 +177,14 @@ async def _call(
     endpoint = UNIXClientEndpoint(reactor, socketPath)
     try:
         client = await connectProtocol(endpoint, _ControlClient())
-    except ConnectError:
-        raise _Failed(cannotConnect(socketPath)) from None
+    except ConnectError as e:
+        raise _Failed(cannotConnect(socketPath, e.osError)) from None
     try:
         call = client.callRemote(command, **arguments)
         call.addTimeout(timeout, reactor)  # type: ignore[arg-type]
         try:
             return await call  # type: ignore[no-any-return]
-        except CommandFailed as e:
+        except ControlError as e:
             raise _Failed(str(e) or "the command failed") from None
         except TimeoutError:
             raise _Failed(f"no answer from kamal-proxy after {options.describeTimeout(timeout)}")
@@ -252,6 +262,9 @@ async def run(
     withRun = prog != PROG
     try:
         invocation = parseCommandLine(argv)
+        if invocation.version:
+            stdout.write(versionLine(prog) + "\n")
+            return 0
         if invocation.help:
             stdout.write(usage(prog, invocation.topic, withRun=withRun))
             return 0

@@ -141,6 +141,7 @@ class Invocation:
     @ivar service: the service name, for verbs that take one.
     @ivar socket: the control socket given with C{--socket}, or C{None}.
     @ivar help: C{True} when help on C{topic} is asked for.
+    @ivar version: C{True} when the version is asked for (C{--version}).
     """
 
     topic: str | None
@@ -150,6 +151,7 @@ class Invocation:
     given: tuple[str, ...] = ()
     socket: str | None = None
     help: bool = False
+    version: bool = False
 
 
 # Value parsing ------------------------------------------------------------
@@ -282,6 +284,8 @@ SOCKET_FLAG = Flag(
     "Path of the control socket",
     shownDefault="$KAMAL_PROXY_SOCKET, else $XDG_RUNTIME_DIR/kamal-proxy.sock",
 )
+
+VERSION_FLAG = Flag("version", BOOL, False, "Print the version")
 
 _DEPLOY_TIMEOUT_FLAG = Flag(
     "deploy-timeout",
@@ -535,19 +539,20 @@ def findVerb(name: str) -> Verb | None:
 # The whole command line ---------------------------------------------------
 
 
-def _parseGlobals(argv: Sequence[str]) -> tuple[str | None, bool, int]:
+def _parseGlobals(argv: Sequence[str]) -> tuple[str | None, str | None, int]:
     """
-    Read the flags before the verb: C{--socket PATH} and C{-h}/C{--help}.
+    Read the flags before the verb: C{--socket PATH}, C{-h}/C{--help} and
+    C{--version}.
 
-    @return: the socket (or C{None}), whether help was asked for, and the
-        index of the verb in C{argv}.
+    @return: the socket (or C{None}), C{"help"} or C{"version"} if that was
+        asked for (else C{None}), and the index of the verb in C{argv}.
     """
     socket = None
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg == "--":
-            return socket, False, i + 1
+            return socket, None, i + 1
         if not arg.startswith("-") or arg == "-":
             break
         if arg == "--socket":
@@ -560,10 +565,12 @@ def _parseGlobals(argv: Sequence[str]) -> tuple[str | None, bool, int]:
             socket = arg[len("--socket=") :]
             i += 1
             continue
+        if arg == "--version":
+            return socket, "version", len(argv)
         if parseArgs((), [arg]).help:
-            return socket, True, len(argv)
+            return socket, "help", len(argv)
         i += 1
-    return socket, False, i
+    return socket, None, i
 
 
 def _checkArguments(verb: Verb, positionals: Sequence[str]) -> str | None:
@@ -586,7 +593,7 @@ def _checkArguments(verb: Verb, positionals: Sequence[str]) -> str | None:
 def parseCommandLine(argv: Sequence[str]) -> Invocation:
     """
     Read a control command line: C{[--socket PATH] VERB ARGS...}, or
-    C{help [VERB]}, or C{VERB --help}.
+    C{help [VERB]}, or C{VERB --help}, or C{--version}.
 
     The verb's flags are read and its argument count checked; whether the
     verb and its flags are supported is left to L{checkSupported}. C{--socket}
@@ -596,8 +603,10 @@ def parseCommandLine(argv: Sequence[str]) -> Invocation:
     @raise FlagError: for an unknown verb or flag, a bad value, a missing
         service name or extra arguments.
     """
-    globalSocket, helpAsked, i = _parseGlobals(argv)
-    if helpAsked or i >= len(argv):
+    globalSocket, asked, i = _parseGlobals(argv)
+    if asked == "version":
+        return Invocation(topic=None, socket=globalSocket, version=True)
+    if asked or i >= len(argv):
         return Invocation(topic=None, socket=globalSocket, help=True)
     name = argv[i]
     rest = list(argv[i + 1 :])
@@ -842,7 +851,7 @@ def usage(prog: str, topic: str | None = None, withRun: bool = False) -> str:
             *_commandLines(sorted(commands)),
             "",
             "Flags:",
-            *_flagTable((SOCKET_FLAG,)),
+            *_flagTable((SOCKET_FLAG, VERSION_FLAG)),
             "",
             f'Use "{prog} [command] --help" for more information about a command.',
             "",
@@ -870,6 +879,7 @@ __all__ = [
     "Invocation",
     "ParsedArgs",
     "SOCKET_FLAG",
+    "VERSION_FLAG",
     "VERBS",
     "Verb",
     "checkSupported",

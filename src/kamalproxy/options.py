@@ -27,6 +27,13 @@ _TARGET_PATTERN = re.compile(r"^\w[-_.\w+]+(:\d+)?$")
 _HOST_PATTERN = re.compile(r"^(\*\.)?[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_])?$")
 _SERVICE_PATTERN = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
 
+MAX_SERVICE_NAME_LENGTH = 255
+"""
+The longest service name accepted. The original sets none; Kamal's names
+(C{<service>-<role>-<destination>}) are far shorter, and a name is kept in
+memory, the state file and every request's log line.
+"""
+
 
 class InvalidOptions(ValueError):
     """
@@ -211,10 +218,15 @@ def normalizeHost(host: str) -> str:
 
 def validateServiceName(name: str) -> str:
     """
-    Check a service name.
+    Check a service name: letters, digits, C{-}, C{_} and C{.}, starting
+    with a letter or digit, at most L{MAX_SERVICE_NAME_LENGTH} characters.
 
-    @raise InvalidOptions: for an empty or odd name.
+    @raise InvalidOptions: for an empty, odd or too long name.
     """
+    if len(name) > MAX_SERVICE_NAME_LENGTH:
+        raise InvalidOptions(
+            f"invalid service name: longer than {MAX_SERVICE_NAME_LENGTH} characters"
+        )
     if not _SERVICE_PATTERN.match(name):
         raise InvalidOptions(f"invalid service name: {name!r}")
     return name

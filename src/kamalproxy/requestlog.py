@@ -5,7 +5,8 @@ original kamal-proxy, emitted through C{twisted.logger}.
 
 The event carries the finished line as C{kamal_json} (its format is just
 that field), so a text observer shows the JSON and L{JSONLinesObserver}
-writes it as it is.
+writes it as it is. L{daemonLogObserver} is what C{kamal-proxy run} logs
+through: Twisted's own chatter only with C{--debug}.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import time
 import uuid
 from typing import IO, Any, Optional
 
-from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+)
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
@@ -212,3 +220,51 @@ class JSONLinesObserver:
             line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         self._out.write(line + "\n")
         self._out.flush()
+
+
+_FACTORY_FORMATS = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
+
+
+def isTwistedDetail(event: dict[str, Any]) -> bool:
+    """
+    Whether C{event} is an informational message of Twisted's about its own
+    machinery (a port opened or closed, a factory started or stopped, an
+    AMP connection made or lost, the reactor started or stopped), which
+    the daemon logs at debug level: every info event not from this
+    package's loggers, and the factory lines Twisted logs under the
+    factory's own (here, our) class name.
+    """
+    if event.get("log_level") != LogLevel.info:
+        return False
+    ours = str(event.get("log_namespace", "")).startswith("kamalproxy")
+    return not ours or event.get("log_format") in _FACTORY_FORMATS
+
+
+@implementer(ILogObserver)
+class TwistedDetailsAsDebug:
+    """
+    Passes every event on, Twisted's details (L{isTwistedDetail}) as
+    debug events.
+    """
+
+    def __init__(self, observer: ILogObserver) -> None:
+        self._observer = observer
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if isTwistedDetail(event):
+            event = {**event, "log_level": LogLevel.debug}
+        self._observer(event)
+
+
+def daemonLogObserver(out: IO[str], debug: bool = False) -> ILogObserver:
+    """
+    The daemon's log on C{out} (C{kamal-proxy run}'s standard output): JSON
+    lines of request lines and the events that matter (deploys, removes,
+    certificates, warnings, errors); with C{debug}, also debug events and
+    Twisted's details.
+    """
+    level = LogLevel.debug if debug else LogLevel.info
+    filtered = FilteringLogObserver(
+        JSONLinesObserver(out), [LogLevelFilterPredicate(defaultLogLevel=level)]
+    )
+    return TwistedDetailsAsDebug(filtered)

@@ -126,8 +126,13 @@ class Router:
     services, and the API that changes them.
 
     @ivar services: the deployed services by name.
-    @ivar onChange: called with L{snapshot}'s result after every change, to
-        persist it.
+    @ivar persist: called with the snapshot a deploy or remove would leave
+        (L{snapshot}'s form) before anything changes; when it raises (as
+        L{kamalproxy.state.StateStore.save} does with
+        L{kamalproxy.state.SaveFailed}), nothing changes and the error
+        propagates.
+    @ivar onChange: called with L{snapshot}'s result after every change has
+        been made (for example to look for new certificates).
     @ivar challenges: answers ACME HTTP-01 challenges ahead of routing (an
         L{kamalproxy.tls.http01.HTTP01Responder}), or L{None}.
     @ivar certificates: the HTTPS listener's
@@ -147,10 +152,12 @@ class Router:
         challenges: Any = None,
         certificates: Any = None,
         httpsPort: int = 443,
+        persist: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._clock = clock
         self._connectorFor = connectorFor
         self.onChange = onChange
+        self.persist = persist
         self.services: dict[str, Service] = {}
         self._table: RoutingTable[Service] = RoutingTable()
         self.challenges = challenges
@@ -200,6 +207,7 @@ class Router:
 
         @raise DeployError: nothing was changed.
         @raise InvalidOptions: nothing was changed.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
         """
         name, normalized, options = normalizeDeploy(name, list(targets), options)
         self._checkConflicts(name, options)
@@ -226,12 +234,16 @@ class Router:
             group.stop()
             raise
         old = self.services.get(name)
-        self.services[name] = Service(self._clock, name, options, group, errorPages)
-        self.services[name].tlsCertificate = certificate
-        self.services[name].tlsCertificateSignature = signature
+        service = Service(self._clock, name, options, group, errorPages)
+        service.tlsCertificate = certificate
+        service.tlsCertificateSignature = signature
         if old is not None:
-            self.services[name].state = old.state
-        self._changed()
+            service.state = old.state
+        try:
+            self._commit({**self.services, name: service})
+        except BaseException:
+            group.stop()
+            raise
         self.log.info(
             "Deployed {service} to {targets}", service=name, targets=", ".join(normalized)
         )
@@ -244,12 +256,13 @@ class Router:
         forget it.
 
         @raise DeployError: no such service.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
         """
-        service = self.services.pop(name, None)
+        service = self.services.get(name)
         if service is None:
             raise DeployError("service not found")
+        self._commit({n: s for n, s in self.services.items() if n != name})
         service.group.stop()
-        self._changed()
         self.log.info("Removed {service}", service=name)
 
     def restore(self, snapshot: Iterable[dict[str, Any]]) -> None:
@@ -299,10 +312,7 @@ class Router:
         """
         Every service as JSON-ready data, for the state file.
         """
-        return [
-            {"name": s.name, "targets": s.group.addresses, "options": toJSON(s.options)}
-            for s in sorted(self.services.values(), key=lambda s: s.name)
-        ]
+        return _snapshotOf(self.services, {})
 
     def describe(self) -> list[dict[str, Any]]:
         """
@@ -323,8 +333,7 @@ class Router:
         The service owning C{/} for C{host} (C{""}: the default service),
         whose TLS settings and certificate the host gets.
         """
-        match = self._table.lookup(host.encode("ascii", "replace").lower(), b"/")
-        return match[0] if match is not None else None
+        return _rootService(self._table, host)
 
     def tlsHosts(self, where: Optional[Callable[[ServiceOptions], bool]] = None) -> list[str]:
         """
@@ -363,38 +372,85 @@ class Router:
                 if owner is not None and owner.name != name:
                     raise DeployError("host settings conflict with another service")
 
-    def _rebuild(self) -> None:
-        self._table = RoutingTable(
-            (host, prefix, service)
-            for service in self.services.values()
-            for host, prefix in service.bindings()
-        )
-        self._syncTLSOptionsFromRootDomain()
-
-    def _syncTLSOptionsFromRootDomain(self) -> None:
+    def _commit(self, services: dict[str, Service]) -> None:
         """
-        TLS belongs to the service owning C{/} for a host: a service not
-        owning C{/} takes C{tls_enabled} and C{tls_redirect} from the root
-        service of its first host, or the defaults (no TLS, redirect on)
-        when there is none, as the original's
-        C{syncTLSOptionsFromRootDomain}.
+        Make C{services} the deployed services: save the snapshot they make
+        (L{persist}), then swap them and their routing table in, then tell
+        L{onChange}. When saving raises, nothing has changed.
         """
-        for service in self.services.values():
-            options = service.options.service
-            if "/" in options.path_prefixes:
-                continue
-            root = self.serviceForHost(options.hosts[0] if options.hosts else "")
-            if root is not None and root is not service and "/" in root.options.service.path_prefixes:
-                tls, redirect = root.options.service.tls_enabled, root.options.service.tls_redirect
-            else:
-                tls, redirect = False, True
-            if (tls, redirect) != (options.tls_enabled, options.tls_redirect):
-                service.options = attr.evolve(
-                    service.options,
-                    service=attr.evolve(options, tls_enabled=tls, tls_redirect=redirect),
-                )
-
-    def _changed(self) -> None:
-        self._rebuild()
+        table = _tableOf(services)
+        synced = _syncedTLSOptions(services, table)
+        if self.persist is not None:
+            self.persist(_snapshotOf(services, synced))
+        self.services = services
+        self._install(table, synced)
         if self.onChange is not None:
             self.onChange(self.snapshot())
+
+    def _rebuild(self) -> None:
+        table = _tableOf(self.services)
+        self._install(table, _syncedTLSOptions(self.services, table))
+
+    def _install(self, table: RoutingTable[Service], synced: dict[str, DeployOptions]) -> None:
+        for name, options in synced.items():
+            self.services[name].options = options
+        self._table = table
+
+
+def _tableOf(services: dict[str, Service]) -> RoutingTable[Service]:
+    return RoutingTable(
+        (host, prefix, service)
+        for service in services.values()
+        for host, prefix in service.bindings()
+    )
+
+
+def _rootService(table: RoutingTable[Service], host: str) -> Service | None:
+    """
+    The service owning C{/} for C{host} in C{table}, or L{None}.
+    """
+    match = table.lookup(host.encode("ascii", "replace").lower(), b"/")
+    return match[0] if match is not None else None
+
+
+def _syncedTLSOptions(
+    services: dict[str, Service], table: RoutingTable[Service]
+) -> dict[str, DeployOptions]:
+    """
+    TLS belongs to the service owning C{/} for a host: a service not owning
+    C{/} takes C{tls_enabled} and C{tls_redirect} from the root service of
+    its first host, or the defaults (no TLS, redirect on) when there is
+    none, as the original's C{syncTLSOptionsFromRootDomain}.
+
+    @return: the new options of the services whose TLS options change, by
+        name (nothing is changed here).
+    """
+    synced = {}
+    for service in services.values():
+        options = service.options.service
+        if "/" in options.path_prefixes:
+            continue
+        root = _rootService(table, options.hosts[0] if options.hosts else "")
+        if root is not None and root is not service and "/" in root.options.service.path_prefixes:
+            tls, redirect = root.options.service.tls_enabled, root.options.service.tls_redirect
+        else:
+            tls, redirect = False, True
+        if (tls, redirect) != (options.tls_enabled, options.tls_redirect):
+            synced[service.name] = attr.evolve(
+                service.options,
+                service=attr.evolve(options, tls_enabled=tls, tls_redirect=redirect),
+            )
+    return synced
+
+
+def _snapshotOf(
+    services: dict[str, Service], synced: dict[str, DeployOptions]
+) -> list[dict[str, Any]]:
+    """
+    L{Router.snapshot} of C{services}, with the options in C{synced} in
+    place of theirs.
+    """
+    return [
+        {"name": s.name, "targets": s.group.addresses, "options": toJSON(synced.get(s.name, s.options))}
+        for s in sorted(services.values(), key=lambda s: s.name)
+    ]

@@ -9,16 +9,11 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional, Sequence
 
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-)
+from twisted.logger import globalLogBeginner
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
-from kamalproxy.requestlog import JSONLinesObserver
+from kamalproxy.requestlog import daemonLogObserver
 from kamalproxy.tap import ControlSocketInUse, Options, buildService
 
 
@@ -37,10 +32,7 @@ def run(argv: Sequence[str], reactor: Optional[Any] = None) -> int:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    level = LogLevel.debug if options["debug"] else LogLevel.info
-    observer = FilteringLogObserver(
-        JSONLinesObserver(sys.stdout), [LogLevelFilterPredicate(defaultLogLevel=level)]
-    )
+    observer = daemonLogObserver(sys.stdout, debug=bool(options["debug"]))
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     try:
         service = buildService(options, reactor)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 from datetime import timedelta
 from typing import Any, Mapping, Optional
 
@@ -24,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent
 
-from kamalproxy import channel
+from kamalproxy import channel, versionLine
 from kamalproxy.controlserver import ControlFactory
 from kamalproxy.durations import parseDuration
 from kamalproxy.options import ServiceOptions
@@ -166,6 +167,13 @@ class Options(usage.Options):
         super().__init__()
         self.environ = os.environ if environ is None else environ
 
+    def opt_version(self) -> None:
+        """
+        Print kamal-proxy's version and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
+
     def postOptions(self) -> None:
         env = self.environ
         for key, convert, default in (
@@ -290,11 +298,22 @@ class ProxyService(MultiService):
 
     log = Logger()
 
-    def __init__(self, router: Router, site: ProxySite, grace: float = SHUTDOWN_GRACE) -> None:
+    def __init__(
+        self, router: Router, site: ProxySite, grace: float = SHUTDOWN_GRACE, listening: str = ""
+    ) -> None:
         super().__init__()
         self.router = router
         self.site = site
         self.grace = grace
+        self.listening = listening
+
+    def startService(self) -> None:
+        """
+        Start every listener, then say so (C{Server started: ...}, naming
+        C{listening}).
+        """
+        super().startService()
+        self.log.info("Server started: {listening}", listening=self.listening)
 
     def stopService(self) -> Deferred:
         stopped = super().stopService()
@@ -311,6 +330,7 @@ class ProxyService(MultiService):
             # drops every connection.
             await self.site.closeConnections(max(0.0, deadline - self.site.clock.seconds()))
             await self.router.stop()
+            self.log.info("Server stopped")
 
         return Deferred.fromCoroutine(drain())
 
@@ -328,7 +348,6 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     issuers: Optional[AcmeIssuers] = None
 
     def changed(snapshot: list[dict[str, Any]]) -> None:
-        store.save(snapshot)
         if issuers is not None:
             issuers.update()  # certificates for new TLS hosts, now
 
@@ -338,6 +357,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         reactor,
         tcpConnectorFor(reactor),
         onChange=changed,
+        persist=store.save,
         challenges=responder,
         certificates=selector,
         httpsPort=_endpointPort(config.get("https-endpoint")) or config.get("https-port") or 443,
@@ -346,7 +366,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     site = ProxySite(router, reactor, requestLog=RequestLogger(reactor), limits=channelLimits(config))
     site.displayTracebacks = False
     site.h2c = bool(config.get("h2c"))
-    service = ProxyService(router, site)
+    service = ProxyService(router, site, listening=_listening(config, socketPath))
     limiter = ConnectionLimiter(reactor, site.limits.maxConnections)  # across both listeners
     listener = strports.service(
         config["http-endpoint"], ConnectionLimitFactory(site, limiter), reactor=reactor
@@ -378,6 +398,23 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     controlListener._raiseSynchronously = True
     controlListener.setServiceParent(service)
     return service
+
+
+def _listening(config: Mapping[str, Any], socketPath: str) -> str:
+    """
+    Where the daemon listens, for the log: C{HTTP on port 80, HTTPS on port
+    443, control socket /run/kamal-proxy.sock}.
+    """
+
+    def where(description: str) -> str:
+        port = _endpointPort(description)
+        return description if port is None else f"port {port}"
+
+    parts = [f"HTTP on {where(config['http-endpoint'])}"]
+    if config.get("https-endpoint"):
+        parts.append(f"HTTPS on {where(config['https-endpoint'])}")
+    parts.append(f"control socket {socketPath}")
+    return ", ".join(parts)
 
 
 def _endpointPort(description: Optional[str]) -> Optional[int]:

@@ -47,10 +47,10 @@ STOP_TIMEOUT = 13.0
 COMMAND_TIMEOUT = 30.0
 """Seconds a command line run may take before it is killed."""
 
-READY_MARK = "ControlFactory starting on"
+READY_MARK = "Server started"
 """
-The daemon's log line as it is about to bind its control socket, the last
-of its listeners (L{startDaemon} then waits for an answer on the socket).
+The daemon's log line once its listeners and control socket are bound
+(L{startDaemon} then waits for an answer on the socket).
 """
 
 _DAEMON_ENVIRONMENT = ("HTTP_PORT", "HTTPS_PORT", "METRICS_PORT", "DEBUG", "BIND", "STATE_DIR")
@@ -365,6 +365,7 @@ async def startDaemon(
     extraArgs: Sequence[str] = (),
     waitReady: bool = True,
     env: Optional[Mapping[str, str]] = None,
+    wrapper: Sequence[str] = (),
 ) -> Daemon:
     """
     Spawn a daemon on 127.0.0.1 with its own port, socket and state dir
@@ -373,6 +374,9 @@ async def startDaemon(
     @param twistd: run it as C{twistd -n --pidfile= kamal-proxy} instead of
         C{kamal-proxy run}.
     @param waitReady: wait for its listeners to be open (L{READY_MARK}).
+    @param wrapper: a command (its first word a path) that runs the daemon's
+        command line given after it, replacing itself with it (C{exec}), so
+        the daemon keeps its process ID.
     """
     workDir = tempDir(testCase)
     port = freePort() if port is None else port
@@ -394,6 +398,8 @@ async def startDaemon(
         program = executable("kamal-proxy")
         argv = [program, "run", *flags]
     output = OutputCollector(" ".join(os.path.basename(a) for a in argv[:2]))
+    if wrapper:
+        program, argv = wrapper[0], [*wrapper, *argv]
     process = reactor.spawnProcess(output, program, argv, env=environment(env), path=workDir)
     daemon = Daemon(port, socketPath, stateDir, output, process)
     daemon.httpsPort = httpsPort
@@ -406,10 +412,10 @@ async def startDaemon(
 
 async def _waitForControl(daemon: Daemon, timeout: float) -> None:
     """
-    Wait for an answer on the daemon's control socket. Its "starting on"
-    log lines come just before the bind, and the listeners open before the
-    reactor runs (twistd binds them even earlier), so only an answer means
-    it serves, with its signal handlers installed.
+    Wait for an answer on the daemon's control socket. Its "Server started"
+    line comes once the listeners are bound, before the reactor runs
+    (twistd binds them even earlier), so only an answer means it serves,
+    with its signal handlers installed.
     """
     deadline = reactor.seconds() + timeout
     while True:

@@ -1,23 +1,31 @@
 """
 The command line against a real daemon: C{kamal-proxy VERB} is a drop-in for
 C{kamal-proxy-ctl VERB}, Kamal's own deploy command works unchanged, bad
-input changes nothing, and a missing daemon is reported plainly.
+input changes nothing (from our CLI or another control client), and a
+missing daemon is reported plainly.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+from importlib import metadata
 
+from twisted.internet import reactor
+from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.protocols import amp
 from twisted.trial.unittest import TestCase
 
 from tests.integration.harness import (
     CommandResult,
     ctl,
     deployArgs,
+    executable,
     fetch,
     kamalProxy,
+    runCommand,
     startBackend,
     startDaemon,
     tempDir,
@@ -171,8 +179,9 @@ class DropInTests(TestCase):
 
     async def test_badFlagChangesNothing(self) -> None:
         """
-        A deploy with a bad flag exits non-zero with a one-line reason
-        naming it, never reaches the target, and leaves C{list} unchanged.
+        A deploy with a bad flag, or a service name over 255 characters,
+        exits non-zero with a one-line reason naming it, never reaches the
+        target, and leaves C{list} unchanged.
         """
         daemon = await startDaemon(self)
         app = startBackend(self, "app")
@@ -191,12 +200,104 @@ class DropInTests(TestCase):
             result = await run("deploy", "app", f"--target={other.address}", "--no-such-flag")
             reason = assertOneLineError(self, result, prog)
             self.assertIn("--no-such-flag", reason)
+            result = await run("deploy", "a" * 60000, f"--target={other.address}")
+            reason = assertOneLineError(self, result, prog)
+            self.assertEqual(reason, "invalid service name: longer than 255 characters")
 
         after = await ctl(daemon.socket, "list")
         self.assertEqual(after.out, before.out)
         self.assertEqual((other.requests, other.healthChecks), ([], 0))
         status, headers, _ = await fetch(daemon.url("/"))
         self.assertEqual((status, headers.get("x-version")), (200, "app"))
+
+
+class MalformedCommandTests(TestCase):
+    """
+    Commands from a control client other than ours.
+    """
+
+    timeout = 30
+
+    async def test_unreadableArguments(self) -> None:
+        """
+        A command whose argument is not UTF-8, or is missing, is answered
+        with a declared error saying so; the daemon logs one line, no
+        traceback, and keeps the connection.
+        """
+        daemon = await startDaemon(self)
+        client = await connectProtocol(UNIXClientEndpoint(reactor, daemon.socket), amp.AMP())
+        self.addCleanup(client.transport.loseConnection)
+        answers = []
+        for command, arguments in ((b"Remove", {"service": b"\xff"}), (b"Remove", {})):
+            try:
+                await client.callRemoteString(command, **arguments)
+            except amp.RemoteAmpError as e:
+                answers.append((e.errorCode, e.description))
+        self.assertEqual(
+            answers,
+            [
+                (b"INVALID_ARGUMENTS", "argument service is not valid UTF-8"),
+                (b"INVALID_ARGUMENTS", "missing argument: service"),
+            ],
+        )
+        await client.callRemoteString(b"List")
+        await daemon.waitForMessage("Refused a Remove command: missing argument: service")
+        refused = [e for e in daemon.logs() if e["msg"].startswith("Refused a Remove command")]
+        self.assertEqual([e["level"] for e in refused], ["WARN", "WARN"])
+        self.assertEqual([e for e in daemon.logs() if "error" in e or e["level"] == "ERROR"], [])
+
+
+class PermissionTests(TestCase):
+    """
+    A user who may not use the control socket.
+    """
+
+    timeout = 30
+
+    async def test_permissionDenied(self) -> None:
+        """
+        Commands from a user without permission on the socket say
+        C{permission denied}, not that the daemon is not running. (Run as
+        root giving the socket to another user and dropping root's power to
+        override file permissions for the command.)
+        """
+        setpriv = shutil.which("setpriv")
+        if setpriv is None or os.geteuid() != 0:
+            self.skipTest("needs root and setpriv")
+        daemon = await startDaemon(self)
+        os.chown(daemon.socket, 65534, 65534)
+        unprivileged = [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+        result = await runCommand([*unprivileged, executable("kamal-proxy"), "--socket", daemon.socket, "list"])
+        if result.err.startswith("setpriv:"):
+            self.skipTest(f"setpriv cannot drop capabilities here: {result.err.strip()}")
+        self.assertEqual(
+            tuple(result),
+            (1, "", f"Error: cannot connect to the kamal-proxy control socket at {daemon.socket}: permission denied\n"),
+        )
+
+
+class VersionTests(TestCase):
+    """
+    C{--version} of every command line.
+    """
+
+    timeout = 30
+
+    async def test_version(self) -> None:
+        """
+        C{kamal-proxy --version}, C{kamal-proxy run --version}, C{twistd
+        kamal-proxy --version} and C{kamal-proxy-ctl --version} print this
+        package's version (its metadata's), not Twisted's.
+        """
+        version = metadata.version("kamal-proxy")
+        for argv, prog in (
+            ([executable("kamal-proxy"), "--version"], "kamal-proxy"),
+            ([executable("kamal-proxy"), "run", "--version"], "kamal-proxy"),
+            ([executable("twistd"), "kamal-proxy", "--version"], "kamal-proxy"),
+            ([executable("kamal-proxy-ctl"), "--version"], "kamal-proxy-ctl"),
+        ):
+            result = await runCommand(argv)
+            self.assertEqual(tuple(result), (0, f"{prog} version {version}\n", ""), argv)
 
 
 class NoDaemonTests(TestCase):

@@ -1,12 +1,18 @@
 """
 Deploys against a real daemon: no request lost or misrouted under load,
 requests in flight drained before C{deploy} returns, unhealthy targets
-refused, and deployed services surviving a restart.
+refused, changes that cannot be saved refused, and deployed services
+surviving a restart.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 from typing import Optional
 
 import attr
@@ -24,6 +30,42 @@ from tests.integration.harness import (
     startBackend,
     startDaemon,
 )
+
+_TMPFS_SCRIPT = 'mkdir -p "$1" && mount -t tmpfs -o size=256k,mode=700 kp-state "$1" && shift && exec "$@"'
+
+
+def _tmpfsWrapper(directory: str) -> Optional[list[str]]:
+    """
+    A command that runs a command line in a mount namespace of its own
+    where C{directory} is a small tmpfs (a disk that can be filled), or
+    L{None} where that cannot be done (not root, no C{unshare}).
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        return None
+    wrapper = [unshare, "--mount", "--propagation", "private", "sh", "-c", _TMPFS_SCRIPT, "sh", directory]
+    probe = tempfile.mkdtemp(prefix="kp-tmpfs-")
+    try:
+        done = subprocess.run([*wrapper[:-1], os.path.join(probe, "d"), "true"], capture_output=True)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return wrapper if done.returncode == 0 else None
+
+
+def _fill(directory: str) -> str:
+    """
+    Fill the file system of C{directory} with a file, returning its path.
+    """
+    path = os.path.join(directory, "filler")
+    chunk = b"\0" * 4096
+    with open(path, "wb", buffering=0) as f:
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                return path
 
 LOAD_SECONDS = 3.0
 CLIENTS = 8
@@ -227,6 +269,65 @@ class UnhealthyTargetTests(TestCase):
         self.assertNotIn(broken.address, listing.out)
 
 
+class FullDiskTests(TestCase):
+    """
+    A state directory whose disk is full: a real tmpfs filled up, in a
+    mount namespace of the daemon's own (root only).
+    """
+
+    timeout = 30
+
+    async def test_changeThatCannotBeSavedIsNotMade(self) -> None:
+        """
+        With the state disk full, C{deploy} and C{remove} exit 1 with one
+        line saying why, and change nothing: the old target keeps serving,
+        the state file keeps the old service. Once there is room, the same
+        deploy works.
+        """
+        stateDir = os.path.join(tempfile.mkdtemp(prefix="kp-it-"), "state")
+        self.addCleanup(shutil.rmtree, os.path.dirname(stateDir), ignore_errors=True)
+        wrapper = _tmpfsWrapper(stateDir)
+        if wrapper is None:
+            self.skipTest("needs root and unshare to mount a small tmpfs")
+        daemon = await startDaemon(self, stateDir=stateDir, wrapper=wrapper)
+        v1 = startBackend(self, "v1")
+        v2 = startBackend(self, "v2")
+        first = await ctl(daemon.socket, *deployArgs("web", v1.address))
+        self.assertEqual(first.code, 0, first.err)
+        seen = f"/proc/{daemon.pid}/root{stateDir}"  # the daemon's tmpfs
+        filler = _fill(seen)
+
+        deploy = await ctl(daemon.socket, *deployArgs("web", v2.address))
+        remove = await ctl(daemon.socket, "remove", "web")
+
+        for result in (deploy, remove):
+            self.assertEqual(result.code, 1)
+            self.assertEqual(result.out, "")
+            self.assertEqual(result.err, "Error: cannot save state: No space left on device\n")
+        status, headers, _ = await fetch(daemon.url("/"))
+        self.assertEqual((status, headers.get("x-version")), (200, "v1"))
+        listing = await ctl(daemon.socket, "list")
+        self.assertIn(v1.address, listing.out)
+        self.assertNotIn(v2.address, listing.out)
+        self.assertEqual(sorted(os.listdir(seen)), ["filler", "kamal-proxy.state"])
+        with open(os.path.join(seen, "kamal-proxy.state")) as f:
+            self.assertEqual([s["targets"] for s in json.load(f)], [[v1.address]])
+        errors = [e["msg"] for e in daemon.logs() if e.get("level") == "ERROR"]
+        self.assertEqual(
+            errors,
+            [
+                "Deploy of web not made: cannot save state: No space left on device",
+                "Remove of web not made: cannot save state: No space left on device",
+            ],
+        )
+
+        os.remove(filler)
+        again = await ctl(daemon.socket, *deployArgs("web", v2.address))
+        self.assertEqual(again.code, 0, again.err)
+        status, headers, _ = await fetch(daemon.url("/"))
+        self.assertEqual((status, headers.get("x-version")), (200, "v2"))
+
+
 class RestartTests(TestCase):
     """
     Stopping the daemon and starting it again on the same state directory.
@@ -268,3 +369,24 @@ class RestartTests(TestCase):
         self.assertIn("Restored app", messages)
         self.assertIn("Restored api", messages)
         self.assertEqual([m for m in messages if m.startswith("Deployed")], [])
+
+    async def test_startRemovesTemporaryFilesOfAKilledSave(self) -> None:
+        """
+        A daemon killed while saving leaves a C{.kamal-proxy.state.<hex>.tmp}
+        file in the state directory; the next start removes it (and no
+        other file) and says so.
+        """
+        stateDir = os.path.join(tempfile.mkdtemp(prefix="kp-it-"), "state")
+        self.addCleanup(shutil.rmtree, os.path.dirname(stateDir), ignore_errors=True)
+        os.makedirs(stateDir)
+        stale = os.path.join(stateDir, ".kamal-proxy.state.5eb2c0ffee00.tmp")
+        other = os.path.join(stateDir, ".kamal-proxy.state.mine.tmp")
+        for path in (stale, other):
+            with open(path, "w") as f:
+                f.write('[{"name": "half')
+
+        daemon = await startDaemon(self, stateDir=stateDir)
+
+        self.assertEqual(os.listdir(stateDir), [os.path.basename(other)])
+        messages = [e.get("msg", "") for e in daemon.logs()]
+        self.assertIn(f"Removed {stale}, left by an interrupted save", messages)

@@ -98,6 +98,69 @@ class JSONLinesTests(TestCase):
         )
 
 
+class LogLevelTests(TestCase):
+    """
+    What C{kamal-proxy run} logs besides requests, with and without
+    C{--debug}.
+    """
+
+    timeout = 40
+
+    async def session(self, *flags: str) -> list[dict]:
+        """
+        Start a daemon with C{flags}, deploy, list, remove, stop it; return
+        its log lines.
+        """
+        daemon = await startDaemon(self, extraArgs=flags)
+        app = startBackend(self, "app")
+        for args in (deployArgs("app", app.address), ["list"], ["remove", "app"]):
+            result = await ctl(daemon.socket, *args)
+            self.assertEqual(result.code, 0, result.err)
+        self.assertEqual(await daemon.stop(), 0)
+        self.assertEqual(daemon.output.stderr, b"")
+        return daemon.logs()
+
+    async def test_quietByDefault(self) -> None:
+        """
+        Without C{--debug} the log has the meaningful events only: start,
+        target health, deploy, remove, stop; none of Twisted's details.
+        """
+        logs = await self.session()
+        self.assertEqual({e["level"] for e in logs}, {"INFO"})
+        expected = [
+            "No previous state to restore",
+            "Server started: HTTP on port ",
+            "Target health updated: ",
+            "Deployed app to ",
+            "Removed app",
+            "Server stopped",
+        ]
+        messages = [e["msg"] for e in logs]
+        self.assertEqual(len(messages), len(expected), messages)
+        for message, start in zip(messages, expected):
+            self.assertTrue(message.startswith(start), (message, start))
+
+    async def test_debug(self) -> None:
+        """
+        With C{--debug} the log also has Twisted's details (factories
+        started and stopped, each control connection) and a line per control
+        command, as DEBUG lines.
+        """
+        logs = await self.session("--debug")
+        debug = [e["msg"] for e in logs if e["level"] == "DEBUG"]
+        for fragment in (
+            "Starting factory <kamalproxy.site.ProxySite object",
+            "Stopping factory <kamalproxy.controlserver.ControlFactory object",
+            "connection established (HOST:UNIXAddress(",
+            'Control command Deploy {"service": "app"',
+            "Control command List {}",
+            'Control command Remove {"service": "app"}',
+        ):
+            self.assertTrue(any(fragment in m for m in debug), (fragment, debug))
+        info = [e["msg"].split(":")[0] for e in logs if e["level"] == "INFO"]
+        self.assertIn("Deployed app", " ".join(info))
+
+
 class ErrorStatusTests(TestCase):
     """
     Answers and log lines when the target fails.
