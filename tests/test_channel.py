@@ -309,15 +309,32 @@ class SyntaxTests(RefusalMixin, SynchronousTestCase):
 
     def test_controlBytesInValues(self) -> None:
         """
-        Control bytes (but HTAB), DEL and non-ASCII bytes in a header value
-        get 400; HTAB is allowed.
+        Control bytes (but HTAB), DEL and a bare CR in a header value get
+        400; HTAB is allowed.
         """
-        for byte in [b"\x00", b"\x01", b"\x1b", b"\x7f", b"\x80", b"\xff", b"\r"]:
+        for byte in [b"\x00", b"\x01", b"\x0b", b"\x0c", b"\x1b", b"\x1f", b"\x7f", b"\r"]:
             self.logged.clear()
             self.assertRefused(GOOD[:-2] + b"X-A: a" + byte + b"b\r\n\r\n", 400, "byte in a header value")
         recorder = Recorder()
         connect(recorder).send(GOOD[:-2] + b"X-A: a\tb\r\n\r\n")
         self.assertEqual(len(recorder.seen), 1)
+
+    def test_obsTextInValues(self) -> None:
+        """
+        Bytes 0x80-0xFF (obs-text, RFC 9110 section 5.5) in header values,
+        UTF-8 or not, are accepted and reach the resource unchanged.
+        """
+        values = {
+            b"X-Name": "Jos\u00e9".encode("utf-8"),
+            b"Cookie": "name=J\u00f6rg; city=Z\u00fcrich \u2603".encode("utf-8"),
+            b"X-Latin": b"caf\xe9 \x80\xff",
+        }
+        recorder = Recorder(hold=True)
+        conn = connect(recorder)
+        conn.send(GOOD[:-2] + b"".join(name + b": " + value + b"\r\n" for name, value in values.items()) + b"\r\n")
+        self.assertEqual(len(recorder.held), 1, conn.transport.value())
+        headers = recorder.held[0].requestHeaders
+        self.assertEqual({name: headers.getRawHeaders(name) for name in values}, {name: [v] for name, v in values.items()})
 
     def test_bareLineFeed(self) -> None:
         """

@@ -7,12 +7,14 @@ L{ProxyChannel} is Twisted's L{HTTPChannel} with:
 
   - size limits on the head (C{--max-request-line}: 414; C{--max-header-line},
     C{--max-header-bytes}, C{--max-headers}: 431);
-  - strict framing: malformed request lines and headers, obs-fold, control or
-    non-ASCII bytes in header values, duplicate C{Content-Length},
+  - strict framing: malformed request lines and headers, obs-fold, control
+    bytes in header values, duplicate C{Content-Length},
     C{Content-Length} with C{Transfer-Encoding}, any transfer coding but
     C{chunked}, a missing or repeated C{Host}, and invalid chunked bodies are
     all answered with 400 and the connection is closed, so no request can be
     smuggled behind another;
+  - header values may carry obs-text (bytes 0x80-0xFF, RFC 9110 section
+    5.5: UTF-8 names, cookies), passed on unchanged;
   - absolute-form targets (C{GET http://host/path HTTP/1.1}) rewritten to
     origin-form, their authority replacing the C{Host} header (RFC 9112
     section 3.2.2);
@@ -70,7 +72,8 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """The HTTP/2 connection preface (RFC 9113 section 3.4), sniffed for h2c."""
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_BAD_VALUE_BYTE = re.compile(rb"[^\t\x20-\x7e]")
+# Controls but HTAB, and DEL; obs-text (0x80-0xFF) is allowed.
+_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _BAD_TARGET_BYTE = re.compile(rb"[^\x21-\x7e]")
 _BAD_REQUEST_LINE_BYTE = re.compile(rb"[^\x21-\x7e \r\n]")
 _ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)\Z", re.DOTALL)
@@ -124,7 +127,7 @@ def headerLineProblem(line: bytes) -> Optional[str]:
     if not colon or not _TOKEN.match(name):
         return "malformed header line"
     if _BAD_VALUE_BYTE.search(value):
-        return "control or non-ASCII byte in a header value"
+        return "control byte in a header value"
     return None
 
 

@@ -1,0 +1,132 @@
+"""
+What the HTTP/1.1 parser lets through, against the real daemon: raw
+clients on 127.0.0.1 in front, and behind it a raw target that keeps every
+request head byte for byte as the proxy sent it.
+
+  - header values with bytes 0x80-0xFF (UTF-8 names and cookies) reach the
+    target unchanged, and such response header values reach the client.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import TestCase
+
+from tests.integration.harness import Daemon, ctl, deployArgs, startDaemon
+from tests.protection.harness import RawClient, connectRaw
+
+READ_TIMEOUT = 5.0
+"""The daemon's C{--http-read-timeout}: a request it waits on gets 408 then."""
+
+OBS_TEXT_FIELDS = [
+    (b"X-Name", "Jos\u00e9".encode("utf-8")),
+    (b"Cookie", "name=J\u00f6rg; snow=\u2603".encode("utf-8")),
+    (b"X-Latin", b"caf\xe9 \x80\xff"),
+]
+
+OBS_TEXT_ANSWER = [b"X-Name: Jos\xc3\xa9", b"Set-Cookie: name=J\xc3\xb6rg; Path=/", b"X-Latin: caf\xe9 \x80\xff"]
+
+_ANSWER = b"HTTP/1.1 200 OK\r\n" + b"".join(line + b"\r\n" for line in OBS_TEXT_ANSWER) + b"Content-Length: 2\r\n\r\nok"
+
+_UP = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nup\n"
+
+
+def _contentLength(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+class _RawTarget(Protocol):
+    """
+    Keeps each request (head as sent, body) but health checks in its
+    factory's C{requests}, and answers it with L{_ANSWER}.
+    """
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, rest = self.buffer.split(b"\r\n\r\n", 1)
+            length = _contentLength(head)
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            if head.startswith(b"GET /up "):
+                self.transport.write(_UP)
+                continue
+            self.factory.requests.append((head, rest[:length]))  # type: ignore[attr-defined]
+            self.transport.write(_ANSWER)
+
+
+async def proxyToRawTarget(testCase: TestCase) -> tuple[Daemon, list[tuple[bytes, bytes]]]:
+    """
+    A daemon with a service on a L{_RawTarget}; returns the daemon and the
+    list where the target keeps what it receives.
+    """
+    factory = Factory.forProtocol(_RawTarget)
+    factory.noisy = False
+    factory.requests = []  # type: ignore[attr-defined]
+    listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    testCase.addCleanup(listening.stopListening)
+    daemon = await startDaemon(testCase, extraArgs=["--http-read-timeout", f"{READ_TIMEOUT:g}s"])
+    result = await ctl(daemon.socket, *deployArgs("web", f"127.0.0.1:{listening.getHost().port}"))
+    testCase.assertEqual((result.code, result.err), (0, ""), "deploy")
+    return daemon, factory.requests  # type: ignore[attr-defined]
+
+
+async def exchange(testCase: TestCase, daemon: Daemon, data: bytes) -> RawClient:
+    """
+    Send C{data} on a new connection and wait until the proxy closes it
+    (the requests in C{data} end with C{Connection: close}, or are
+    refused).
+    """
+    client = await connectRaw(testCase, daemon.port)
+    client.send(data)
+    await client.waitClosed(READ_TIMEOUT + 5)
+    return client
+
+
+def headLines(head: bytes) -> list[bytes]:
+    return head.split(b"\r\n")
+
+
+def statuses(client: RawClient) -> list[int]:
+    """
+    The status of each response the client received (their bodies, C{ok}
+    or a page, hold no status line).
+    """
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 ([0-9]{3}) ", bytes(client.received))]
+
+
+class ObsTextTests(TestCase):
+    timeout = 30
+
+    async def test_obsTextHeaderValuesPassUnchanged(self) -> None:
+        """
+        Request header values with bytes 0x80-0xFF (UTF-8 or not) are
+        accepted and reach the target byte for byte; response header values
+        with such bytes reach the client byte for byte.
+        """
+        daemon, received = await proxyToRawTarget(self)
+        fields = b"".join(name + b": " + value + b"\r\n" for name, value in OBS_TEXT_FIELDS)
+        client = await exchange(
+            self, daemon, b"GET /obs HTTP/1.1\r\nHost: example.com\r\n" + fields + b"Connection: close\r\n\r\n"
+        )
+        self.assertEqual((statuses(client), client.body()), ([200], b"ok"), client.received)
+        answered = headLines(client.head())
+        for line in OBS_TEXT_ANSWER:
+            self.assertIn(line, answered)
+        [(head, _)] = received
+        lines = headLines(head)
+        self.assertEqual(lines[0], b"GET /obs HTTP/1.1")
+        for name, value in OBS_TEXT_FIELDS:
+            self.assertIn(name + b": " + value, lines)
+
