@@ -461,6 +461,26 @@ class SmugglingTests(RefusalMixin, SynchronousTestCase):
                 b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\n", 400
             )
 
+    def test_contentLengthOver63Bits(self) -> None:
+        """
+        A Content-Length that does not fit in 63 bits gets 400 at once, with
+        the body that follows never read; 2**63 - 1 and leading zeros are
+        accepted.
+        """
+        for value in [b"99999999999999999999999", b"9223372036854775808", b"1" + b"0" * 5000]:
+            self.logged.clear()
+            self.assertRefused(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\nhello" + self.SMUGGLED,
+                400,
+                "Content-Length over 63 bits",
+            )
+        conn = connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775807\r\n\r\nhello")
+        self.assertEqual((conn.transport.value(), conn.closed), (b"", False))
+        recorder = Recorder()
+        connect(recorder).send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000000000005\r\n\r\nhello")
+        self.assertEqual(recorder.seen, [(b"POST", b"/", b"a", b"hello")])
+
     def test_invalidChunkedBodies(self) -> None:
         """
         Invalid chunked bodies get 400, and nothing (not even the request
@@ -481,6 +501,19 @@ class SmugglingTests(RefusalMixin, SynchronousTestCase):
         ]:
             self.logged.clear()
             self.assertRefused(head + body + self.SMUGGLED, 400, "chunked body")
+
+    def test_chunkSizeOver63Bits(self) -> None:
+        """
+        A chunk size that does not fit in 63 bits gets 400 at once; 2**63 -
+        1 is accepted.
+        """
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for size in [b"8000000000000000", b"ffffffffffffffff", b"FFFFFFFFFFFFFFFF;a=b"]:
+            self.logged.clear()
+            self.assertRefused(head + size + b"\r\nhello", 400, "chunk size over 63 bits")
+        conn = connect()
+        conn.send(head + b"7fffffffffffffff\r\nhello")
+        self.assertEqual((conn.transport.value(), conn.closed), (b"", False))
 
     def test_validChunkedBody(self) -> None:
         """

@@ -8,11 +8,12 @@ L{ProxyChannel} is Twisted's L{HTTPChannel} with:
   - size limits on the head (C{--max-request-line}: 414; C{--max-header-line},
     C{--max-header-bytes}, C{--max-headers}: 431);
   - strict framing: malformed request lines and headers, obs-fold, control
-    bytes in header values, duplicate C{Content-Length},
-    C{Content-Length} with C{Transfer-Encoding}, any transfer coding but
-    C{chunked}, a missing or repeated C{Host}, and invalid chunked bodies are
-    all answered with 400 and the connection is closed, so no request can be
-    smuggled behind another;
+    bytes in header values, duplicate C{Content-Length}, a C{Content-Length}
+    or chunk size beyond 63 bits, C{Content-Length} with
+    C{Transfer-Encoding}, any transfer coding but C{chunked}, a missing or
+    repeated C{Host}, and invalid chunked bodies are all answered with 400
+    and the connection is closed, so no request can be smuggled behind
+    another;
   - header values may carry obs-text (bytes 0x80-0xFF, RFC 9110 section
     5.5: UTF-8 names, cookies), passed on unchanged;
   - absolute-form targets (C{GET http://host/path HTTP/1.1}) rewritten to
@@ -67,6 +68,9 @@ DEFAULT_WRITE_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 10000
 
 MAX_CHUNK_SIZE_LINE = 4096
+
+MAX_BODY_LENGTH = (1 << 63) - 1
+"""The largest C{Content-Length} or chunk size accepted (as Go's 63 bits)."""
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """The HTTP/2 connection preface (RFC 9113 section 3.4), sniffed for h2c."""
@@ -131,11 +135,21 @@ def headerLineProblem(line: bytes) -> Optional[str]:
     return None
 
 
+def beyond63Bits(digits: bytes, base: int) -> bool:
+    """
+    Whether the number C{digits} (in C{base}, digits only) is over
+    L{MAX_BODY_LENGTH}, without converting a huge string.
+    """
+    significant = digits.lstrip(b"0")
+    return len(significant) > 19 or int(significant or b"0", base) > MAX_BODY_LENGTH
+
+
 class ChunkedDecoder:
     """
     A strict decoder for the C{chunked} transfer coding: hexadecimal sizes of
-    at most 16 digits, well-formed extensions, CRLF after every chunk, and
-    trailer lines that are valid field lines (which are then dropped).
+    at most 16 digits and 63 bits, well-formed extensions, CRLF after every
+    chunk, and trailer lines that are valid field lines (which are then
+    dropped).
 
     @param dataCallback: called with each piece of body data.
     @param finishCallback: called once, with the bytes after the body.
@@ -190,6 +204,8 @@ class ChunkedDecoder:
             raise MalformedChunkedBody("invalid chunk size")
         if semicolon and not _CHUNK_EXTENSIONS.match(semicolon + extensions):
             raise MalformedChunkedBody("invalid chunk extension")
+        if beyond63Bits(size, 16):
+            raise MalformedChunkedBody("chunk size over 63 bits")
         self._remaining = int(size, 16)
         self._state = "data" if self._remaining else "trailer"
         return True
@@ -560,6 +576,9 @@ class ProxyChannel(HTTPChannel):
             if not value.isdigit():
                 self.refuse(400, "invalid Content-Length")
                 return
+            if beyond63Bits(value, 10):
+                self.refuse(400, "Content-Length over 63 bits")
+                return
         elif name == b"transfer-encoding":
             if self._contentLengths:
                 self.refuse(400, "Content-Length with Transfer-Encoding")
@@ -757,11 +776,13 @@ def buildChannelProtocol(site: Any) -> _ProxyChannelProtocol:
 
 
 __all__ = [
+    "MAX_BODY_LENGTH",
     "ChannelLimits",
     "ChunkedDecoder",
     "ConnectionLimiter",
     "MalformedChunkedBody",
     "ProxyChannel",
+    "beyond63Bits",
     "buildChannelProtocol",
     "headerLineProblem",
 ]

@@ -4,7 +4,8 @@ clients on 127.0.0.1 in front, and behind it a raw target that keeps every
 request head byte for byte as the proxy sent it.
 
   - header values with bytes 0x80-0xFF (UTF-8 names and cookies) reach the
-    target unchanged, and such response header values reach the client.
+    target unchanged, and such response header values reach the client;
+  - a C{Content-Length} or chunk size beyond 63 bits is refused with 400.
 """
 
 from __future__ import annotations
@@ -130,3 +131,23 @@ class ObsTextTests(TestCase):
         for name, value in OBS_TEXT_FIELDS:
             self.assertIn(name + b": " + value, lines)
 
+
+class LengthTests(TestCase):
+    timeout = 30
+
+    async def test_lengthsOver63BitsRefused(self) -> None:
+        """
+        A C{Content-Length} or a chunk size that does not fit in 63 bits
+        gets one 400 at once; neither the head nor the body reaches the
+        target.
+        """
+        daemon, received = await proxyToRawTarget(self)
+        smuggled = b"GET /smuggled HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        requests = [
+            b"POST /cl HTTP/1.1\r\nHost: example.com\r\nContent-Length: 99999999999999999999999\r\n\r\nhello" + smuggled,
+            b"POST /cl63 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 9223372036854775808\r\n\r\nhello",
+            b"POST /te HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n8000000000000000\r\nhello",
+        ]
+        clients = [await exchange(self, daemon, data) for data in requests]
+        self.assertEqual([statuses(c) for c in clients], [[400]] * len(requests))
+        self.assertEqual(received, [])
