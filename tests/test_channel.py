@@ -338,10 +338,62 @@ class SyntaxTests(RefusalMixin, SynchronousTestCase):
 
     def test_bareLineFeed(self) -> None:
         """
-        A bare LF does not end a line: the request is refused, not read as
-        two header lines.
+        A bare LF ends the request line and header lines (RFC 9112 section
+        2.2, as Go, nginx and h11 read them), alone or mixed with CRLF, up
+        to the blank line: the requests are served at once, the headers read
+        as separate lines, the body and the next request found where they
+        start.
         """
-        self.assertRefused(b"GET / HTTP/1.1\r\nHost: a\nX-Smuggled: 1\r\n\r\n", 400)
+        recorder = Recorder(hold=True)
+        conn = connect(recorder)
+        conn.send(b"GET /a HTTP/1.1\nHost: a\nX-One: 1\n\n")
+        self.assertEqual(recorder.seen, [(b"GET", b"/a", b"a", b"")])
+        headers = recorder.held[0].requestHeaders
+        self.assertEqual(headers.getRawHeaders(b"x-one"), [b"1"])
+        recorder.held[0].finish()
+        conn.send(
+            b"POST /b HTTP/1.1\r\nHost: b\nX-Two: 2\r\nContent-Length: 3\n\r\nabc"
+            b"GET /c HTTP/1.1\nHost: c\r\n\n"
+        )
+        self.assertEqual(recorder.seen[1], (b"POST", b"/b", b"b", b"abc"))
+        self.assertEqual(recorder.held[1].requestHeaders.getRawHeaders(b"x-two"), [b"2"])
+        recorder.held[1].finish()
+        self.assertEqual(recorder.seen[2], (b"GET", b"/c", b"c", b""))
+        recorder.held[2].finish()
+        self.assertEqual(conn.transport.value().count(b"HTTP/1.1 200 OK\r\n"), 3)
+        self.assertFalse(conn.closed)
+
+    def test_bareLineFeedKeepsTheLimits(self) -> None:
+        """
+        Line limits count the line without its end, CRLF or LF alike.
+        """
+        limits = ChannelLimits(maxRequestLine=20, maxHeaderLine=10)
+        line, header = b"GET /678901 HTTP/1.1", b"X: 3456789"
+        self.assertEqual((len(line), len(header)), (20, 10))
+        for end in [b"\r\n", b"\n"]:
+            recorder = Recorder()
+            connect(recorder, limits=limits).send(line + end + header + end + b"Host: a" + end + end)
+            self.assertEqual(len(recorder.seen), 1, end)
+            self.logged.clear()
+            self.assertRefused(b"GET /6789012 HTTP/1.1" + end + b"Host: a" + end + end, 414, limits=limits)
+            self.logged.clear()
+            self.assertRefused(b"GET / HTTP/1.1" + end + header + b"0" + end + end, 431, limits=limits)
+
+    def test_bareCarriageReturn(self) -> None:
+        """
+        A CR that does not come just before the LF, in the request line, a
+        header line or the blank line, gets 400: it ends no line.
+        """
+        for data in [
+            b"GET / HTTP/1.1\r\r\nHost: a\r\n\r\n",
+            b"GET /\r HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET\r/ HTTP/1.1\nHost: a\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\rX-Smuggled: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\r\r\n",
+        ]:
+            self.logged.clear()
+            self.assertRefused(data, 400)
 
     def test_hostRequired(self) -> None:
         """
@@ -514,6 +566,25 @@ class SmugglingTests(RefusalMixin, SynchronousTestCase):
         conn = connect()
         conn.send(head + b"7fffffffffffffff\r\nhello")
         self.assertEqual((conn.transport.value(), conn.closed), (b"", False))
+
+    def test_chunkedLinesEndWithCRLF(self) -> None:
+        """
+        A bare LF ending a chunk size line, chunk data or a trailer line
+        gets 400 as soon as it arrives (no waiting for a CRLF that may
+        never come); nothing reaches the resource.
+        """
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for body in [
+            b"5\nhello\n0\n\n",
+            b"5;a=b\nhello\r\n",
+            b"5\r\nhello\n",
+            b"5\r\nhello\r\n0\n",
+            b"0\r\nX-T: 1\n",
+            b"0\r\nX-T: 1\r\n\n",
+            b"0\r\n\n",
+        ]:
+            self.logged.clear()
+            self.assertRefused(head + body, 400, "chunked body")
 
     def test_validChunkedBody(self) -> None:
         """

@@ -5,6 +5,9 @@ request head byte for byte as the proxy sent it.
 
   - header values with bytes 0x80-0xFF (UTF-8 names and cookies) reach the
     target unchanged, and such response header values reach the client;
+  - a bare LF ending the request line or header lines is read as a line
+    end, at once, and the head reaches the target re-serialised with CRLF
+    only; a bare LF in chunked framing is refused at once;
   - a C{Content-Length} or chunk size beyond 63 bits is refused with 400.
 """
 
@@ -130,6 +133,61 @@ class ObsTextTests(TestCase):
         self.assertEqual(lines[0], b"GET /obs HTTP/1.1")
         for name, value in OBS_TEXT_FIELDS:
             self.assertIn(name + b": " + value, lines)
+
+
+class LineEndTests(TestCase):
+    timeout = 60
+
+    async def test_bareLineFeedEndsHeadLines(self) -> None:
+        """
+        A request line and header lines ending with a bare LF, or with CRLF
+        and bare LFs mixed, are served at once (not left waiting for the
+        read timeout); the target gets each head with CRLF line ends only,
+        the header lines the proxy read, and a body and a pipelined request
+        after a bare-LF blank line where they are.  A CR not followed by LF
+        still gets 400, what follows it never read as a header.
+        """
+        daemon, received = await proxyToRawTarget(self)
+        requests = {
+            "all LF": b"GET /lf HTTP/1.1\nHost: example.com\nX-A: 1\nConnection: close\n\n",
+            "mixed": b"GET /mixed HTTP/1.1\nHost: example.com\r\nX-A: 1\nX-B: 2\r\nConnection: close\r\n\n",
+            "body and pipelined": (
+                b"POST /body HTTP/1.1\nHost: example.com\nContent-Length: 5\n\nhello"
+                b"GET /next HTTP/1.1\r\nHost: example.com\nConnection: close\r\n\r\n"
+            ),
+            "bare CR": b"GET /cr HTTP/1.1\nHost: example.com\rX-Smuggled: 1\nConnection: close\n\n",
+        }
+        clients = {name: await exchange(self, daemon, data) for name, data in requests.items()}
+        self.assertEqual(
+            {name: statuses(c) for name, c in clients.items()},
+            {"all LF": [200], "mixed": [200], "body and pipelined": [200, 200], "bare CR": [400]},
+        )
+        byPath = {headLines(head)[0]: (head, body) for head, body in received}
+        self.assertEqual(len(received), 4)
+        self.assertEqual(
+            sorted(byPath),
+            [b"GET /lf HTTP/1.1", b"GET /mixed HTTP/1.1", b"GET /next HTTP/1.1", b"POST /body HTTP/1.1"],
+        )
+        for head, _ in received:
+            self.assertEqual(head.count(b"\n"), head.count(b"\r\n"), head)
+            self.assertNotIn(b"\r", head.replace(b"\r\n", b""), head)
+        self.assertIn(b"X-A: 1", headLines(byPath[b"GET /lf HTTP/1.1"][0]))
+        mixed = headLines(byPath[b"GET /mixed HTTP/1.1"][0])
+        self.assertTrue({b"X-A: 1", b"X-B: 2"} <= set(mixed), mixed)
+        self.assertEqual(byPath[b"POST /body HTTP/1.1"][1], b"hello")
+
+    async def test_bareLineFeedInChunkedFramingRefusedAtOnce(self) -> None:
+        """
+        A bare LF ending a chunk size line, chunk data or a trailer line is
+        answered 400 at once (not 408 after the read timeout); nothing
+        reaches the target.
+        """
+        daemon, received = await proxyToRawTarget(self)
+        head = b"POST /chunked HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+        bodies = [b"5\nhello\n0\n\n", b"5\r\nhello\n", b"0\r\nX-T: 1\n", b"0\r\n\n"]
+        clients = [await exchange(self, daemon, head + body) for body in bodies]
+        self.assertEqual([statuses(c) for c in clients], [[400]] * len(bodies))
+        self.assertEqual(received, [])
 
 
 class LengthTests(TestCase):
