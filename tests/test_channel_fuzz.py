@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from kamalproxy.channel import ChannelLimits
-from kamalproxy.site import ProxySite
+from kamalproxy.site import ProxyRequest, ProxySite
 
 Seen = tuple[bytes, bytes, Optional[bytes], bytes]
 
@@ -41,10 +41,25 @@ class Recorder(Resource):
         self.seen: list[Seen] = []
 
     def render(self, request: Any) -> bytes:
+        self.record(request)
+        return b"ok"
+
+    def record(self, request: Any) -> None:
         self.seen.append(
             (request.method, request.uri, request.getHeader(b"host"), request.content.read())
         )
-        return b"ok"
+
+
+class _Request(ProxyRequest):
+    """
+    The site's request, recording C{OPTIONS *} too: Twisted answers it
+    itself, never asking the resource, but it is a request all the same.
+    """
+
+    def process(self) -> None:
+        if self.path == b"*":
+            self.channel.site.resource.record(self)
+        super().process()
 
 
 def runChannel(pieces: list[bytes]) -> tuple[list[Seen], bytes, list[dict[str, Any]]]:
@@ -57,6 +72,7 @@ def runChannel(pieces: list[bytes]) -> tuple[list[Seen], bytes, list[dict[str, A
     try:
         recorder = Recorder()
         site = ProxySite(recorder, MemoryReactorClock(), limits=LIMITS)
+        site.requestFactory = _Request
         protocol = site.buildProtocol(None)
         transport = StringTransportWithDisconnection()
         transport.protocol = protocol
@@ -301,3 +317,15 @@ class ChannelFuzzTests(SynchronousTestCase):
         seen, _, _ = runChannel([data])
         self.assertEqual(len(seen), 2)
         self.assertEqual(seen, reference(data))
+
+    def test_optionsStarCounted(self) -> None:
+        """
+        The harness itself: C{OPTIONS *}, which Twisted answers without
+        asking the resource, is counted as a request served, in its place
+        (a case hypothesis found).
+        """
+        self.check(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /x HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            [],
+        )
