@@ -314,22 +314,91 @@ class SyntaxTests(RefusalMixin, SynchronousTestCase):
 
     def test_controlBytesInValues(self) -> None:
         """
-        Control bytes (but HTAB), DEL and non-ASCII bytes in a header value
-        get 400; HTAB is allowed.
+        Control bytes (but HTAB), DEL and a bare CR in a header value get
+        400; HTAB is allowed.
         """
-        for byte in [b"\x00", b"\x01", b"\x1b", b"\x7f", b"\x80", b"\xff", b"\r"]:
+        for byte in [b"\x00", b"\x01", b"\x0b", b"\x0c", b"\x1b", b"\x1f", b"\x7f", b"\r"]:
             self.logged.clear()
             self.assertRefused(GOOD[:-2] + b"X-A: a" + byte + b"b\r\n\r\n", 400, "byte in a header value")
         recorder = Recorder()
         connect(recorder).send(GOOD[:-2] + b"X-A: a\tb\r\n\r\n")
         self.assertEqual(len(recorder.seen), 1)
 
+    def test_obsTextInValues(self) -> None:
+        """
+        Bytes 0x80-0xFF (obs-text, RFC 9110 section 5.5) in header values,
+        UTF-8 or not, are accepted and reach the resource unchanged.
+        """
+        values = {
+            b"X-Name": "Jos\u00e9".encode("utf-8"),
+            b"Cookie": "name=J\u00f6rg; city=Z\u00fcrich \u2603".encode("utf-8"),
+            b"X-Latin": b"caf\xe9 \x80\xff",
+        }
+        recorder = Recorder(hold=True)
+        conn = connect(recorder)
+        conn.send(GOOD[:-2] + b"".join(name + b": " + value + b"\r\n" for name, value in values.items()) + b"\r\n")
+        self.assertEqual(len(recorder.held), 1, conn.transport.value())
+        headers = recorder.held[0].requestHeaders
+        self.assertEqual({name: headers.getRawHeaders(name) for name in values}, {name: [v] for name, v in values.items()})
+
     def test_bareLineFeed(self) -> None:
         """
-        A bare LF does not end a line: the request is refused, not read as
-        two header lines.
+        A bare LF ends the request line and header lines (RFC 9112 section
+        2.2, as Go, nginx and h11 read them), alone or mixed with CRLF, up
+        to the blank line: the requests are served at once, the headers read
+        as separate lines, the body and the next request found where they
+        start.
         """
-        self.assertRefused(b"GET / HTTP/1.1\r\nHost: a\nX-Smuggled: 1\r\n\r\n", 400)
+        recorder = Recorder(hold=True)
+        conn = connect(recorder)
+        conn.send(b"GET /a HTTP/1.1\nHost: a\nX-One: 1\n\n")
+        self.assertEqual(recorder.seen, [(b"GET", b"/a", b"a", b"")])
+        headers = recorder.held[0].requestHeaders
+        self.assertEqual(headers.getRawHeaders(b"x-one"), [b"1"])
+        recorder.held[0].finish()
+        conn.send(
+            b"POST /b HTTP/1.1\r\nHost: b\nX-Two: 2\r\nContent-Length: 3\n\r\nabc"
+            b"GET /c HTTP/1.1\nHost: c\r\n\n"
+        )
+        self.assertEqual(recorder.seen[1], (b"POST", b"/b", b"b", b"abc"))
+        self.assertEqual(recorder.held[1].requestHeaders.getRawHeaders(b"x-two"), [b"2"])
+        recorder.held[1].finish()
+        self.assertEqual(recorder.seen[2], (b"GET", b"/c", b"c", b""))
+        recorder.held[2].finish()
+        self.assertEqual(conn.transport.value().count(b"HTTP/1.1 200 OK\r\n"), 3)
+        self.assertFalse(conn.closed)
+
+    def test_bareLineFeedKeepsTheLimits(self) -> None:
+        """
+        Line limits count the line without its end, CRLF or LF alike.
+        """
+        limits = ChannelLimits(maxRequestLine=20, maxHeaderLine=10)
+        line, header = b"GET /678901 HTTP/1.1", b"X: 3456789"
+        self.assertEqual((len(line), len(header)), (20, 10))
+        for end in [b"\r\n", b"\n"]:
+            recorder = Recorder()
+            connect(recorder, limits=limits).send(line + end + header + end + b"Host: a" + end + end)
+            self.assertEqual(len(recorder.seen), 1, end)
+            self.logged.clear()
+            self.assertRefused(b"GET /6789012 HTTP/1.1" + end + b"Host: a" + end + end, 414, limits=limits)
+            self.logged.clear()
+            self.assertRefused(b"GET / HTTP/1.1" + end + header + b"0" + end + end, 431, limits=limits)
+
+    def test_bareCarriageReturn(self) -> None:
+        """
+        A CR that does not come just before the LF, in the request line, a
+        header line or the blank line, gets 400: it ends no line.
+        """
+        for data in [
+            b"GET / HTTP/1.1\r\r\nHost: a\r\n\r\n",
+            b"GET /\r HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET\r/ HTTP/1.1\nHost: a\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\rX-Smuggled: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\r\r\n",
+        ]:
+            self.logged.clear()
+            self.assertRefused(data, 400)
 
     def test_hostRequired(self) -> None:
         """
@@ -449,6 +518,26 @@ class SmugglingTests(RefusalMixin, SynchronousTestCase):
                 b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\n", 400
             )
 
+    def test_contentLengthOver63Bits(self) -> None:
+        """
+        A Content-Length that does not fit in 63 bits gets 400 at once, with
+        the body that follows never read; 2**63 - 1 and leading zeros are
+        accepted.
+        """
+        for value in [b"99999999999999999999999", b"9223372036854775808", b"1" + b"0" * 5000]:
+            self.logged.clear()
+            self.assertRefused(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\nhello" + self.SMUGGLED,
+                400,
+                "Content-Length over 63 bits",
+            )
+        conn = connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775807\r\n\r\nhello")
+        self.assertEqual((conn.transport.value(), conn.closed), (b"", False))
+        recorder = Recorder()
+        connect(recorder).send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000000000005\r\n\r\nhello")
+        self.assertEqual(recorder.seen, [(b"POST", b"/", b"a", b"hello")])
+
     def test_invalidChunkedBodies(self) -> None:
         """
         Invalid chunked bodies get 400, and nothing (not even the request
@@ -469,6 +558,38 @@ class SmugglingTests(RefusalMixin, SynchronousTestCase):
         ]:
             self.logged.clear()
             self.assertRefused(head + body + self.SMUGGLED, 400, "chunked body")
+
+    def test_chunkSizeOver63Bits(self) -> None:
+        """
+        A chunk size that does not fit in 63 bits gets 400 at once; 2**63 -
+        1 is accepted.
+        """
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for size in [b"8000000000000000", b"ffffffffffffffff", b"FFFFFFFFFFFFFFFF;a=b"]:
+            self.logged.clear()
+            self.assertRefused(head + size + b"\r\nhello", 400, "chunk size over 63 bits")
+        conn = connect()
+        conn.send(head + b"7fffffffffffffff\r\nhello")
+        self.assertEqual((conn.transport.value(), conn.closed), (b"", False))
+
+    def test_chunkedLinesEndWithCRLF(self) -> None:
+        """
+        A bare LF ending a chunk size line, chunk data or a trailer line
+        gets 400 as soon as it arrives (no waiting for a CRLF that may
+        never come); nothing reaches the resource.
+        """
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for body in [
+            b"5\nhello\n0\n\n",
+            b"5;a=b\nhello\r\n",
+            b"5\r\nhello\n",
+            b"5\r\nhello\r\n0\n",
+            b"0\r\nX-T: 1\n",
+            b"0\r\nX-T: 1\r\n\n",
+            b"0\r\n\n",
+        ]:
+            self.logged.clear()
+            self.assertRefused(head + body, 400, "chunked body")
 
     def test_validChunkedBody(self) -> None:
         """

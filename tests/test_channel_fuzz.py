@@ -2,7 +2,16 @@
 Property tests for L{kamalproxy.channel.ProxyChannel}: random and mutated
 request bytes, split anywhere, never break the channel, always get
 well-formed responses, and never reach the application as a request that a
-strict parser (h11, a test-only dependency) reads differently.
+strict parser (h11, a test-only dependency) reads differently: the same
+method, target, host, body and header fields.
+
+h11 and the channel agree on what is allowed in a field value beyond the
+visible ASCII bytes: obs-text (0x80-0xFF) is accepted by both, as is a bare
+LF ending the request line or a header line (RFC 9112 section 2.2).  Where
+the channel is stricter (control bytes in values, obs-fold, a bare LF in
+chunked framing, sizes beyond 63 bits) it refuses what h11 would accept,
+which the comparison allows: only requests the channel accepted are
+compared.
 """
 
 from __future__ import annotations
@@ -19,9 +28,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from kamalproxy.channel import ChannelLimits
-from kamalproxy.site import ProxySite
+from kamalproxy.site import ProxyRequest, ProxySite
 
-Seen = tuple[bytes, bytes, Optional[bytes], bytes]
+Fields = tuple[tuple[bytes, bytes], ...]
+Seen = tuple[bytes, bytes, Optional[bytes], bytes, Fields]
 
 SETTINGS = settings(
     max_examples=200,
@@ -41,10 +51,38 @@ class Recorder(Resource):
         self.seen: list[Seen] = []
 
     def render(self, request: Any) -> bytes:
-        self.seen.append(
-            (request.method, request.uri, request.getHeader(b"host"), request.content.read())
-        )
+        self.record(request)
         return b"ok"
+
+    def record(self, request: Any) -> None:
+        fields = (
+            (name.lower(), value)
+            for name, values in request.requestHeaders.getAllRawHeaders()
+            for value in values
+        )
+        self.seen.append(
+            (request.method, request.uri, request.getHeader(b"host"), request.content.read(), _sorted(fields))
+        )
+
+
+def _sorted(fields: Any) -> Fields:
+    """
+    The header fields but Host (compared on its own), names in lower case,
+    in a canonical order (Twisted groups them by name).
+    """
+    return tuple(sorted((bytes(name), bytes(value)) for name, value in fields if name.lower() != b"host"))
+
+
+class _Request(ProxyRequest):
+    """
+    The site's request, recording C{OPTIONS *} too: Twisted answers it
+    itself, never asking the resource, but it is a request all the same.
+    """
+
+    def process(self) -> None:
+        if self.path == b"*":
+            self.channel.site.resource.record(self)
+        super().process()
 
 
 def runChannel(pieces: list[bytes]) -> tuple[list[Seen], bytes, list[dict[str, Any]]]:
@@ -57,6 +95,7 @@ def runChannel(pieces: list[bytes]) -> tuple[list[Seen], bytes, list[dict[str, A
     try:
         recorder = Recorder()
         site = ProxySite(recorder, MemoryReactorClock(), limits=LIMITS)
+        site.requestFactory = _Request
         protocol = site.buildProtocol(None)
         transport = StringTransportWithDisconnection()
         transport.protocol = protocol
@@ -116,7 +155,7 @@ def _asSeen(request: h11.Request, body: bytes) -> Seen:
     if match is not None:
         host, rest = match.groups()
         target = rest if rest.startswith(b"/") else b"/" + rest
-    return (bytes(request.method), target, host, body)
+    return (bytes(request.method), target, host, body, _sorted(request.headers))
 
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) [^\r\n]*\r\n")
@@ -130,7 +169,7 @@ def responses(output: bytes, seen: list[Seen]) -> list[int]:
     statuses; fail on anything else.
     """
     statuses: list[int] = []
-    methods = [method for method, _, _, _ in seen]
+    methods = [method for method, *_ in seen]
     position = 0
     final = 0
     while position < len(output):
@@ -193,6 +232,7 @@ _ODD_HEADERS = [
 
 
 _PRINTABLE = st.from_regex(rb"[ -~]{0,8}", fullmatch=True)
+_OBS_TEXT = st.from_regex(rb"[ -~\x80-\xff]{0,8}", fullmatch=True)
 
 
 @st.composite
@@ -217,7 +257,7 @@ def _request(draw: Any) -> bytes:
     )
     version = _mostly(draw, [b"HTTP/1.1"], [b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 "])
     headers = [(b"Host", b"a.example")] if draw(st.integers(0, 9)) else []
-    values = st.one_of(_PRINTABLE, _PRINTABLE, _PRINTABLE, st.binary(max_size=8))
+    values = st.one_of(_PRINTABLE, _PRINTABLE, _OBS_TEXT, st.binary(max_size=8))
     headers += draw(st.lists(st.tuples(st.sampled_from([b"X-A", b"Accept"]), values), max_size=2))
     for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
         headers.append(draw(st.sampled_from(_ODD_HEADERS)))
@@ -230,8 +270,11 @@ def _request(draw: Any) -> bytes:
         body = draw(_chunked())
         headers.append((b"Transfer-Encoding", b"chunked"))
     headers = draw(st.permutations(headers))
-    head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-    return method + b" " + target + b" " + version + b"\r\n" + head + b"\r\n" + body
+    lines = [method + b" " + target + b" " + version]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"")
+    # Mostly CRLF, now and then a bare LF (the chunked body keeps CRLF).
+    return b"".join(line + _mostly(draw, [b"\r\n"], [b"\n"]) for line in lines) + body
 
 
 _SPECIAL = st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b"\x00", b"0", b";", b"\x80", b"a"])
@@ -305,3 +348,15 @@ class ChannelFuzzTests(SynchronousTestCase):
         seen, _, _ = runChannel([data])
         self.assertEqual(len(seen), 2)
         self.assertEqual(seen, reference(data))
+
+    def test_optionsStarCounted(self) -> None:
+        """
+        The harness itself: C{OPTIONS *}, which Twisted answers without
+        asking the resource, is counted as a request served, in its place
+        (a case hypothesis found).
+        """
+        self.check(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /x HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            [],
+        )

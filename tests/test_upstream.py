@@ -9,9 +9,11 @@ from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from kamalproxy.upstream import (
     MAX_HEAD_SIZE,
@@ -572,6 +574,40 @@ class RequestSerialisationTests(SynchronousTestCase):
         self.assertFalse(conn.gotResponseBytes)
         conn.dataReceived(b"H")
         self.assertTrue(conn.gotResponseBytes)
+
+
+@implementer(ITCPTransport)
+class _TCPTransport(StringTransport):
+    """
+    A string transport that stands for a TCP connection, keeping its
+    C{TCP_NODELAY} setting.
+    """
+
+    noDelay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.noDelay = enabled
+
+    def getTcpNoDelay(self) -> bool:
+        return self.noDelay
+
+
+class SocketOptionTests(SynchronousTestCase):
+    """
+    The connection's socket is set up for a proxy's small writes.
+    """
+
+    def test_noDelay(self) -> None:
+        """
+        A TCP connection to a target has C{TCP_NODELAY} set once connected,
+        so that a body streamed in pieces is not held back by Nagle's
+        algorithm; a transport that is not TCP is left alone.
+        """
+        transport = _TCPTransport()
+        UpstreamConnection().makeConnection(transport)
+        self.assertTrue(transport.noDelay)
+        conn = connectedUpstream()  # not ITCPTransport: nothing to set, no error
+        self.assertTrue(conn.connected)
 
 
 class _Connector:

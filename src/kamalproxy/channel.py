@@ -7,12 +7,19 @@ L{ProxyChannel} is Twisted's L{HTTPChannel} with:
 
   - size limits on the head (C{--max-request-line}: 414; C{--max-header-line},
     C{--max-header-bytes}, C{--max-headers}: 431);
-  - strict framing: malformed request lines and headers, obs-fold, control or
-    non-ASCII bytes in header values, duplicate C{Content-Length},
-    C{Content-Length} with C{Transfer-Encoding}, any transfer coding but
-    C{chunked}, a missing or repeated C{Host}, and invalid chunked bodies are
-    all answered with 400 and the connection is closed, so no request can be
-    smuggled behind another;
+  - strict framing: malformed request lines and headers, obs-fold, control
+    bytes in header values, duplicate C{Content-Length}, a C{Content-Length}
+    or chunk size beyond 63 bits, C{Content-Length} with
+    C{Transfer-Encoding}, any transfer coding but C{chunked}, a missing or
+    repeated C{Host}, and invalid chunked bodies (a bare LF ending one of
+    their lines included) are all answered with 400 and the connection is
+    closed, so no request can be smuggled behind another;
+  - header values may carry obs-text (bytes 0x80-0xFF, RFC 9110 section
+    5.5: UTF-8 names, cookies), passed on unchanged;
+  - the request line and header lines may end with a bare LF (RFC 9112
+    section 2.2), as in Go and nginx; a CR anywhere else in them is
+    refused, and the head is passed on re-serialised with CRLF, so the
+    application reads the same lines as the proxy did;
   - absolute-form targets (C{GET http://host/path HTTP/1.1}) rewritten to
     origin-form, their authority replacing the C{Host} header (RFC 9112
     section 3.2.2);
@@ -66,11 +73,15 @@ DEFAULT_MAX_CONNECTIONS = 10000
 
 MAX_CHUNK_SIZE_LINE = 4096
 
+MAX_BODY_LENGTH = (1 << 63) - 1
+"""The largest C{Content-Length} or chunk size accepted (as Go's 63 bits)."""
+
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """The HTTP/2 connection preface (RFC 9113 section 3.4), sniffed for h2c."""
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_BAD_VALUE_BYTE = re.compile(rb"[^\t\x20-\x7e]")
+# Controls but HTAB, and DEL; obs-text (0x80-0xFF) is allowed.
+_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _BAD_TARGET_BYTE = re.compile(rb"[^\x21-\x7e]")
 _BAD_REQUEST_LINE_BYTE = re.compile(rb"[^\x21-\x7e \r\n]")
 _ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)\Z", re.DOTALL)
@@ -124,15 +135,27 @@ def headerLineProblem(line: bytes) -> Optional[str]:
     if not colon or not _TOKEN.match(name):
         return "malformed header line"
     if _BAD_VALUE_BYTE.search(value):
-        return "control or non-ASCII byte in a header value"
+        return "control byte in a header value"
     return None
+
+
+def beyond63Bits(digits: bytes, base: int) -> bool:
+    """
+    Whether the number C{digits} (in C{base}, digits only) is over
+    L{MAX_BODY_LENGTH}, without converting a huge string.
+    """
+    significant = digits.lstrip(b"0")
+    return len(significant) > 19 or int(significant or b"0", base) > MAX_BODY_LENGTH
 
 
 class ChunkedDecoder:
     """
     A strict decoder for the C{chunked} transfer coding: hexadecimal sizes of
-    at most 16 digits, well-formed extensions, CRLF after every chunk, and
-    trailer lines that are valid field lines (which are then dropped).
+    at most 16 digits and 63 bits, well-formed extensions, CRLF after every
+    chunk, and trailer lines that are valid field lines (which are then
+    dropped).  Every line ends with CRLF: a bare LF is refused as soon as it
+    arrives (as Go does since CVE-2025-22871), since a parser in front of
+    the proxy could read it otherwise.
 
     @param dataCallback: called with each piece of body data.
     @param finishCallback: called once, with the bytes after the body.
@@ -167,15 +190,18 @@ class ChunkedDecoder:
                 return
 
     def _line(self, limit: int, what: str) -> Optional[bytes]:
-        end = self._buffer.find(b"\r\n")
+        buffer = self._buffer
+        end = buffer.find(b"\n")
         if end == -1:
-            if len(self._buffer) > limit:
+            if len(buffer) > limit + 1:  # the last byte may be the CR
                 raise MalformedChunkedBody(f"{what} too long")
             return None
-        if end > limit:
+        if buffer[end - 1 : end] != b"\r":
+            raise MalformedChunkedBody(f"{what} ends with a bare LF")
+        if end - 1 > limit:
             raise MalformedChunkedBody(f"{what} too long")
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 2]
+        line = bytes(buffer[: end - 1])
+        del buffer[: end + 1]
         return line
 
     def _size(self) -> bool:
@@ -187,6 +213,8 @@ class ChunkedDecoder:
             raise MalformedChunkedBody("invalid chunk size")
         if semicolon and not _CHUNK_EXTENSIONS.match(semicolon + extensions):
             raise MalformedChunkedBody("invalid chunk extension")
+        if beyond63Bits(size, 16):
+            raise MalformedChunkedBody("chunk size over 63 bits")
         self._remaining = int(size, 16)
         self._state = "data" if self._remaining else "trailer"
         return True
@@ -249,10 +277,13 @@ class ProxyChannel(HTTPChannel):
     @ivar limits: the L{ChannelLimits} applied.
     """
 
+    # Lines of the head end with LF; lineReceived drops the CR before it.
+    delimiter = b"\n"
+
     def __init__(self, limits: ChannelLimits = ChannelLimits()) -> None:
         super().__init__()
         self.limits = limits
-        self.MAX_LENGTH = limits.maxRequestLine
+        self._setLineLimit(limits.maxRequestLine)
         # Twisted's own head limits, no tighter than ours so that ours answer.
         self.maxHeaders = limits.maxHeaders
         self.totalHeadersSize = limits.maxRequestLine + limits.maxHeaderBytes + 2
@@ -278,7 +309,11 @@ class ProxyChannel(HTTPChannel):
         self._hostCount = 0
         self._absoluteHost: Optional[bytes] = None
         self._parsing = "request line"
-        self.MAX_LENGTH = self.limits.maxRequestLine
+        self._setLineLimit(self.limits.maxRequestLine)
+
+    def _setLineLimit(self, limit: int) -> None:
+        # LineReceiver counts the CR before the LF as part of the line.
+        self.MAX_LENGTH = limit + 1
 
     # TimeoutMixin: replaced by the idle/read/write timers below, since its
     # single timer is reset by every byte and so never ends a slow client.
@@ -471,6 +506,8 @@ class ProxyChannel(HTTPChannel):
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
             return
+        if line.endswith(b"\r"):
+            line = line[:-1]  # CRLF; without the CR, a bare LF (RFC 9112 section 2.2)
         if not self._sawRequestLine:
             self._requestLineReceived(line)
         elif line:
@@ -498,7 +535,7 @@ class ProxyChannel(HTTPChannel):
             self.refuse(400, "malformed request line")
             return
         self._sawRequestLine = True
-        self.MAX_LENGTH = self.limits.maxHeaderLine
+        self._setLineLimit(self.limits.maxHeaderLine)
         super().lineReceived(line)
         if self._refused:
             return
@@ -556,6 +593,9 @@ class ProxyChannel(HTTPChannel):
                 return
             if not value.isdigit():
                 self.refuse(400, "invalid Content-Length")
+                return
+            if beyond63Bits(value, 10):
+                self.refuse(400, "Content-Length over 63 bits")
                 return
         elif name == b"transfer-encoding":
             if self._contentLengths:
@@ -696,10 +736,12 @@ def buildChannelProtocol(site: Any) -> _ProxyChannelProtocol:
 
 
 __all__ = [
+    "MAX_BODY_LENGTH",
     "ChannelLimits",
     "ChunkedDecoder",
     "MalformedChunkedBody",
     "ProxyChannel",
+    "beyond63Bits",
     "buildChannelProtocol",
     "headerLineProblem",
 ]

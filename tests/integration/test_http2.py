@@ -289,6 +289,16 @@ RAW_RESPONSES: dict[bytes, tuple[bytes, bool]] = {
         b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1234\r\nConnection: keep-alive\r\n\r\n',
         False,
     ),
+    b"/obs-text": (
+        (
+            b"HTTP/1.1 200 OK\r\n"
+            b"X-Name: Jos\xc3\xa9\r\n"
+            b"Set-Cookie: name=J\xc3\xb6rg; Path=/\r\n"
+            b"X-Latin: caf\xe9 \x80\xff\r\n"
+            b"Content-Length: 2\r\n\r\nok"
+        ),
+        False,
+    ),
 }
 
 
@@ -306,6 +316,7 @@ class _RawHTTP(Protocol):
         self.buffer += data
         while b"\r\n\r\n" in self.buffer:
             head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            self.factory.heads.append(head)
             target = head.split(b"\r\n", 1)[0].split(b" ")[1].split(b"?")[0]
             response, close = RAW_RESPONSES.get(
                 target, (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", False)
@@ -316,8 +327,13 @@ class _RawHTTP(Protocol):
                 return
 
 
-def startRawBackend(testCase: TestCase) -> int:
+def startRawBackend(testCase: TestCase, heads: Optional[list[bytes]] = None) -> int:
+    """
+    A running L{_RawHTTP} backend; returns its port.  The request heads it
+    receives (as sent, without the blank line) go to C{heads}.
+    """
     factory = Factory.forProtocol(_RawHTTP)
+    factory.heads = [] if heads is None else heads  # type: ignore[attr-defined]
     factory.noisy = False
     listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
     testCase.addCleanup(listening.stopListening)
@@ -1028,6 +1044,40 @@ class HTTP2Tests(TestCase):
         for field in ((b"x-pad", b"padded value"), (b"x-empty", b""), (b"set-cookie", b"a=1; Path=/"),
                       (b"set-cookie", b"b=2; Path=/"), (b"x-latin", b"caf\xe9"), (b"x-upper-case", b"Value")):
             self.assertIn(field, fields)
+
+    async def test_obsTextHeaderValues(self) -> None:
+        """
+        Request header values with bytes 0x80-0xFF (UTF-8 or not) reach the
+        target byte for byte over HTTP/2, and response header values with
+        such bytes reach the HTTP/2 client unchanged.
+        """
+        heads: list[bytes] = []
+        rawPort = startRawBackend(self, heads)
+        await self.startProxy(deployArgs("raw", f"127.0.0.1:{rawPort}"))
+        sent = [
+            (b"x-name", "Jos\u00e9".encode("utf-8")),
+            (b"cookie", "name=J\u00f6rg; snow=\u2603".encode("utf-8")),
+            (b"x-latin", b"caf\xe9 \x80\xff"),
+        ]
+
+        def scenario() -> Response:
+            client = self.client()
+            try:
+                return client.fetch(b"GET", b"/obs-text", headers=sent)
+            finally:
+                client.close()
+
+        response = await self.converse(scenario)
+        self.assertWellFormed(response)
+        self.assertEqual(bytes(response.body), b"ok")
+        for field in ((b"x-name", b"Jos\xc3\xa9"), (b"set-cookie", b"name=J\xc3\xb6rg; Path=/"),
+                      (b"x-latin", b"caf\xe9 \x80\xff")):
+            self.assertIn(field, response.headers)
+        [head] = [h for h in heads if h.startswith(b"GET /obs-text ")]
+        received = [tuple(line.split(b": ", 1)) for line in head.split(b"\r\n")[1:]]
+        received = [(name.lower(), value) for name, value in received]
+        for field in sent:
+            self.assertIn(field, received)
 
     async def test_backendDown502(self) -> None:
         """
