@@ -47,18 +47,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
-# Twisted's private wrapper that lets a Site's connection switch to HTTP/2
-# when TLS negotiates "h2" by ALPN.  It is the only private Twisted name this
-# module imports; the HTTPChannel internals it relies on are the attributes
-# _path, _version, _transferDecoder, _handlingRequest, _finishRequestBody,
-# _respondToBadRequestAndDisconnect (all exercised by tests/test_channel.py),
-# _dataBuffer (startTunnel, tests/test_tunnel.py) and _networkProducer plus
-# the wrapper's _channel, _requestFactory, _site, _factory, _timeOut and
-# _callLater (kamalproxy.http2.switchToHTTP2, tests/test_http2.py).
-from twisted.web.http import H2_ENABLED, _GenericHTTPChannelProtocol
+from twisted.web.http import H2_ENABLED
 
 from kamalproxy import pages
 from kamalproxy.http2 import switchToHTTP2
+from kamalproxy.twistedcompat import GenericHTTPChannelProtocol
 
 _log = Logger()
 
@@ -676,7 +669,7 @@ class ProxyChannel(HTTPChannel):
                 self._startIdle()
 
 
-class _ProxyChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc]
+class _ProxyChannelProtocol(GenericHTTPChannelProtocol):  # type: ignore[misc]
     """
     Twisted's HTTP/1.1-or-HTTP/2 switch around a L{ProxyChannel}, with
     cleartext HTTP/2 (h2c) by prior knowledge.

@@ -72,10 +72,45 @@ GenericHTTPChannelProtocol = _importPrivate("twisted.web.http", "_GenericHTTPCha
 # getRawHeaders() re-encodes the name on every call.
 require(Headers(), "_rawHeaders", "Headers")
 
-# HTTPChannel keeps the request line of the request being received until
-# it is complete (read when the head has arrived, before the body).
-require(http.HTTPChannel, "_finishRequestBody _respondToBadRequestAndDisconnect", "HTTPChannel")
-require(http.HTTPChannel(), "_dataBuffer _handlingRequest _transferDecoder", "HTTPChannel()")
+def _probeChannel() -> http.HTTPChannel:
+    """
+    An HTTPChannel on a memory transport that has read a request line, to
+    check the attributes Twisted sets while a request is being received.
+    """
+    from twisted.internet.testing import StringTransport
+
+    channel = http.HTTPChannel()
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"GET /probe HTTP/1.1\r\n")
+    return channel
+
+
+# ProxyChannel (http/channel.py) overrides these of HTTPChannel's methods and
+# reads these attributes: the request line of the request being received
+# (_command, _path, _version, read when the head has arrived, before the
+# body), the body decoder, the pipelining flag, the buffer handed to a
+# tunnel, and the producer the HTTP/2 switch takes over.
+require(
+    http.HTTPChannel,
+    "_finishRequestBody _respondToBadRequestAndDisconnect allHeadersReceived allContentReceived",
+    "HTTPChannel",
+)
+_probe = _probeChannel()
+require(
+    _probe,
+    "_command _path _version _dataBuffer _handlingRequest _transferDecoder _networkProducer",
+    "HTTPChannel()",
+)
+_probe.connectionLost(None)  # type: ignore[arg-type]
+del _probe
+
+# The HTTP/1.1-or-HTTP/2 wrapper: ProxyChannel's switch reads and replaces
+# its channel and hands its factory's settings to the HTTP/2 connection.
+require(
+    GenericHTTPChannelProtocol(http.HTTPChannel()),
+    "_channel _negotiatedProtocol _requestFactory _site _factory _timeOut _callLater",
+    "_GenericHTTPChannelProtocol()",
+)
 
 
 def rawHeaders(headers: Headers) -> dict[bytes, list[bytes]]:
