@@ -14,14 +14,26 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
+import hpack
+import hyperframe.frame
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from twisted.internet import ssl
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import alsoProvides
 
 from kamalproxy.channel import H2_PREFACE
 from kamalproxy.http2 import FLUSH_BUDGET, ProxyH2Connection
 from kamalproxy.site import ProxySite
+
+from ._helpers import FakeTransport, connect
+from .test_tls_sni import selfSigned
 
 
 class _Body(Resource):
@@ -550,3 +562,233 @@ class RobustnessTests(SynchronousTestCase):
         [reset] = [e for e in events if isinstance(e, h2.events.StreamReset)]
         self.assertEqual(reset.error_code, h2.errors.ErrorCodes.INTERNAL_ERROR)
         self.assertEqual(dict(client.headers[streamID])[b":status"], b"200")
+
+
+# Raw frames: what a conformance suite sends, bypassing the h2 client's
+# own checks.
+
+SETTINGS_ACK = hyperframe.frame.SettingsFrame(0, flags=["ACK"]).serialize()
+
+
+def requestBlock(authority: bytes = b"a.test", method: bytes = b"GET", path: bytes = b"/") -> bytes:
+    """
+    A valid request's header block, HPACK-encoded by a fresh encoder (as
+    the first block of a connection, whose decoder is fresh).
+    """
+    return hpack.Encoder().encode(
+        [(b":method", method), (b":scheme", b"http"), (b":authority", authority), (b":path", path)]
+    )
+
+
+def headersFrame(block: bytes, streamID: int = 1) -> bytes:
+    frame = hyperframe.frame.HeadersFrame(streamID, flags=["END_HEADERS", "END_STREAM"])
+    frame.data = block
+    return frame.serialize()
+
+
+def rawFrame(kind: int, flags: int, streamID: int, payload: bytes) -> bytes:
+    """
+    A frame built byte by byte, for frames hyperframe refuses to build.
+    """
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + streamID.to_bytes(4, "big") + payload
+
+
+def parseFrames(data: bytes) -> list[Any]:
+    """
+    The frames in C{data}, parsed by hyperframe (no HPACK, no state).
+    """
+    frames = []
+    while len(data) >= 9:
+        frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
+def goAways(frames: list[Any]) -> list[tuple[int, int]]:
+    """
+    C{(error code, last stream ID)} of each GOAWAY frame in C{frames}.
+    """
+    return [
+        (f.error_code, f.last_stream_id) for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)
+    ]
+
+
+INVALID_HEADER_BLOCKS = {
+    # The header blocks of the HPACK cases of an HTTP/2 conformance suite
+    # (h2spec's "hpack" group and http2 4.3), each a COMPRESSION_ERROR.
+    "indexed field with an invalid index": b"\xc6",
+    "literal field with an invalid name index": b"\x7f\x07\x00",
+    "Huffman padding longer than 7 bits": b"\x00\x85\xf2\xb2\x4a\x84\xff\x84\x49\x50\x9f\xff",
+    "Huffman padding by zero": b"\x00\x85\xf2\xb2\x4a\x84\xff\x83\x49\x50\x90",
+    "Huffman string with EOS": b"\x00\x85\xf2\xb2\x4a\x84\xff\x87\x49\x51\xff\xff\xff\xfa\x7f",
+    "indexed field with index 0": b"\x80",
+    "truncated literal": b"\x40",
+}
+
+
+class ConnectionErrorTests(SynchronousTestCase):
+    """
+    A connection error is answered with a GOAWAY carrying RFC 9113's error
+    code, and the connection is closed.
+    """
+
+    def raw(self, data: bytes, client: Optional[_Client] = None) -> tuple[_Client, list[Any]]:
+        """
+        Send C{data} as is on an h2c connection (a new one unless given) and
+        return the frames the server wrote in answer.
+        """
+        if client is None:
+            client = _Client(_Body(1))
+            client.receive()
+        client.protocol.dataReceived(data)
+        client.clock.advance(0)
+        written = client.transport.value()
+        client.transport.clear()
+        return client, parseFrames(written)
+
+    def assertConnectionError(self, client: _Client, frames: list[Any], code: int, what: str) -> None:
+        self.assertEqual([c for c, _ in goAways(frames)], [code], what)
+        self.assertTrue(client.transport.disconnecting, what)
+
+    def test_invalidHeaderBlocks(self) -> None:
+        """
+        A header block HPACK cannot decode (an invalid index, bad Huffman
+        padding, EOS in a Huffman string, a truncated field, a dynamic
+        table size update at the end of the block or above the size the
+        server allows) is a COMPRESSION_ERROR (RFC 9113 section 4.3, RFC
+        7541 sections 4.2 and 6.3), not h2's PROTOCOL_ERROR; a header list
+        over the size limit stays ENHANCE_YOUR_CALM, though HPACK finds it.
+        """
+        blocks = {what: requestBlock() + bad for what, bad in INVALID_HEADER_BLOCKS.items()}
+        blocks["table size update at the end"] = requestBlock() + b"\x21"
+        blocks["table size update over the limit"] = b"\x3f\xe2\x1f" + requestBlock()
+        for what, block in blocks.items():
+            client, frames = self.raw(headersFrame(block))
+            self.assertConnectionError(client, frames, h2.errors.ErrorCodes.COMPRESSION_ERROR, what)
+        huge = hpack.Encoder().encode([(b"x-big", b"y" * 70000)], huffman=False)
+        pieces = [huge[i : i + 16000] for i in range(0, len(huge), 16000)]
+        oversized = rawFrame(0x1, 0, 1, pieces[0])
+        for i, piece in enumerate(pieces[1:], 2):
+            oversized += rawFrame(0x9, 0x4 if i == len(pieces) else 0, 1, piece)
+        client, frames = self.raw(oversized)
+        self.assertConnectionError(client, frames, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "oversized")
+
+    def test_frameErrors(self) -> None:
+        """
+        A SETTINGS frame with ACK and a payload is a FRAME_SIZE_ERROR (RFC
+        9113 section 6.5), not h2's PROTOCOL_ERROR; errors h2 already names
+        rightly keep their code (a PING of the wrong length, a SETTINGS
+        frame on a stream).
+        """
+        for what, data, code in (
+            ("SETTINGS ACK with a payload", rawFrame(0x4, 0x1, 0, b"\x00\x03\x00\x00\x00\x64"),
+             h2.errors.ErrorCodes.FRAME_SIZE_ERROR),
+            ("short PING", rawFrame(0x6, 0, 0, b"1234567"), h2.errors.ErrorCodes.FRAME_SIZE_ERROR),
+            ("SETTINGS on a stream", rawFrame(0x4, 0, 1, b""), h2.errors.ErrorCodes.PROTOCOL_ERROR),
+        ):
+            client, frames = self.raw(data)
+            self.assertConnectionError(client, frames, code, what)
+
+    def test_invalidPrefaceOverTLS(self) -> None:
+        """
+        A connection that chose C{h2} by ALPN and then sends something else
+        than the connection preface gets a GOAWAY PROTOCOL_ERROR and is
+        closed (RFC 9113 section 3.4).
+        """
+        from zope.interface import alsoProvides
+        from twisted.internet.interfaces import ISSLTransport
+
+        site = ProxySite(_Body(3), MemoryReactorClock())
+        protocol = site.buildProtocol(None)
+        transport = _WriteCountingTransport()
+        alsoProvides(transport, ISSLTransport)
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"INVALID CONNECTION PREFACE\r\n\r\n")
+        frames = parseFrames(transport.value())
+        self.assertEqual(goAways(frames), [(h2.errors.ErrorCodes.PROTOCOL_ERROR, 0)])
+        self.assertTrue(transport.disconnecting)
+
+
+class _RawClient(Protocol):
+    """
+    The client side of an in-memory TLS connection: collects what it
+    receives and whether the connection was closed.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost = True
+
+
+class TLSTests(SynchronousTestCase):
+    """
+    HTTP/2 over a real (in-memory) TLS connection, ALPN C{h2}.
+    """
+
+    def connect(self, resource: Resource) -> tuple[_RawClient, Any, MemoryReactorClock]:
+        """
+        A TLS connection from a L{_RawClient} to a L{ProxySite} serving
+        C{resource}, handshake done; returns the client, the L{IOPump} and
+        the site's clock.
+        """
+        certificatePEM, keyPEM = selfSigned("a.test")
+        serverOptions = ssl.CertificateOptions(
+            privateKey=serialization.load_pem_private_key(keyPEM, None),
+            certificate=x509.load_pem_x509_certificate(certificatePEM),
+            acceptableProtocols=[b"h2"],
+        )
+        clientOptions = ssl.optionsForClientTLS(
+            "a.test", trustRoot=ssl.Certificate.loadPEM(certificatePEM), acceptableProtocols=[b"h2"]
+        )
+        clock = MemoryReactorClock()
+        site = self.site = ProxySite(resource, clock)
+        server = TLSMemoryBIOFactory(serverOptions, False, site, clock).buildProtocol(None)
+        client = _RawClient()
+        clientTLS = TLSMemoryBIOFactory(clientOptions, True, Factory.forProtocol(lambda: client), clock)
+        clientSide = clientTLS.buildProtocol(None)
+        serverTransport = FakeTransport(server, isServer=True)
+        # A TCP transport is a push producer, so TLS relays the HTTP
+        # channel's registration as the connection's producer to it.
+        alsoProvides(serverTransport, IPushProducer)
+        pump = connect(server, serverTransport, clientSide, FakeTransport(clientSide, isServer=False), clock=clock)
+        clientSide.write(H2_PREFACE + hyperframe.frame.SettingsFrame(0).serialize())
+        pump.flush()
+        self.assertEqual(clientSide.negotiatedProtocol, b"h2")
+        clientSide.write(SETTINGS_ACK)
+        pump.flush()
+        client.received = b""
+        self.clientTransport = clientSide
+        return client, pump, clock
+
+    def test_connectionErrorCloses(self) -> None:
+        """
+        After a connection error the GOAWAY is sent and the TLS connection
+        is closed, as over h2c: TLS waits for the connection's producer to
+        be unregistered before it closes.
+        """
+        client, pump, _ = self.connect(_Body(1))
+        self.clientTransport.write(headersFrame(requestBlock() + b"\xc6"))
+        pump.flush()
+        self.assertTrue(client.lost)
+        frames = parseFrames(client.received)
+        self.assertEqual(goAways(frames), [(h2.errors.ErrorCodes.COMPRESSION_ERROR, 0)])
+
+    def test_idleTimeoutCloses(self) -> None:
+        """
+        The idle timeout's GOAWAY is followed by the close of the TLS
+        connection, not by Twisted's abort 15 seconds later.
+        """
+        client, pump, clock = self.connect(_Body(1))
+        clock.advance(self.site.timeOut + 1)
+        pump.flush()
+        self.assertTrue(client.lost)
+        self.assertEqual(goAways(parseFrames(client.received)), [(h2.errors.ErrorCodes.NO_ERROR, 0)])

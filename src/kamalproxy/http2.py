@@ -47,6 +47,8 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
 from twisted.logger import Logger
@@ -78,6 +80,81 @@ def wireFields(code: bytes, headers: Iterable[tuple[bytes, bytes]]) -> list[tupl
         if name not in CONNECTION_SPECIFIC:
             append((name, value))
     return fields
+
+
+class _CompressionError(h2.exceptions.ProtocolError):
+    """
+    A header block HPACK cannot decode (RFC 9113 section 4.3).
+    """
+
+    error_code = h2.errors.ErrorCodes.COMPRESSION_ERROR
+
+
+class _FrameSizeError(h2.exceptions.ProtocolError):
+    """
+    A frame whose length its type forbids (RFC 9113 section 4.2).
+    """
+
+    error_code = h2.errors.ErrorCodes.FRAME_SIZE_ERROR
+
+
+_SETTINGS = 0x4
+_ACK = 0x1
+
+
+class _FrameBuffer(h2.frame_buffer.FrameBuffer):
+    """
+    h2's frame buffer, refusing a SETTINGS ACK with a payload as a
+    FRAME_SIZE_ERROR (RFC 9113 section 6.5) where h2 says PROTOCOL_ERROR.
+    """
+
+    def __next__(self) -> Any:
+        header = self._data[:9]
+        if len(header) == 9 and header[3] == _SETTINGS and header[4] & _ACK and any(header[:3]):
+            raise _FrameSizeError("SETTINGS frame with ACK and a payload")
+        return super().__next__()
+
+
+class ServerStateMachine(h2.connection.H2Connection):
+    """
+    h2's server-side connection state machine, with RFC 9113's error codes
+    where h2 differs:
+
+      - an undecodable header block is a COMPRESSION_ERROR, a SETTINGS ACK
+        with a payload a FRAME_SIZE_ERROR (h2: PROTOCOL_ERROR for both);
+      - an invalid connection preface is answered with GOAWAY
+        PROTOCOL_ERROR (h2 raises without queueing one).
+
+    It relies on h2's private C{FrameBuffer._data}, C{_receive_frame} and
+    C{_terminate_connection}, all exercised by tests/test_http2.py.
+    """
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        self.incoming_buffer = _FrameBuffer(server=True)
+
+    def receive_data(self, data: bytes) -> list[h2.events.Event]:
+        try:
+            return super().receive_data(data)
+        except h2.exceptions.ProtocolError:
+            if self.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                # An invalid preface: the only error h2 raises before it
+                # queues a GOAWAY.
+                self._terminate_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            raise
+
+    def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
+        try:
+            return super()._receive_frame(frame)
+        except h2.exceptions.ProtocolError as e:
+            cause = e.__cause__
+            if (
+                type(e) is h2.exceptions.ProtocolError
+                and isinstance(cause, HPACKError)
+                and not isinstance(cause, OversizedHeaderListError)
+            ):
+                raise _CompressionError(str(e)) from cause
+            raise
 
 
 class ProxyH2Stream(H2Stream):
@@ -133,7 +210,7 @@ class ProxyH2Connection(H2Connection):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self.conn = h2.connection.H2Connection(config=config)
+        self.conn = ServerStateMachine(config=config)
         # Streams with queued DATA (or END_STREAM) and window to send it, in
         # round-robin order: a dict used as an ordered set.
         self._ready: dict[int, None] = {}
@@ -147,6 +224,9 @@ class ProxyH2Connection(H2Connection):
         # (in order) when it resumes: they are not control frames.
         self._pendingHeaders: deque[tuple[int, list[tuple[bytes, bytes]]]] = deque()
         self._flushCall: Optional[IDelayedCall] = None
+        # What the connection is registered with as the transport's
+        # producer (switchToHTTP2), to unregister before closing.
+        self._networkProducer: Any = None
         self._host: Optional[IAddress] = None
         self._peer: Optional[IAddress] = None
         self._secure = False
@@ -261,7 +341,36 @@ class ProxyH2Connection(H2Connection):
         if self.streams and self._consumerBlocked is None:
             self.setTimeout(self.timeOut)  # the timer that fired is spent: arm a new one
             return
+        self._unregisterProducer()
         super().timeoutConnection()
+
+    # Closing
+
+    def _terminate(self, reason: Failure) -> None:
+        """
+        Tear the connection down after a connection error (its GOAWAY
+        queued), as Twisted's does, but closing the transport so that TLS
+        closes too (L{_loseTransport}).
+        """
+        if self._tryToWriteControlData():
+            self._loseTransport()
+            self.connectionLost(reason, _cancelTimeouts=False)
+
+    def _loseTransport(self) -> None:
+        self._unregisterProducer()
+        self.transport.loseConnection()
+
+    def _unregisterProducer(self) -> None:
+        """
+        Stop being the transport's producer before closing it, as
+        L{HTTPChannel.loseConnection} does: a TLS transport
+        (L{TLSMemoryBIOProtocol.loseConnection}) does not close while a
+        producer is registered with it, and switchToHTTP2 registered this
+        connection.
+        """
+        producer, self._networkProducer = self._networkProducer, None
+        if producer is not None:
+            producer.unregisterProducer()
 
     def _handlePriorityUpdate(self, event: h2.events.PriorityUpdated) -> None:
         """
@@ -427,8 +536,16 @@ def switchToHTTP2(generic: Any, reactor: IReactorTime) -> ProxyH2Connection:
     generic._channel = channel
     channel.makeConnection(transport)
     networkProducer.registerProducer(channel, True)
+    channel._networkProducer = networkProducer
     generic._negotiatedProtocol = b"h2"
     return channel
 
 
-__all__ = ["CONNECTION_SPECIFIC", "FLUSH_BUDGET", "ProxyH2Connection", "ProxyH2Stream", "switchToHTTP2"]
+__all__ = [
+    "CONNECTION_SPECIFIC",
+    "FLUSH_BUDGET",
+    "ProxyH2Connection",
+    "ProxyH2Stream",
+    "ServerStateMachine",
+    "switchToHTTP2",
+]
