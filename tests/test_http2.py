@@ -712,6 +712,58 @@ class ConnectionErrorTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
 
+class ClientGoAwayTests(SynchronousTestCase):
+    """
+    The client's GOAWAY (NO_ERROR) ends nothing at once: it opens no more
+    streams, but those open are answered and control frames still are.
+    """
+
+    def test_pingAfterGoAwayAnswered(self) -> None:
+        """
+        A PING after the client's GOAWAY (NO_ERROR) is answered with a PING
+        ACK, the connection stays open, and a stream in flight still gets
+        its whole response.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        client.get()
+        client.receive()
+        ping = hyperframe.frame.PingFrame(0)
+        ping.opaque_data = b"h2spec\x00\x00"
+        client.protocol.dataReceived(hyperframe.frame.GoAwayFrame(0).serialize() + ping.serialize())
+        client.clock.advance(0)
+        frames = parseFrames(client.transport.value())
+        client.transport.clear()
+        acks = [f.opaque_data for f in frames if isinstance(f, hyperframe.frame.PingFrame) and "ACK" in f.flags]
+        self.assertEqual(acks, [b"h2spec\x00\x00"])
+        self.assertEqual(goAways(frames), [])
+        self.assertFalse(client.transport.disconnecting)
+        [request] = resource.pending
+        request.write(b"still here")
+        request.finish()
+        client.clock.advance(0)
+        data = [f for f in parseFrames(client.transport.value()) if isinstance(f, hyperframe.frame.DataFrame)]
+        self.assertEqual(b"".join(f.data for f in data), b"still here")
+        self.assertIn("END_STREAM", data[-1].flags)
+
+        # A GOAWAY that reports an error (known or not) ends the connection
+        # at once: its streams are told, and the transport is closed.
+        for code in (h2.errors.ErrorCodes.PROTOCOL_ERROR, 0xFF):
+            resource = _Body(None)
+            client = _Client(resource)
+            client.get()
+            client.receive()
+            [request] = resource.pending
+            lost: list[Any] = []
+            request.notifyFinish().addErrback(lost.append)
+            goAway = hyperframe.frame.GoAwayFrame(0)
+            goAway.error_code = code
+            client.protocol.dataReceived(goAway.serialize())
+            self.assertEqual(len(lost), 1, code)
+            self.assertTrue(client.transport.disconnecting, code)
+            self.assertEqual(client.connection.streams, {}, code)
+
+
 class _RawClient(Protocol):
     """
     The client side of an in-memory TLS connection: collects what it

@@ -118,14 +118,19 @@ class _FrameBuffer(h2.frame_buffer.FrameBuffer):
 class ServerStateMachine(h2.connection.H2Connection):
     """
     h2's server-side connection state machine, with RFC 9113's error codes
-    where h2 differs:
+    and GOAWAY where h2 differs:
 
       - an undecodable header block is a COMPRESSION_ERROR, a SETTINGS ACK
         with a payload a FRAME_SIZE_ERROR (h2: PROTOCOL_ERROR for both);
       - an invalid connection preface is answered with GOAWAY
-        PROTOCOL_ERROR (h2 raises without queueing one).
+        PROTOCOL_ERROR (h2 raises without queueing one);
+      - the client's GOAWAY does not close the connection's state: it
+        opens no new streams, but those open may finish and PINGs are
+        still answered (h2 refuses every frame after it, and drops what
+        was queued to send).
 
-    It relies on h2's private C{FrameBuffer._data}, C{_receive_frame} and
+    It relies on h2's private C{FrameBuffer._data}, C{_receive_frame},
+    C{_receive_goaway_frame} (through h2's frame dispatch table) and
     C{_terminate_connection}, all exercised by tests/test_http2.py.
     """
 
@@ -155,6 +160,16 @@ class ServerStateMachine(h2.connection.H2Connection):
             ):
                 raise _CompressionError(str(e)) from cause
             raise
+
+    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
+        event = h2.events.ConnectionTerminated()
+        try:
+            event.error_code = h2.errors.ErrorCodes(frame.error_code)
+        except ValueError:
+            event.error_code = frame.error_code  # an unknown code, kept as a number (as h2 does)
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
 
 class ProxyH2Stream(H2Stream):
@@ -295,9 +310,48 @@ class ProxyH2Connection(H2Connection):
             stream.requestComplete()
 
     def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
+        """
+        Twisted's event dispatch, but for the client's GOAWAY (see
+        L{_goAwayReceived}) and what arrives once the connection is torn
+        down, which is dropped.  (PRIORITY frames are ignored: see
+        L{_handlePriorityUpdate}.)
+        """
+        if not self._stillProducing:
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self._terminate(Failure())
+            return
+        self.resetTimeout()
+        for event in events:
+            if not self._stillProducing:
+                break
+            if isinstance(event, h2.events.RequestReceived):
+                self._requestReceived(event)
+            elif isinstance(event, h2.events.DataReceived):
+                self._requestDataReceived(event)
+            elif isinstance(event, h2.events.StreamEnded):
+                self._requestEnded(event)
+            elif isinstance(event, h2.events.StreamReset):
+                self._requestAborted(event)
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._handleWindowUpdate(event)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self._goAwayReceived(event)
+        self._tryToWriteControlData()
         if self._blocked:
             self._unblockStreams()
+
+    def _goAwayReceived(self, event: h2.events.ConnectionTerminated) -> None:
+        """
+        The client's GOAWAY.  With NO_ERROR it is closing gracefully: it
+        opens no new streams, those open are answered, PINGs too, and it
+        closes the connection (or the idle timeout does).  With an error,
+        the connection ends now.
+        """
+        if event.error_code != h2.errors.ErrorCodes.NO_ERROR:
+            self._terminate(Failure(ConnectionLost("Remote peer sent GOAWAY")))
 
     def _unblockStreams(self) -> None:
         """
