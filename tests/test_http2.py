@@ -764,6 +764,57 @@ class ClientGoAwayTests(SynchronousTestCase):
             self.assertEqual(client.connection.streams, {}, code)
 
 
+class GoneStreamTests(SynchronousTestCase):
+    """
+    Events for a stream the connection has already forgotten are no errors.
+    """
+
+    def test_loseConnectionAfterStreamGone(self) -> None:
+        """
+        Ending a stream that a connection error already dropped does
+        nothing: a streamed upload's target connection, closed because the
+        client went away, then stops its producer, which calls
+        C{loseConnection} on the stream (that raised C{KeyError}).
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        [streamID] = client.get()
+        client.receive()
+        [request] = resource.pending
+        stream = request.channel
+        client.protocol.dataReceived(rawFrame(0x4, 0, 1, b""))  # a connection error
+        self.assertNotIn(streamID, client.connection.streams)
+        stream.loseConnection()
+        client.clock.advance(0)
+
+    def test_resetAfterResponse(self) -> None:
+        """
+        A client that resets a stream whose response was already sent (it
+        was still sending the request body) causes no error, and the
+        connection goes on serving (that raised C{KeyError}).
+        """
+        client = _Client(_Body(2))
+        streamID = client.h2.get_next_available_stream_id()
+        client.h2.send_headers(
+            streamID,
+            [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", b"/")],
+        )
+        client.send()
+        # The response, sent as a request's finish() sends it.
+        connection = client.connection
+        connection.writeHeaderList([(b":status", b"200")], streamID)
+        connection.writeDataToStream(streamID, b"early")
+        connection.endRequest(streamID)
+        client.receive()
+        self.assertIn(streamID, client.ended)
+        self.assertNotIn(streamID, connection.streams)
+        client.h2.reset_stream(streamID, h2.errors.ErrorCodes.CANCEL)
+        client.send()
+        [other] = client.get()
+        client.receive()
+        self.assertEqual(client.bodies[other], b"xx")
+
+
 class _RawClient(Protocol):
     """
     The client side of an in-memory TLS connection: collects what it

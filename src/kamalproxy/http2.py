@@ -309,6 +309,12 @@ class ProxyH2Connection(H2Connection):
         if stream is not None:
             stream.requestComplete()
 
+    def _requestAborted(self, event: h2.events.StreamReset) -> None:
+        if event.stream_id in self.streams:
+            super()._requestAborted(event)
+        # Else its response was already sent (the client reset its own,
+        # still open, half of the stream): nothing to abort.
+
     def dataReceived(self, data: bytes) -> None:
         """
         Twisted's event dispatch, but for the client's GOAWAY (see
@@ -464,7 +470,10 @@ class ProxyH2Connection(H2Connection):
             self.streams[streamID].flowControlBlocked()
 
     def endRequest(self, streamID: int) -> None:
-        self._outboundStreamQueues[streamID].append(_END_STREAM_SENTINEL)
+        queue = self._outboundStreamQueues.get(streamID)
+        if queue is None:
+            return  # the stream is gone (reset, or the connection lost): nothing to end
+        queue.append(_END_STREAM_SENTINEL)
         self._ready[streamID] = None
         self._scheduleFlush()
 
