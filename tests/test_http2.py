@@ -895,3 +895,84 @@ class TLSTests(SynchronousTestCase):
         pump.flush()
         self.assertTrue(client.lost)
         self.assertEqual(goAways(parseFrames(client.received)), [(h2.errors.ErrorCodes.NO_ERROR, 0)])
+
+    def test_gracefulClose(self) -> None:
+        """
+        A shutdown's C{closeConnections} lets the response finished just
+        before it reach the client, then sends GOAWAY NO_ERROR naming the
+        last stream and closes the TLS connection.
+        """
+        resource = _Body(None)
+        client, pump, _ = self.connect(resource)
+        self.clientTransport.write(headersFrame(requestBlock()))
+        pump.flush()
+        [request] = resource.pending
+        request.write(b"last words")
+        request.finish()
+        self.site.closeConnections(5)
+        pump.flush()
+        frames = parseFrames(client.received)
+        data = [f for f in frames if isinstance(f, hyperframe.frame.DataFrame)]
+        self.assertEqual(b"".join(f.data for f in data), b"last words")
+        self.assertIn("END_STREAM", data[-1].flags)
+        self.assertEqual(goAways(frames), [(h2.errors.ErrorCodes.NO_ERROR, 1)])
+        self.assertIsInstance(frames[-1], hyperframe.frame.GoAwayFrame)
+        self.assertTrue(client.lost)
+
+
+class GracefulCloseTests(SynchronousTestCase):
+    """
+    A shutdown closes an HTTP/2 connection gracefully: the responses in
+    flight end, then GOAWAY NO_ERROR names the last stream processed, then
+    the connection closes.
+    """
+
+    def test_siteClosesConnections(self) -> None:
+        """
+        C{ProxySite.closeConnections}, called as a shutdown calls it (in
+        the iteration where the last request finished), closes the HTTP/2
+        connection that request came on, once its response has been sent.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        client.transport.connected = True  # type: ignore[attr-defined]
+        [streamID] = client.get()
+        client.receive()
+        [request] = resource.pending
+        request.write(b"last words")
+        request.finish()
+        closed = client.connection.site.closeConnections(5)
+        events = client.receive()
+        self.assertEqual(client.bodies[streamID], b"last words")
+        self.assertIn(streamID, client.ended)
+        [goAway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual((goAway.error_code, goAway.last_stream_id), (h2.errors.ErrorCodes.NO_ERROR, streamID))
+        self.assertTrue(client.transport.disconnecting)
+        client.transport.connected = False  # type: ignore[attr-defined]
+        client.clock.advance(0.01)
+        self.assertIsNone(self.successResultOf(closed))
+
+    def test_newStreamsRefusedWhileClosing(self) -> None:
+        """
+        While a connection closes, streams the client opens are refused
+        (REFUSED_STREAM: safe to retry elsewhere) and the GOAWAY names the
+        last stream that was processed, sent once that stream has ended.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        [first] = client.get()
+        client.receive()
+        client.connection.loseConnection()
+        [second] = client.get()
+        events = client.receive()
+        [reset] = [e for e in events if isinstance(e, h2.events.StreamReset)]
+        self.assertEqual((reset.stream_id, reset.error_code), (second, h2.errors.ErrorCodes.REFUSED_STREAM))
+        self.assertFalse([e for e in events if isinstance(e, h2.events.ConnectionTerminated)])
+        self.assertFalse(client.transport.disconnecting)
+        [request] = resource.pending
+        request.finish()
+        events = client.receive()
+        self.assertIn(first, client.ended)
+        [goAway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual((goAway.error_code, goAway.last_stream_id), (h2.errors.ErrorCodes.NO_ERROR, first))
+        self.assertTrue(client.transport.disconnecting)

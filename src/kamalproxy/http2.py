@@ -242,6 +242,10 @@ class ProxyH2Connection(H2Connection):
         # What the connection is registered with as the transport's
         # producer (switchToHTTP2), to unregister before closing.
         self._networkProducer: Any = None
+        # loseConnection was called: GOAWAY once no stream is open.
+        self._closing = False
+        self._goneAway = False
+        self._lastStreamID = 0
         self._host: Optional[IAddress] = None
         self._peer: Optional[IAddress] = None
         self._secure = False
@@ -265,6 +269,12 @@ class ProxyH2Connection(H2Connection):
 
     def _requestReceived(self, event: h2.events.RequestReceived) -> None:
         streamID = event.stream_id
+        if self._closing:
+            # Not processed: the client may retry it elsewhere (RFC 9113
+            # section 8.7).
+            self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        self._lastStreamID = streamID
         self._outboundStreamQueues[streamID] = deque()
         self.streams[streamID] = ProxyH2Stream(
             streamID, self, event.headers, self.requestFactory, self.site, self.factory
@@ -287,6 +297,8 @@ class ProxyH2Connection(H2Connection):
                 self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.NO_ERROR)
             except h2.exceptions.StreamClosedError:
                 pass  # the client had finished sending
+        if self._closing and not self.streams:
+            self._scheduleFlush()  # the GOAWAY follows the last frames
 
     def resetAfterEnd(self, streamID: int) -> None:
         """
@@ -319,10 +331,10 @@ class ProxyH2Connection(H2Connection):
         """
         Twisted's event dispatch, but for the client's GOAWAY (see
         L{_goAwayReceived}) and what arrives once the connection is torn
-        down, which is dropped.  (PRIORITY frames are ignored: see
-        L{_handlePriorityUpdate}.)
+        down or has said GOAWAY itself, which is dropped.  (PRIORITY
+        frames are ignored: see L{_handlePriorityUpdate}.)
         """
-        if not self._stillProducing:
+        if self._goneAway or not self._stillProducing:
             return
         try:
             events = self.conn.receive_data(data)
@@ -405,6 +417,31 @@ class ProxyH2Connection(H2Connection):
         super().timeoutConnection()
 
     # Closing
+
+    def loseConnection(self) -> None:
+        """
+        Close gracefully (a shutdown): the streams open are answered to
+        their end, streams the client opens meanwhile are refused
+        (REFUSED_STREAM), then a GOAWAY NO_ERROR names the last stream
+        processed and the transport closes once it has sent everything.
+        """
+        if self._closing or not self._stillProducing:
+            return
+        self._closing = True
+        self._scheduleFlush()
+
+    def _goAway(self) -> None:
+        """
+        The end of L{loseConnection}: GOAWAY, written even if the client
+        has stopped reading (the close waits for it), and close.
+        """
+        self._goneAway = True
+        self.conn.close_connection(h2.errors.ErrorCodes.NO_ERROR, last_stream_id=self._lastStreamID)
+        pending = b"".join(self._bufferedControlFrames) + self.conn.data_to_send()
+        self._bufferedControlFrames.clear()
+        self._bufferedControlFrameBytes = 0
+        self.transport.write(pending)
+        self._loseTransport()
 
     def _terminate(self, reason: Failure) -> None:
         """
@@ -522,6 +559,8 @@ class ProxyH2Connection(H2Connection):
             if self._ready:
                 self._scheduleFlush()  # over budget: go on next iteration
         self._tryToWriteControlData()
+        if self._closing and not self.streams and not self._goneAway:
+            self._goAway()
 
     def _sendPendingHeaders(self) -> None:
         pending, self._pendingHeaders = self._pendingHeaders, deque()
@@ -579,6 +618,14 @@ class ProxyH2Connection(H2Connection):
         super().connectionLost(reason, _cancelTimeouts=_cancelTimeouts)
 
 
+def connectionOf(channel: Any) -> Any:
+    """
+    The connection a request's C{channel} belongs to: its
+    L{ProxyH2Connection} for an HTTP/2 stream, else the channel itself.
+    """
+    return channel._conn if isinstance(channel, H2Stream) else channel
+
+
 def switchToHTTP2(generic: Any, reactor: IReactorTime) -> ProxyH2Connection:
     """
     Hand the connection behind C{generic} (a L{_GenericHTTPChannelProtocol})
@@ -610,5 +657,6 @@ __all__ = [
     "ProxyH2Connection",
     "ProxyH2Stream",
     "ServerStateMachine",
+    "connectionOf",
     "switchToHTTP2",
 ]

@@ -22,6 +22,7 @@ from twisted.web.server import Request, Site
 from kamalproxy import pages
 from kamalproxy.buffering import bodyFile
 from kamalproxy.channel import ChannelLimits, ConnectionLimiter, buildChannelProtocol
+from kamalproxy.http2 import connectionOf
 from kamalproxy.options import DEFAULT_BUFFER_MEMORY
 
 _log = Logger()
@@ -230,7 +231,7 @@ class ProxySite(Site):
 
     def requestStarted(self, request: IRequest) -> None:
         self.active.add(request)
-        self._channels.add(request.channel)  # type: ignore[attr-defined]
+        self._channels.add(connectionOf(request.channel))  # type: ignore[attr-defined]
 
     def requestEnded(self, request: IRequest) -> None:
         self.active.discard(request)

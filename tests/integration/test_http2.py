@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import threading
 import time
 from functools import lru_cache
@@ -357,6 +358,22 @@ class Response:
         )
 
 
+def connectH2(port: int, timeout: float, cafile: Optional[str] = None, serverName: bytes = b"") -> socket.socket:
+    """
+    A blocking socket to the daemon on 127.0.0.1:C{port}: plain (h2c), or
+    with C{cafile} TLS with ALPN C{h2}, verified against C{cafile} for
+    C{serverName}.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if cafile is None:
+        return sock
+    context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(["h2"])
+    tls = context.wrap_socket(sock, server_hostname=serverName.decode())
+    assert tls.selected_alpn_protocol() == "h2", tls.selected_alpn_protocol()
+    return tls
+
+
 class H2Client:
     """
     A blocking HTTP/2 client (prior knowledge) over a plain socket, for use
@@ -370,6 +387,8 @@ class H2Client:
         (stream and connection alike), the least a correct client may do;
         else credit every DATA frame at once.
     @param recvSize: bytes read from the socket at a time.
+    @param cafile: talk TLS (ALPN C{h2}, SNI C{authority}) and trust the
+        certificates in this file; else cleartext (h2c).
     """
 
     def __init__(
@@ -382,10 +401,12 @@ class H2Client:
         recvSize: int = 65536,
         timeout: float = CLIENT_TIMEOUT,
         authority: bytes = b"app.test",
+        cafile: Optional[str] = None,
     ) -> None:
         self.deadline = time.monotonic() + timeout
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = connectH2(port, timeout, cafile, authority)
         self.authority = authority
+        self.scheme = b"http" if cafile is None else b"https"
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
         initial = {
@@ -442,7 +463,7 @@ class H2Client:
         streamID = self.conn.get_next_available_stream_id()
         fields = [
             (b":method", method),
-            (b":scheme", b"http"),
+            (b":scheme", self.scheme),
             (b":authority", authority or self.authority),
             (b":path", path),
             *headers,
@@ -554,8 +575,8 @@ class H2Client:
             self.terminated = event
 
     def _credit(self, streamID: int, length: int) -> None:
-        if not length:
-            return
+        if not length or self.conn.state_machine.state is h2.connection.ConnectionState.CLOSED:
+            return  # nothing to credit, or the server's GOAWAY came in the same read
         if not self.stingy:
             self.conn.increment_flow_control_window(length)
             if not self.responses[streamID].ended:
