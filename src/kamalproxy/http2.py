@@ -34,6 +34,17 @@ refused before its body is read is answered on its stream, which is then
 reset with NO_ERROR, and body data still arriving for it is dropped with its
 window given back.
 
+And it ends connections as RFC 9113 says where Twisted and h2 do not
+(L{ServerStateMachine}): a connection error's GOAWAY carries its own code
+(COMPRESSION_ERROR for an undecodable header block, FRAME_SIZE_ERROR for a
+SETTINGS ACK with a payload, PROTOCOL_ERROR for an invalid preface) and the
+connection is then closed over TLS as over h2c; the client's GOAWAY lets the
+streams open finish and PINGs be answered; the client's RST_STREAM for a
+stream already answered, or a producer ending a stream already dropped, is
+ignored; and L{ProxyH2Connection.loseConnection} (a shutdown) lets the
+responses in flight finish, then says GOAWAY NO_ERROR with the last stream
+processed and closes.
+
 L{switchToHTTP2} hands a connection over to it, for ALPN C{h2} and h2c.
 """
 
