@@ -137,6 +137,18 @@ class _Client:
             self.protocol.dataReceived(pending)
         return events
 
+    def post(self) -> int:
+        """
+        Open a POST request's stream, its body still to come; return its ID.
+        """
+        streamID = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(
+            streamID,
+            [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", b"/")],
+        )
+        self.send()
+        return streamID
+
     def get(self, count: int = 1) -> list[int]:
         """
         Send C{count} GET requests in one write; return their stream IDs.
@@ -529,12 +541,7 @@ class RobustnessTests(SynchronousTestCase):
         flight for it is dropped and the connection keeps serving.
         """
         client = _Client(_Body(2))
-        streamID = client.h2.get_next_available_stream_id()
-        client.h2.send_headers(
-            streamID,
-            [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", b"/")],
-        )
-        client.send()
+        streamID = client.post()
         client.connection.streams[streamID].refuse(413, "too large")
         events = client.receive()
         self.assertEqual(dict(client.headers[streamID])[b":status"], b"413")
@@ -794,12 +801,7 @@ class GoneStreamTests(SynchronousTestCase):
         connection goes on serving (that raised C{KeyError}).
         """
         client = _Client(_Body(2))
-        streamID = client.h2.get_next_available_stream_id()
-        client.h2.send_headers(
-            streamID,
-            [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", b"/")],
-        )
-        client.send()
+        streamID = client.post()
         # The response, sent as a request's finish() sends it.
         connection = client.connection
         connection.writeHeaderList([(b":status", b"200")], streamID)

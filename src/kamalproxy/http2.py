@@ -149,7 +149,7 @@ class ServerStateMachine(h2.connection.H2Connection):
         super().__init__(config=config)
         self.incoming_buffer = _FrameBuffer(server=True)
 
-    def receive_data(self, data: bytes) -> list[h2.events.Event]:
+    def receive_data(self, data: Any) -> list[h2.events.Event]:
         try:
             return super().receive_data(data)
         except h2.exceptions.ProtocolError:
@@ -338,6 +338,16 @@ class ProxyH2Connection(H2Connection):
         # Else its response was already sent (the client reset its own,
         # still open, half of the stream): nothing to abort.
 
+    _eventHandlers = {
+        h2.events.RequestReceived: "_requestReceived",
+        h2.events.DataReceived: "_requestDataReceived",
+        h2.events.StreamEnded: "_requestEnded",
+        h2.events.StreamReset: "_requestAborted",
+        h2.events.WindowUpdated: "_handleWindowUpdate",
+        h2.events.ConnectionTerminated: "_goAwayReceived",
+    }
+    """The method that handles each h2 event the connection acts on."""
+
     def dataReceived(self, data: bytes) -> None:
         """
         Twisted's event dispatch, but for the client's GOAWAY (see
@@ -356,18 +366,9 @@ class ProxyH2Connection(H2Connection):
         for event in events:
             if not self._stillProducing:
                 break
-            if isinstance(event, h2.events.RequestReceived):
-                self._requestReceived(event)
-            elif isinstance(event, h2.events.DataReceived):
-                self._requestDataReceived(event)
-            elif isinstance(event, h2.events.StreamEnded):
-                self._requestEnded(event)
-            elif isinstance(event, h2.events.StreamReset):
-                self._requestAborted(event)
-            elif isinstance(event, h2.events.WindowUpdated):
-                self._handleWindowUpdate(event)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self._goAwayReceived(event)
+            handler = self._eventHandlers.get(type(event))
+            if handler is not None:
+                getattr(self, handler)(event)
         self._tryToWriteControlData()
         if self._blocked:
             self._unblockStreams()

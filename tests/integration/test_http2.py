@@ -371,6 +371,19 @@ class Response:
         )
 
 
+def certificateFiles(testCase: TestCase, host: str) -> tuple[str, str]:
+    """
+    A self-signed certificate for C{host} and its key, written to files
+    removed with C{testCase}: their paths.
+    """
+    work = tempDir(testCase)
+    paths = os.path.join(work, f"{host}.crt"), os.path.join(work, f"{host}.key")
+    for path, data in zip(paths, selfSigned(host)):
+        with open(path, "wb") as f:
+            f.write(data)
+    return paths
+
+
 def connectH2(port: int, timeout: float, cafile: Optional[str] = None, serverName: bytes = b"") -> socket.socket:
     """
     A blocking socket to the daemon on 127.0.0.1:C{port}: plain (h2c), or
@@ -1317,22 +1330,17 @@ class ConnectionErrorTests(TestCase):
         A daemon with C{--h2c} and a service on C{tls.test} with a custom
         certificate; returns the certificate's path.
         """
-        work = tempDir(self)
-        certificate, key = selfSigned("tls.test")
-        paths = os.path.join(work, "tls.crt"), os.path.join(work, "tls.key")
-        for path, data in zip(paths, (certificate, key)):
-            with open(path, "wb") as f:
-                f.write(data)
+        certificate, key = certificateFiles(self, "tls.test")
         _, port = startApp(self)
         self.daemon = await startDaemon(self, extraArgs=["--h2c"])
         for args in (
             deployArgs("secure", f"127.0.0.1:{port}", "--host=tls.test", "--tls",
-                       f"--tls-certificate-path={paths[0]}", f"--tls-private-key-path={paths[1]}"),
+                       f"--tls-certificate-path={certificate}", f"--tls-private-key-path={key}"),
             deployArgs("sink", f"127.0.0.1:{startSink(self).port}", "--host=sink.test"),
         ):
             result = await ctl(self.daemon.socket, *args)
             self.assertEqual(result.code, 0, result.err)
-        return paths[0]
+        return certificate
 
     async def converseAll(self, **connection: Any) -> dict[str, RawOutcome]:
         """

@@ -30,8 +30,7 @@ from tests.integration.harness import (
     startDaemon,
     tempDir,
 )
-from tests.integration.test_http2 import H2Client, Response, inThread
-from tests.test_tls_sni import selfSigned
+from tests.integration.test_http2 import H2Client, Response, certificateFiles, inThread
 
 
 class GracefulShutdownTests(TestCase):
@@ -131,20 +130,15 @@ class HTTP2GracefulShutdownTests(TestCase):
             raise SkipTest("curl is not installed")
         daemon = await startDaemon(self, extraArgs=["--h2c"])
         app = startBackend(self, "app")
-        work = tempDir(self)
-        certificate, key = selfSigned("tls.test")
-        paths = os.path.join(work, "tls.crt"), os.path.join(work, "tls.key")
-        for path, data in zip(paths, (certificate, key)):
-            with open(path, "wb") as f:
-                f.write(data)
+        certificate, key = certificateFiles(self, "tls.test")
         for args in (
             deployArgs("plain", app.address, "--host=plain.test"),
             deployArgs("secure", app.address, "--host=tls.test", "--tls",
-                       f"--tls-certificate-path={paths[0]}", f"--tls-private-key-path={paths[1]}"),
+                       f"--tls-certificate-path={certificate}", f"--tls-private-key-path={key}"),
         ):
             deployed = await ctl(daemon.socket, *args)
             self.assertEqual(deployed.code, 0, deployed.err)
-        return daemon, app, paths[0]
+        return daemon, app, certificate
 
     async def sigtermWithRequestsInFlight(self, tls: bool) -> None:
         """
