@@ -14,14 +14,26 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
+import hpack
+import hyperframe.frame
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from twisted.internet import ssl
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import alsoProvides
 
 from kamalproxy.channel import H2_PREFACE
 from kamalproxy.http2 import FLUSH_BUDGET, ProxyH2Connection
 from kamalproxy.site import ProxySite
+
+from ._helpers import FakeTransport, connect
+from .test_tls_sni import selfSigned
 
 
 class _Body(Resource):
@@ -124,6 +136,18 @@ class _Client:
         if pending:
             self.protocol.dataReceived(pending)
         return events
+
+    def post(self) -> int:
+        """
+        Open a POST request's stream, its body still to come; return its ID.
+        """
+        streamID = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(
+            streamID,
+            [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", b"/")],
+        )
+        self.send()
+        return streamID
 
     def get(self, count: int = 1) -> list[int]:
         """
@@ -517,12 +541,7 @@ class RobustnessTests(SynchronousTestCase):
         flight for it is dropped and the connection keeps serving.
         """
         client = _Client(_Body(2))
-        streamID = client.h2.get_next_available_stream_id()
-        client.h2.send_headers(
-            streamID,
-            [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", b"/")],
-        )
-        client.send()
+        streamID = client.post()
         client.connection.streams[streamID].refuse(413, "too large")
         events = client.receive()
         self.assertEqual(dict(client.headers[streamID])[b":status"], b"413")
@@ -550,3 +569,412 @@ class RobustnessTests(SynchronousTestCase):
         [reset] = [e for e in events if isinstance(e, h2.events.StreamReset)]
         self.assertEqual(reset.error_code, h2.errors.ErrorCodes.INTERNAL_ERROR)
         self.assertEqual(dict(client.headers[streamID])[b":status"], b"200")
+
+
+# Raw frames: what a conformance suite sends, bypassing the h2 client's
+# own checks.
+
+SETTINGS_ACK = hyperframe.frame.SettingsFrame(0, flags=["ACK"]).serialize()
+
+
+def requestBlock(authority: bytes = b"a.test", method: bytes = b"GET", path: bytes = b"/") -> bytes:
+    """
+    A valid request's header block, HPACK-encoded by a fresh encoder (as
+    the first block of a connection, whose decoder is fresh).
+    """
+    return hpack.Encoder().encode(
+        [(b":method", method), (b":scheme", b"http"), (b":authority", authority), (b":path", path)]
+    )
+
+
+def headersFrame(block: bytes, streamID: int = 1) -> bytes:
+    frame = hyperframe.frame.HeadersFrame(streamID, flags=["END_HEADERS", "END_STREAM"])
+    frame.data = block
+    return frame.serialize()
+
+
+def rawFrame(kind: int, flags: int, streamID: int, payload: bytes) -> bytes:
+    """
+    A frame built byte by byte, for frames hyperframe refuses to build.
+    """
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + streamID.to_bytes(4, "big") + payload
+
+
+def parseFrames(data: bytes) -> list[Any]:
+    """
+    The frames in C{data}, parsed by hyperframe (no HPACK, no state).
+    """
+    frames = []
+    while len(data) >= 9:
+        frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
+def goAways(frames: list[Any]) -> list[tuple[int, int]]:
+    """
+    C{(error code, last stream ID)} of each GOAWAY frame in C{frames}.
+    """
+    return [
+        (f.error_code, f.last_stream_id) for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)
+    ]
+
+
+INVALID_HEADER_BLOCKS = {
+    # The header blocks of the HPACK cases of an HTTP/2 conformance suite
+    # (h2spec's "hpack" group and http2 4.3), each a COMPRESSION_ERROR.
+    "indexed field with an invalid index": b"\xc6",
+    "literal field with an invalid name index": b"\x7f\x07\x00",
+    "Huffman padding longer than 7 bits": b"\x00\x85\xf2\xb2\x4a\x84\xff\x84\x49\x50\x9f\xff",
+    "Huffman padding by zero": b"\x00\x85\xf2\xb2\x4a\x84\xff\x83\x49\x50\x90",
+    "Huffman string with EOS": b"\x00\x85\xf2\xb2\x4a\x84\xff\x87\x49\x51\xff\xff\xff\xfa\x7f",
+    "indexed field with index 0": b"\x80",
+    "truncated literal": b"\x40",
+}
+
+
+class ConnectionErrorTests(SynchronousTestCase):
+    """
+    A connection error is answered with a GOAWAY carrying RFC 9113's error
+    code, and the connection is closed.
+    """
+
+    def raw(self, data: bytes, client: Optional[_Client] = None) -> tuple[_Client, list[Any]]:
+        """
+        Send C{data} as is on an h2c connection (a new one unless given) and
+        return the frames the server wrote in answer.
+        """
+        if client is None:
+            client = _Client(_Body(1))
+            client.receive()
+        client.protocol.dataReceived(data)
+        client.clock.advance(0)
+        written = client.transport.value()
+        client.transport.clear()
+        return client, parseFrames(written)
+
+    def assertConnectionError(self, client: _Client, frames: list[Any], code: int, what: str) -> None:
+        self.assertEqual([c for c, _ in goAways(frames)], [code], what)
+        self.assertTrue(client.transport.disconnecting, what)
+
+    def test_invalidHeaderBlocks(self) -> None:
+        """
+        A header block HPACK cannot decode (an invalid index, bad Huffman
+        padding, EOS in a Huffman string, a truncated field, a dynamic
+        table size update at the end of the block or above the size the
+        server allows) is a COMPRESSION_ERROR (RFC 9113 section 4.3, RFC
+        7541 sections 4.2 and 6.3), not h2's PROTOCOL_ERROR; a header list
+        over the size limit stays ENHANCE_YOUR_CALM, though HPACK finds it.
+        """
+        blocks = {what: requestBlock() + bad for what, bad in INVALID_HEADER_BLOCKS.items()}
+        blocks["table size update at the end"] = requestBlock() + b"\x21"
+        blocks["table size update over the limit"] = b"\x3f\xe2\x1f" + requestBlock()
+        for what, block in blocks.items():
+            client, frames = self.raw(headersFrame(block))
+            self.assertConnectionError(client, frames, h2.errors.ErrorCodes.COMPRESSION_ERROR, what)
+        huge = hpack.Encoder().encode([(b"x-big", b"y" * 70000)], huffman=False)
+        pieces = [huge[i : i + 16000] for i in range(0, len(huge), 16000)]
+        oversized = rawFrame(0x1, 0, 1, pieces[0])
+        for i, piece in enumerate(pieces[1:], 2):
+            oversized += rawFrame(0x9, 0x4 if i == len(pieces) else 0, 1, piece)
+        client, frames = self.raw(oversized)
+        self.assertConnectionError(client, frames, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "oversized")
+
+    def test_frameErrors(self) -> None:
+        """
+        A SETTINGS frame with ACK and a payload is a FRAME_SIZE_ERROR (RFC
+        9113 section 6.5), not h2's PROTOCOL_ERROR; errors h2 already names
+        rightly keep their code (a PING of the wrong length, a SETTINGS
+        frame on a stream).
+        """
+        for what, data, code in (
+            ("SETTINGS ACK with a payload", rawFrame(0x4, 0x1, 0, b"\x00\x03\x00\x00\x00\x64"),
+             h2.errors.ErrorCodes.FRAME_SIZE_ERROR),
+            ("short PING", rawFrame(0x6, 0, 0, b"1234567"), h2.errors.ErrorCodes.FRAME_SIZE_ERROR),
+            ("SETTINGS on a stream", rawFrame(0x4, 0, 1, b""), h2.errors.ErrorCodes.PROTOCOL_ERROR),
+        ):
+            client, frames = self.raw(data)
+            self.assertConnectionError(client, frames, code, what)
+
+    def test_invalidPrefaceOverTLS(self) -> None:
+        """
+        A connection that chose C{h2} by ALPN and then sends something else
+        than the connection preface gets a GOAWAY PROTOCOL_ERROR and is
+        closed (RFC 9113 section 3.4).
+        """
+        from zope.interface import alsoProvides
+        from twisted.internet.interfaces import ISSLTransport
+
+        site = ProxySite(_Body(3), MemoryReactorClock())
+        protocol = site.buildProtocol(None)
+        transport = _WriteCountingTransport()
+        alsoProvides(transport, ISSLTransport)
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"INVALID CONNECTION PREFACE\r\n\r\n")
+        frames = parseFrames(transport.value())
+        self.assertEqual(goAways(frames), [(h2.errors.ErrorCodes.PROTOCOL_ERROR, 0)])
+        self.assertTrue(transport.disconnecting)
+
+
+class ClientGoAwayTests(SynchronousTestCase):
+    """
+    The client's GOAWAY (NO_ERROR) ends nothing at once: it opens no more
+    streams, but those open are answered and control frames still are.
+    """
+
+    def test_pingAfterGoAwayAnswered(self) -> None:
+        """
+        A PING after the client's GOAWAY (NO_ERROR) is answered with a PING
+        ACK, the connection stays open, and a stream in flight still gets
+        its whole response.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        client.get()
+        client.receive()
+        ping = hyperframe.frame.PingFrame(0)
+        ping.opaque_data = b"h2spec\x00\x00"
+        client.protocol.dataReceived(hyperframe.frame.GoAwayFrame(0).serialize() + ping.serialize())
+        client.clock.advance(0)
+        frames = parseFrames(client.transport.value())
+        client.transport.clear()
+        acks = [f.opaque_data for f in frames if isinstance(f, hyperframe.frame.PingFrame) and "ACK" in f.flags]
+        self.assertEqual(acks, [b"h2spec\x00\x00"])
+        self.assertEqual(goAways(frames), [])
+        self.assertFalse(client.transport.disconnecting)
+        [request] = resource.pending
+        request.write(b"still here")
+        request.finish()
+        client.clock.advance(0)
+        data = [f for f in parseFrames(client.transport.value()) if isinstance(f, hyperframe.frame.DataFrame)]
+        self.assertEqual(b"".join(f.data for f in data), b"still here")
+        self.assertIn("END_STREAM", data[-1].flags)
+
+        # A GOAWAY that reports an error (known or not) ends the connection
+        # at once: its streams are told, and the transport is closed.
+        for code in (h2.errors.ErrorCodes.PROTOCOL_ERROR, 0xFF):
+            resource = _Body(None)
+            client = _Client(resource)
+            client.get()
+            client.receive()
+            [request] = resource.pending
+            lost: list[Any] = []
+            request.notifyFinish().addErrback(lost.append)
+            goAway = hyperframe.frame.GoAwayFrame(0)
+            goAway.error_code = code
+            client.protocol.dataReceived(goAway.serialize())
+            self.assertEqual(len(lost), 1, code)
+            self.assertTrue(client.transport.disconnecting, code)
+            self.assertEqual(client.connection.streams, {}, code)
+
+
+class GoneStreamTests(SynchronousTestCase):
+    """
+    Events for a stream the connection has already forgotten are no errors.
+    """
+
+    def test_loseConnectionAfterStreamGone(self) -> None:
+        """
+        Ending a stream that a connection error already dropped does
+        nothing: a streamed upload's target connection, closed because the
+        client went away, then stops its producer, which calls
+        C{loseConnection} on the stream (that raised C{KeyError}).
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        [streamID] = client.get()
+        client.receive()
+        [request] = resource.pending
+        stream = request.channel
+        client.protocol.dataReceived(rawFrame(0x4, 0, 1, b""))  # a connection error
+        self.assertNotIn(streamID, client.connection.streams)
+        stream.loseConnection()
+        client.clock.advance(0)
+
+    def test_resetAfterResponse(self) -> None:
+        """
+        A client that resets a stream whose response was already sent (it
+        was still sending the request body) causes no error, and the
+        connection goes on serving (that raised C{KeyError}).
+        """
+        client = _Client(_Body(2))
+        streamID = client.post()
+        # The response, sent as a request's finish() sends it.
+        connection = client.connection
+        connection.writeHeaderList([(b":status", b"200")], streamID)
+        connection.writeDataToStream(streamID, b"early")
+        connection.endRequest(streamID)
+        client.receive()
+        self.assertIn(streamID, client.ended)
+        self.assertNotIn(streamID, connection.streams)
+        client.h2.reset_stream(streamID, h2.errors.ErrorCodes.CANCEL)
+        client.send()
+        [other] = client.get()
+        client.receive()
+        self.assertEqual(client.bodies[other], b"xx")
+
+
+class _RawClient(Protocol):
+    """
+    The client side of an in-memory TLS connection: collects what it
+    receives and whether the connection was closed.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost = True
+
+
+class TLSTests(SynchronousTestCase):
+    """
+    HTTP/2 over a real (in-memory) TLS connection, ALPN C{h2}.
+    """
+
+    def connect(self, resource: Resource) -> tuple[_RawClient, Any, MemoryReactorClock]:
+        """
+        A TLS connection from a L{_RawClient} to a L{ProxySite} serving
+        C{resource}, handshake done; returns the client, the L{IOPump} and
+        the site's clock.
+        """
+        certificatePEM, keyPEM = selfSigned("a.test")
+        serverOptions = ssl.CertificateOptions(
+            privateKey=serialization.load_pem_private_key(keyPEM, None),
+            certificate=x509.load_pem_x509_certificate(certificatePEM),
+            acceptableProtocols=[b"h2"],
+        )
+        clientOptions = ssl.optionsForClientTLS(
+            "a.test", trustRoot=ssl.Certificate.loadPEM(certificatePEM), acceptableProtocols=[b"h2"]
+        )
+        clock = MemoryReactorClock()
+        site = self.site = ProxySite(resource, clock)
+        server = TLSMemoryBIOFactory(serverOptions, False, site, clock).buildProtocol(None)
+        client = _RawClient()
+        clientTLS = TLSMemoryBIOFactory(clientOptions, True, Factory.forProtocol(lambda: client), clock)
+        clientSide = clientTLS.buildProtocol(None)
+        serverTransport = FakeTransport(server, isServer=True)
+        # A TCP transport is a push producer, so TLS relays the HTTP
+        # channel's registration as the connection's producer to it.
+        alsoProvides(serverTransport, IPushProducer)
+        pump = connect(server, serverTransport, clientSide, FakeTransport(clientSide, isServer=False), clock=clock)
+        clientSide.write(H2_PREFACE + hyperframe.frame.SettingsFrame(0).serialize())
+        pump.flush()
+        self.assertEqual(clientSide.negotiatedProtocol, b"h2")
+        clientSide.write(SETTINGS_ACK)
+        pump.flush()
+        client.received = b""
+        self.clientTransport = clientSide
+        return client, pump, clock
+
+    def test_connectionErrorCloses(self) -> None:
+        """
+        After a connection error the GOAWAY is sent and the TLS connection
+        is closed, as over h2c: TLS waits for the connection's producer to
+        be unregistered before it closes.
+        """
+        client, pump, _ = self.connect(_Body(1))
+        self.clientTransport.write(headersFrame(requestBlock() + b"\xc6"))
+        pump.flush()
+        self.assertTrue(client.lost)
+        frames = parseFrames(client.received)
+        self.assertEqual(goAways(frames), [(h2.errors.ErrorCodes.COMPRESSION_ERROR, 0)])
+
+    def test_idleTimeoutCloses(self) -> None:
+        """
+        The idle timeout's GOAWAY is followed by the close of the TLS
+        connection, not by Twisted's abort 15 seconds later.
+        """
+        client, pump, clock = self.connect(_Body(1))
+        clock.advance(self.site.timeOut + 1)
+        pump.flush()
+        self.assertTrue(client.lost)
+        self.assertEqual(goAways(parseFrames(client.received)), [(h2.errors.ErrorCodes.NO_ERROR, 0)])
+
+    def test_gracefulClose(self) -> None:
+        """
+        A shutdown's C{closeConnections} lets the response finished just
+        before it reach the client, then sends GOAWAY NO_ERROR naming the
+        last stream and closes the TLS connection.
+        """
+        resource = _Body(None)
+        client, pump, _ = self.connect(resource)
+        self.clientTransport.write(headersFrame(requestBlock()))
+        pump.flush()
+        [request] = resource.pending
+        request.write(b"last words")
+        request.finish()
+        self.site.closeConnections(5)
+        pump.flush()
+        frames = parseFrames(client.received)
+        data = [f for f in frames if isinstance(f, hyperframe.frame.DataFrame)]
+        self.assertEqual(b"".join(f.data for f in data), b"last words")
+        self.assertIn("END_STREAM", data[-1].flags)
+        self.assertEqual(goAways(frames), [(h2.errors.ErrorCodes.NO_ERROR, 1)])
+        self.assertIsInstance(frames[-1], hyperframe.frame.GoAwayFrame)
+        self.assertTrue(client.lost)
+
+
+class GracefulCloseTests(SynchronousTestCase):
+    """
+    A shutdown closes an HTTP/2 connection gracefully: the responses in
+    flight end, then GOAWAY NO_ERROR names the last stream processed, then
+    the connection closes.
+    """
+
+    def test_siteClosesConnections(self) -> None:
+        """
+        C{ProxySite.closeConnections}, called as a shutdown calls it (in
+        the iteration where the last request finished), closes the HTTP/2
+        connection that request came on, once its response has been sent.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        client.transport.connected = True  # type: ignore[attr-defined]
+        [streamID] = client.get()
+        client.receive()
+        [request] = resource.pending
+        request.write(b"last words")
+        request.finish()
+        closed = client.connection.site.closeConnections(5)
+        events = client.receive()
+        self.assertEqual(client.bodies[streamID], b"last words")
+        self.assertIn(streamID, client.ended)
+        [goAway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual((goAway.error_code, goAway.last_stream_id), (h2.errors.ErrorCodes.NO_ERROR, streamID))
+        self.assertTrue(client.transport.disconnecting)
+        client.transport.connected = False  # type: ignore[attr-defined]
+        client.clock.advance(0.01)
+        self.assertIsNone(self.successResultOf(closed))
+
+    def test_newStreamsRefusedWhileClosing(self) -> None:
+        """
+        While a connection closes, streams the client opens are refused
+        (REFUSED_STREAM: safe to retry elsewhere) and the GOAWAY names the
+        last stream that was processed, sent once that stream has ended.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        [first] = client.get()
+        client.receive()
+        client.connection.loseConnection()
+        [second] = client.get()
+        events = client.receive()
+        [reset] = [e for e in events if isinstance(e, h2.events.StreamReset)]
+        self.assertEqual((reset.stream_id, reset.error_code), (second, h2.errors.ErrorCodes.REFUSED_STREAM))
+        self.assertFalse([e for e in events if isinstance(e, h2.events.ConnectionTerminated)])
+        self.assertFalse(client.transport.disconnecting)
+        [request] = resource.pending
+        request.finish()
+        events = client.receive()
+        self.assertIn(first, client.ended)
+        [goAway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual((goAway.error_code, goAway.last_stream_id), (h2.errors.ErrorCodes.NO_ERROR, first))
+        self.assertTrue(client.transport.disconnecting)

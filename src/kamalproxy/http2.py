@@ -34,6 +34,17 @@ refused before its body is read is answered on its stream, which is then
 reset with NO_ERROR, and body data still arriving for it is dropped with its
 window given back.
 
+And it ends connections as RFC 9113 says where Twisted and h2 do not
+(L{ServerStateMachine}): a connection error's GOAWAY carries its own code
+(COMPRESSION_ERROR for an undecodable header block, FRAME_SIZE_ERROR for a
+SETTINGS ACK with a payload, PROTOCOL_ERROR for an invalid preface) and the
+connection is then closed over TLS as over h2c; the client's GOAWAY lets the
+streams open finish and PINGs be answered; the client's RST_STREAM for a
+stream already answered, or a producer ending a stream already dropped, is
+ignored; and L{ProxyH2Connection.loseConnection} (a shutdown) lets the
+responses in flight finish, then says GOAWAY NO_ERROR with the last stream
+processed and closes.
+
 L{switchToHTTP2} hands a connection over to it, for ALPN C{h2} and h2c.
 """
 
@@ -47,6 +58,8 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
 from twisted.logger import Logger
@@ -78,6 +91,96 @@ def wireFields(code: bytes, headers: Iterable[tuple[bytes, bytes]]) -> list[tupl
         if name not in CONNECTION_SPECIFIC:
             append((name, value))
     return fields
+
+
+class _CompressionError(h2.exceptions.ProtocolError):
+    """
+    A header block HPACK cannot decode (RFC 9113 section 4.3).
+    """
+
+    error_code = h2.errors.ErrorCodes.COMPRESSION_ERROR
+
+
+class _FrameSizeError(h2.exceptions.ProtocolError):
+    """
+    A frame whose length its type forbids (RFC 9113 section 4.2).
+    """
+
+    error_code = h2.errors.ErrorCodes.FRAME_SIZE_ERROR
+
+
+_SETTINGS = 0x4
+_ACK = 0x1
+
+
+class _FrameBuffer(h2.frame_buffer.FrameBuffer):
+    """
+    h2's frame buffer, refusing a SETTINGS ACK with a payload as a
+    FRAME_SIZE_ERROR (RFC 9113 section 6.5) where h2 says PROTOCOL_ERROR.
+    """
+
+    def __next__(self) -> Any:
+        header = self._data[:9]
+        if len(header) == 9 and header[3] == _SETTINGS and header[4] & _ACK and any(header[:3]):
+            raise _FrameSizeError("SETTINGS frame with ACK and a payload")
+        return super().__next__()
+
+
+class ServerStateMachine(h2.connection.H2Connection):
+    """
+    h2's server-side connection state machine, with RFC 9113's error codes
+    and GOAWAY where h2 differs:
+
+      - an undecodable header block is a COMPRESSION_ERROR, a SETTINGS ACK
+        with a payload a FRAME_SIZE_ERROR (h2: PROTOCOL_ERROR for both);
+      - an invalid connection preface is answered with GOAWAY
+        PROTOCOL_ERROR (h2 raises without queueing one);
+      - the client's GOAWAY does not close the connection's state: it
+        opens no new streams, but those open may finish and PINGs are
+        still answered (h2 refuses every frame after it, and drops what
+        was queued to send).
+
+    It relies on h2's private C{FrameBuffer._data}, C{_receive_frame},
+    C{_receive_goaway_frame} (through h2's frame dispatch table) and
+    C{_terminate_connection}, all exercised by tests/test_http2.py.
+    """
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        self.incoming_buffer = _FrameBuffer(server=True)
+
+    def receive_data(self, data: Any) -> list[h2.events.Event]:
+        try:
+            return super().receive_data(data)
+        except h2.exceptions.ProtocolError:
+            if self.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                # An invalid preface: the only error h2 raises before it
+                # queues a GOAWAY.
+                self._terminate_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            raise
+
+    def _receive_frame(self, frame: Any) -> list[h2.events.Event]:
+        try:
+            return super()._receive_frame(frame)
+        except h2.exceptions.ProtocolError as e:
+            cause = e.__cause__
+            if (
+                type(e) is h2.exceptions.ProtocolError
+                and isinstance(cause, HPACKError)
+                and not isinstance(cause, OversizedHeaderListError)
+            ):
+                raise _CompressionError(str(e)) from cause
+            raise
+
+    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[h2.events.Event]]:
+        event = h2.events.ConnectionTerminated()
+        try:
+            event.error_code = h2.errors.ErrorCodes(frame.error_code)
+        except ValueError:
+            event.error_code = frame.error_code  # an unknown code, kept as a number (as h2 does)
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
 
 class ProxyH2Stream(H2Stream):
@@ -133,7 +236,7 @@ class ProxyH2Connection(H2Connection):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self.conn = h2.connection.H2Connection(config=config)
+        self.conn = ServerStateMachine(config=config)
         # Streams with queued DATA (or END_STREAM) and window to send it, in
         # round-robin order: a dict used as an ordered set.
         self._ready: dict[int, None] = {}
@@ -147,6 +250,13 @@ class ProxyH2Connection(H2Connection):
         # (in order) when it resumes: they are not control frames.
         self._pendingHeaders: deque[tuple[int, list[tuple[bytes, bytes]]]] = deque()
         self._flushCall: Optional[IDelayedCall] = None
+        # What the connection is registered with as the transport's
+        # producer (switchToHTTP2), to unregister before closing.
+        self._networkProducer: Any = None
+        # loseConnection was called: GOAWAY once no stream is open.
+        self._closing = False
+        self._goneAway = False
+        self._lastStreamID = 0
         self._host: Optional[IAddress] = None
         self._peer: Optional[IAddress] = None
         self._secure = False
@@ -170,6 +280,12 @@ class ProxyH2Connection(H2Connection):
 
     def _requestReceived(self, event: h2.events.RequestReceived) -> None:
         streamID = event.stream_id
+        if self._closing:
+            # Not processed: the client may retry it elsewhere (RFC 9113
+            # section 8.7).
+            self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        self._lastStreamID = streamID
         self._outboundStreamQueues[streamID] = deque()
         self.streams[streamID] = ProxyH2Stream(
             streamID, self, event.headers, self.requestFactory, self.site, self.factory
@@ -192,6 +308,8 @@ class ProxyH2Connection(H2Connection):
                 self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.NO_ERROR)
             except h2.exceptions.StreamClosedError:
                 pass  # the client had finished sending
+        if self._closing and not self.streams:
+            self._scheduleFlush()  # the GOAWAY follows the last frames
 
     def resetAfterEnd(self, streamID: int) -> None:
         """
@@ -214,10 +332,56 @@ class ProxyH2Connection(H2Connection):
         if stream is not None:
             stream.requestComplete()
 
+    def _requestAborted(self, event: h2.events.StreamReset) -> None:
+        if event.stream_id in self.streams:
+            super()._requestAborted(event)
+        # Else its response was already sent (the client reset its own,
+        # still open, half of the stream): nothing to abort.
+
+    _eventHandlers = {
+        h2.events.RequestReceived: "_requestReceived",
+        h2.events.DataReceived: "_requestDataReceived",
+        h2.events.StreamEnded: "_requestEnded",
+        h2.events.StreamReset: "_requestAborted",
+        h2.events.WindowUpdated: "_handleWindowUpdate",
+        h2.events.ConnectionTerminated: "_goAwayReceived",
+    }
+    """The method that handles each h2 event the connection acts on."""
+
     def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
+        """
+        Twisted's event dispatch, but for the client's GOAWAY (see
+        L{_goAwayReceived}) and what arrives once the connection is torn
+        down or has said GOAWAY itself, which is dropped.  (PRIORITY
+        frames are ignored: see L{_handlePriorityUpdate}.)
+        """
+        if self._goneAway or not self._stillProducing:
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self._terminate(Failure())
+            return
+        self.resetTimeout()
+        for event in events:
+            if not self._stillProducing:
+                break
+            handler = self._eventHandlers.get(type(event))
+            if handler is not None:
+                getattr(self, handler)(event)
+        self._tryToWriteControlData()
         if self._blocked:
             self._unblockStreams()
+
+    def _goAwayReceived(self, event: h2.events.ConnectionTerminated) -> None:
+        """
+        The client's GOAWAY.  With NO_ERROR it is closing gracefully: it
+        opens no new streams, those open are answered, PINGs too, and it
+        closes the connection (or the idle timeout does).  With an error,
+        the connection ends now.
+        """
+        if event.error_code != h2.errors.ErrorCodes.NO_ERROR:
+            self._terminate(Failure(ConnectionLost("Remote peer sent GOAWAY")))
 
     def _unblockStreams(self) -> None:
         """
@@ -261,7 +425,61 @@ class ProxyH2Connection(H2Connection):
         if self.streams and self._consumerBlocked is None:
             self.setTimeout(self.timeOut)  # the timer that fired is spent: arm a new one
             return
+        self._unregisterProducer()
         super().timeoutConnection()
+
+    # Closing
+
+    def loseConnection(self) -> None:
+        """
+        Close gracefully (a shutdown): the streams open are answered to
+        their end, streams the client opens meanwhile are refused
+        (REFUSED_STREAM), then a GOAWAY NO_ERROR names the last stream
+        processed and the transport closes once it has sent everything.
+        """
+        if self._closing or not self._stillProducing:
+            return
+        self._closing = True
+        self._scheduleFlush()
+
+    def _goAway(self) -> None:
+        """
+        The end of L{loseConnection}: GOAWAY, written even if the client
+        has stopped reading (the close waits for it), and close.
+        """
+        self._goneAway = True
+        self.conn.close_connection(h2.errors.ErrorCodes.NO_ERROR, last_stream_id=self._lastStreamID)
+        pending = b"".join(self._bufferedControlFrames) + self.conn.data_to_send()
+        self._bufferedControlFrames.clear()
+        self._bufferedControlFrameBytes = 0
+        self.transport.write(pending)
+        self._loseTransport()
+
+    def _terminate(self, reason: Failure) -> None:
+        """
+        Tear the connection down after a connection error (its GOAWAY
+        queued), as Twisted's does, but closing the transport so that TLS
+        closes too (L{_loseTransport}).
+        """
+        if self._tryToWriteControlData():
+            self._loseTransport()
+            self.connectionLost(reason, _cancelTimeouts=False)
+
+    def _loseTransport(self) -> None:
+        self._unregisterProducer()
+        self.transport.loseConnection()
+
+    def _unregisterProducer(self) -> None:
+        """
+        Stop being the transport's producer before closing it, as
+        L{HTTPChannel.loseConnection} does: a TLS transport
+        (L{TLSMemoryBIOProtocol.loseConnection}) does not close while a
+        producer is registered with it, and switchToHTTP2 registered this
+        connection.
+        """
+        producer, self._networkProducer = self._networkProducer, None
+        if producer is not None:
+            producer.unregisterProducer()
 
     def _handlePriorityUpdate(self, event: h2.events.PriorityUpdated) -> None:
         """
@@ -301,7 +519,10 @@ class ProxyH2Connection(H2Connection):
             self.streams[streamID].flowControlBlocked()
 
     def endRequest(self, streamID: int) -> None:
-        self._outboundStreamQueues[streamID].append(_END_STREAM_SENTINEL)
+        queue = self._outboundStreamQueues.get(streamID)
+        if queue is None:
+            return  # the stream is gone (reset, or the connection lost): nothing to end
+        queue.append(_END_STREAM_SENTINEL)
         self._ready[streamID] = None
         self._scheduleFlush()
 
@@ -350,6 +571,8 @@ class ProxyH2Connection(H2Connection):
             if self._ready:
                 self._scheduleFlush()  # over budget: go on next iteration
         self._tryToWriteControlData()
+        if self._closing and not self.streams and not self._goneAway:
+            self._goAway()
 
     def _sendPendingHeaders(self) -> None:
         pending, self._pendingHeaders = self._pendingHeaders, deque()
@@ -407,6 +630,14 @@ class ProxyH2Connection(H2Connection):
         super().connectionLost(reason, _cancelTimeouts=_cancelTimeouts)
 
 
+def connectionOf(channel: Any) -> Any:
+    """
+    The connection a request's C{channel} belongs to: its
+    L{ProxyH2Connection} for an HTTP/2 stream, else the channel itself.
+    """
+    return channel._conn if isinstance(channel, H2Stream) else channel
+
+
 def switchToHTTP2(generic: Any, reactor: IReactorTime) -> ProxyH2Connection:
     """
     Hand the connection behind C{generic} (a L{_GenericHTTPChannelProtocol})
@@ -427,8 +658,17 @@ def switchToHTTP2(generic: Any, reactor: IReactorTime) -> ProxyH2Connection:
     generic._channel = channel
     channel.makeConnection(transport)
     networkProducer.registerProducer(channel, True)
+    channel._networkProducer = networkProducer
     generic._negotiatedProtocol = b"h2"
     return channel
 
 
-__all__ = ["CONNECTION_SPECIFIC", "FLUSH_BUDGET", "ProxyH2Connection", "ProxyH2Stream", "switchToHTTP2"]
+__all__ = [
+    "CONNECTION_SPECIFIC",
+    "FLUSH_BUDGET",
+    "ProxyH2Connection",
+    "ProxyH2Stream",
+    "ServerStateMachine",
+    "connectionOf",
+    "switchToHTTP2",
+]

@@ -24,6 +24,7 @@ from kamalproxy.buffering import bodyFile
 from kamalproxy.channel import ChannelLimits, buildChannelProtocol
 from kamalproxy.exchange import Exchange
 from kamalproxy.interfaces import IRequestObserver
+from kamalproxy.http2 import connectionOf
 from kamalproxy.options import DEFAULT_BUFFER_MEMORY
 from kamalproxy.pipeline.dispatcher import Dispatcher
 from kamalproxy.twistedcompat import requestHead
@@ -170,7 +171,7 @@ class ProxySite(Site):
     def requestStarted(self, exchange: Exchange) -> None:
         request = exchange.request
         self.active.add(request)
-        self._channels.add(request.channel)
+        self._channels.add(connectionOf(request.channel))
 
     def requestEnded(self, exchange: Exchange) -> None:
         self.active.discard(exchange.request)

@@ -18,20 +18,23 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import threading
 import time
 from functools import lru_cache
 from io import BytesIO
 from typing import Any, Callable, Iterable, Optional
 
+import attr
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.protocols.basic import FileSender
@@ -39,6 +42,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from kamalproxy.channel import H2_PREFACE
 from tests.integration.harness import (
     Daemon,
     bounded,
@@ -50,6 +54,16 @@ from tests.integration.harness import (
     startDaemon,
     tempDir,
 )
+from tests.test_http2 import (
+    INVALID_HEADER_BLOCKS,
+    SETTINGS_ACK,
+    goAways,
+    headersFrame,
+    parseFrames,
+    rawFrame,
+    requestBlock,
+)
+from tests.test_tls_sni import selfSigned
 
 MiB = 1024 * 1024
 
@@ -373,6 +387,35 @@ class Response:
         )
 
 
+def certificateFiles(testCase: TestCase, host: str) -> tuple[str, str]:
+    """
+    A self-signed certificate for C{host} and its key, written to files
+    removed with C{testCase}: their paths.
+    """
+    work = tempDir(testCase)
+    paths = os.path.join(work, f"{host}.crt"), os.path.join(work, f"{host}.key")
+    for path, data in zip(paths, selfSigned(host)):
+        with open(path, "wb") as f:
+            f.write(data)
+    return paths
+
+
+def connectH2(port: int, timeout: float, cafile: Optional[str] = None, serverName: bytes = b"") -> socket.socket:
+    """
+    A blocking socket to the daemon on 127.0.0.1:C{port}: plain (h2c), or
+    with C{cafile} TLS with ALPN C{h2}, verified against C{cafile} for
+    C{serverName}.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if cafile is None:
+        return sock
+    context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(["h2"])
+    tls = context.wrap_socket(sock, server_hostname=serverName.decode())
+    assert tls.selected_alpn_protocol() == "h2", tls.selected_alpn_protocol()
+    return tls
+
+
 class H2Client:
     """
     A blocking HTTP/2 client (prior knowledge) over a plain socket, for use
@@ -386,6 +429,8 @@ class H2Client:
         (stream and connection alike), the least a correct client may do;
         else credit every DATA frame at once.
     @param recvSize: bytes read from the socket at a time.
+    @param cafile: talk TLS (ALPN C{h2}, SNI C{authority}) and trust the
+        certificates in this file; else cleartext (h2c).
     """
 
     def __init__(
@@ -398,10 +443,12 @@ class H2Client:
         recvSize: int = 65536,
         timeout: float = CLIENT_TIMEOUT,
         authority: bytes = b"app.test",
+        cafile: Optional[str] = None,
     ) -> None:
         self.deadline = time.monotonic() + timeout
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = connectH2(port, timeout, cafile, authority)
         self.authority = authority
+        self.scheme = b"http" if cafile is None else b"https"
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
         initial = {
@@ -458,7 +505,7 @@ class H2Client:
         streamID = self.conn.get_next_available_stream_id()
         fields = [
             (b":method", method),
-            (b":scheme", b"http"),
+            (b":scheme", self.scheme),
             (b":authority", authority or self.authority),
             (b":path", path),
             *headers,
@@ -570,8 +617,8 @@ class H2Client:
             self.terminated = event
 
     def _credit(self, streamID: int, length: int) -> None:
-        if not length:
-            return
+        if not length or self.conn.state_machine.state is h2.connection.ConnectionState.CLOSED:
+            return  # nothing to credit, or the server's GOAWAY came in the same read
         if not self.stingy:
             self.conn.increment_flow_control_window(length)
             if not self.responses[streamID].ended:
@@ -1216,3 +1263,282 @@ class HTTP2Tests(TestCase):
         response = await self.fetchAlone(b"GET", b"/slow?s=2", timeout=10.0)
         self.assertWellFormed(response)
         self.assertEqual(json.loads(bytes(response.body))["uri"], "/slow?s=2")
+
+
+# Connection errors, as an HTTP/2 conformance suite (h2spec) sends them
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class RawOutcome:
+    """
+    What the server answered to raw bytes: its frames, whether it closed
+    the connection (rather than leaving it open past the wait), and when.
+    """
+
+    frames: list[Any]
+    closed: bool
+    seconds: float
+
+    def goAways(self) -> list[tuple[int, int]]:
+        return goAways(self.frames)
+
+    def pingAcks(self) -> list[bytes]:
+        return [
+            f.opaque_data for f in self.frames if isinstance(f, hyperframe.frame.PingFrame) and "ACK" in f.flags
+        ]
+
+
+def rawConversation(
+    port: int,
+    data: bytes,
+    *,
+    cafile: Optional[str] = None,
+    serverName: bytes = b"",
+    handshake: bool = True,
+    until: Callable[[RawOutcome], bool] = lambda outcome: False,
+    wait: float = 5.0,
+) -> RawOutcome:
+    """
+    Connect (h2c, or TLS with C{cafile}), exchange prefaces and SETTINGS
+    unless told not to, send C{data} as is, then read until the server
+    closes the connection, C{until} holds, or C{wait} seconds pass.
+    """
+    sock = connectH2(port, wait, cafile, serverName)
+    received = b""
+
+    def frames() -> list[Any]:
+        complete, rest = received, b""
+        while len(complete) >= 9:
+            length = int.from_bytes(complete[:3], "big") + 9
+            if len(complete) < length:
+                break
+            rest += complete[:length]
+            complete = complete[length:]
+        return parseFrames(rest)
+
+    def read() -> bool:
+        nonlocal received
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            return False
+        received += chunk
+        return bool(chunk)
+
+    try:
+        if handshake:
+            sock.sendall(H2_PREFACE + hyperframe.frame.SettingsFrame(0).serialize())
+            while not any(isinstance(f, hyperframe.frame.SettingsFrame) for f in frames()):
+                if not read():
+                    raise AssertionError(f"closed during the handshake: {frames()}")
+            sock.sendall(SETTINGS_ACK)
+            received = b""
+        sock.sendall(data)
+        started = time.monotonic()
+        sock.settimeout(wait)
+        open_ = True
+        while open_ and not until(RawOutcome(frames(), False, 0)):
+            try:
+                open_ = read()
+            except (socket.timeout, TimeoutError):
+                break
+        return RawOutcome(frames(), not open_, time.monotonic() - started)
+    finally:
+        sock.close()
+
+
+def conformanceCases() -> dict[str, tuple[bytes, int]]:
+    """
+    The connection errors whose code or close went wrong, each C{(bytes
+    sent after the handshake, the GOAWAY's expected error code)}.
+    """
+    cases = {
+        what: (headersFrame(requestBlock() + bad), h2.errors.ErrorCodes.COMPRESSION_ERROR)
+        for what, bad in INVALID_HEADER_BLOCKS.items()
+    }
+    cases["table size update at the end"] = (
+        headersFrame(requestBlock() + b"\x21"), h2.errors.ErrorCodes.COMPRESSION_ERROR
+    )
+    cases["SETTINGS ACK with a payload"] = (
+        rawFrame(0x4, 0x1, 0, b"\x00\x03\x00\x00\x00\x64"), h2.errors.ErrorCodes.FRAME_SIZE_ERROR
+    )
+    cases["PING of 7 bytes"] = (rawFrame(0x6, 0, 0, b"1234567"), h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
+    return cases
+
+
+class ConnectionErrorTests(TestCase):
+    """
+    Connection errors against a real daemon, over h2c and over TLS (ALPN
+    C{h2}) alike: a GOAWAY with RFC 9113's error code, then the connection
+    closes at once (it stayed open over TLS); a client's GOAWAY is not one.
+    """
+
+    timeout = 60
+
+    async def startProxy(self) -> str:
+        """
+        A daemon with C{--h2c} and a service on C{tls.test} with a custom
+        certificate; returns the certificate's path.
+        """
+        certificate, key = certificateFiles(self, "tls.test")
+        _, port = startApp(self)
+        self.daemon = await startDaemon(self, extraArgs=["--h2c"])
+        for args in (
+            deployArgs("secure", f"127.0.0.1:{port}", "--host=tls.test", "--tls",
+                       f"--tls-certificate-path={certificate}", f"--tls-private-key-path={key}"),
+            deployArgs("sink", f"127.0.0.1:{startSink(self).port}", "--host=sink.test"),
+        ):
+            result = await ctl(self.daemon.socket, *args)
+            self.assertEqual(result.code, 0, result.err)
+        return certificate
+
+    async def converseAll(self, **connection: Any) -> dict[str, RawOutcome]:
+        """
+        Each of L{conformanceCases} on a connection of its own, all at once.
+        """
+        cases = conformanceCases()
+        outcomes = await gatherResults(
+            [inThread(lambda data=data: rawConversation(data=data, **connection)) for data, _ in cases.values()]
+        )
+        return dict(zip(cases, outcomes))
+
+    def assertNoErrorLogged(self) -> None:
+        errors = [e for e in self.daemon.logs() if e.get("level") in ("ERROR", "CRITICAL")]
+        self.assertEqual(errors, [])
+
+    def assertClosedWith(self, outcomes: dict[str, RawOutcome], transport: str) -> None:
+        expected = {what: ([code], True) for what, (_, code) in conformanceCases().items()}
+        actual = {what: ([c for c, _ in o.goAways()], o.closed) for what, o in outcomes.items()}
+        self.assertEqual(actual, expected, f"over {transport}\n{self.daemon.output.describe()}")
+        for what, outcome in outcomes.items():
+            self.assertLess(outcome.seconds, 2.0, f"{what} over {transport}: closed after {outcome.seconds:.2f}s")
+
+    async def test_connectionErrors(self) -> None:
+        """
+        Invalid header blocks (COMPRESSION_ERROR), a SETTINGS ACK with a
+        payload and a short PING (FRAME_SIZE_ERROR) get a GOAWAY with that
+        code and a closed connection, over h2c and over TLS; so does an
+        invalid connection preface over TLS (PROTOCOL_ERROR; over h2c the
+        plain port reads it as HTTP/1.1).  The daemon logs no error.
+        """
+        certificate = await self.startProxy()
+        self.assertClosedWith(await self.converseAll(port=self.daemon.port), "h2c")
+        tls = {"port": self.daemon.httpsPort, "cafile": certificate, "serverName": b"tls.test"}
+        self.assertClosedWith(await self.converseAll(**tls), "TLS")
+        preface = await inThread(
+            lambda: rawConversation(data=b"INVALID CONNECTION PREFACE\r\n\r\n", handshake=False, **tls)
+        )
+        self.assertEqual((preface.goAways(), preface.closed), ([(h2.errors.ErrorCodes.PROTOCOL_ERROR, 0)], True))
+        self.assertNoErrorLogged()
+
+    async def test_pingAfterGoAway(self) -> None:
+        """
+        A PING after the client's GOAWAY (NO_ERROR) is answered with a PING
+        ACK, over h2c and over TLS, and the connection is left to the
+        client to close.
+        """
+        certificate = await self.startProxy()
+        ping = hyperframe.frame.PingFrame(0)
+        ping.opaque_data = b"h2spec\x00\x00"
+        data = hyperframe.frame.GoAwayFrame(0).serialize() + ping.serialize()
+        for transport, connection in (
+            ("h2c", {"port": self.daemon.port}),
+            ("TLS", {"port": self.daemon.httpsPort, "cafile": certificate, "serverName": b"tls.test"}),
+        ):
+            outcome = await inThread(
+                lambda: rawConversation(data=data, until=lambda o: bool(o.pingAcks()), **connection)
+            )
+            self.assertEqual(
+                (outcome.pingAcks(), outcome.goAways(), outcome.closed), ([b"h2spec\x00\x00"], [], False), transport
+            )
+        self.assertNoErrorLogged()
+
+    async def test_connectionErrorDuringStreamedUpload(self) -> None:
+        """
+        A connection error while a request body is being streamed to its
+        target closes the target connection, and nothing fails on the way:
+        the target connection's producer, stopped as it closes, ends the
+        stream the connection error already dropped (that raised
+        C{KeyError} in C{endRequest}, logged as an unhandled error).
+        """
+        await self.startProxy()
+        block = requestBlock(b"sink.test", b"POST", b"/upload")
+        upload = rawFrame(0x1, 0x4, 1, block) + rawFrame(0x0, 0, 1, b"x" * 100)
+        sock = await inThread(lambda: connectH2(self.daemon.port, 10))
+        self.addCleanup(sock.close)
+        await inThread(lambda: sock.sendall(H2_PREFACE + hyperframe.frame.SettingsFrame(0).serialize() + upload))
+        sink = self.sink
+        await sink.waitFor(lambda: b"x" * 100 in sink.received, "the body's start at the target")
+        await inThread(lambda: sock.sendall(headersFrame(requestBlock() + b"\xc6", streamID=3)))
+        try:
+            await sink.waitFor(lambda: sink.lost, "the target connection to close")
+        finally:
+            sock.close()
+        # Every line logged before this request's is in.
+        status, _, _, _ = await curlH2(self, f"http://127.0.0.1:{self.daemon.port}/marker", "-H", "Host: none.test")
+        await self.daemon.waitForLog(lambda e: e.get("path") == "/marker", what="the marker request")
+        self.assertEqual(status, 404)
+        self.assertNoErrorLogged()
+
+
+class _Sink(Protocol):
+    """
+    A target that answers health checks and reads every other request
+    forever, recording what it received and when its connection closes.
+    """
+
+    def __init__(self, sink: "Sink") -> None:
+        self.sink = sink
+        self.request = False  # a request other than a health check came
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.request and data.startswith(b"GET /up "):
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nup\n")
+            return
+        self.request = True
+        self.sink.received += data
+        self.sink.changed()
+
+    def connectionLost(self, reason: Any) -> None:
+        if self.request:
+            self.sink.lost = True
+            self.sink.changed()
+
+
+class Sink:
+    """
+    A running L{_Sink} target.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost = False
+        self.port = 0
+        self._waiters: list[tuple[Callable[[], bool], Deferred]] = []
+
+    def changed(self) -> None:
+        for entry in list(self._waiters):
+            if entry[0]():
+                self._waiters.remove(entry)
+                entry[1].callback(None)
+
+    def waitFor(self, condition: Callable[[], bool], what: str, timeout: float = 10.0) -> Deferred:
+        d: Deferred = Deferred()
+        if condition():
+            d.callback(None)
+            return d
+        self._waiters.append((condition, d))
+        return bounded(d, timeout, what)
+
+
+def startSink(testCase: TestCase) -> Sink:
+    """
+    A L{Sink} on 127.0.0.1, kept as C{testCase.sink}.
+    """
+    sink = testCase.sink = Sink()  # type: ignore[attr-defined]
+    factory = Factory.forProtocol(lambda: _Sink(sink))
+    factory.noisy = False
+    listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    testCase.addCleanup(listening.stopListening)
+    sink.port = listening.getHost().port
+    return sink

@@ -9,20 +9,28 @@ import json
 import os
 import signal
 import socket
+from typing import Any, Optional
+
+import h2.errors
+import h2.events
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.integration.harness import (
     STARTUP_TIMEOUT,
+    Daemon,
     ctl,
+    curl,
     deployArgs,
     fetch,
+    hasCurl,
     startBackend,
     startDaemon,
     tempDir,
 )
+from tests.integration.test_http2 import H2Client, Response, certificateFiles, inThread
 
 
 class GracefulShutdownTests(TestCase):
@@ -81,6 +89,105 @@ class GracefulShutdownTests(TestCase):
         await daemon.waitForMessage("Main loop terminated.")
         await daemon.waitForMessage("Server Shut Down.")
         self.assertFalse(os.path.exists(daemon.socket))
+
+
+def _slowOverHTTP2(
+    port: int, authority: bytes, path: bytes, cafile: Optional[str]
+) -> tuple[Response, Optional[h2.events.ConnectionTerminated], bool]:
+    """
+    GET C{path} over HTTP/2 (TLS with C{cafile}, else h2c) and receive
+    until the server closes the connection: the response, the server's
+    GOAWAY, and whether the connection was closed (rather than timing out).
+    """
+    client = H2Client(port, authority=authority, cafile=cafile)
+    try:
+        response = client.fetch(b"GET", path)
+        try:
+            while True:
+                client.receiveOnce()
+        except ConnectionError:
+            return response, client.terminated, True
+    finally:
+        client.close()
+
+
+class HTTP2GracefulShutdownTests(TestCase):
+    """
+    SIGTERM lets HTTP/2 requests in flight finish, as HTTP/1.1 ones do:
+    each response arrives whole, then GOAWAY NO_ERROR naming its stream,
+    then the connection closes.
+    """
+
+    timeout = 40
+
+    async def startProxy(self) -> tuple[Daemon, Any, str]:
+        """
+        A daemon with C{--h2c}, one backend deployed as C{plain.test} and,
+        with a custom certificate, as C{tls.test}; returns the daemon, the
+        backend and the certificate's path.
+        """
+        if not hasCurl():
+            raise SkipTest("curl is not installed")
+        daemon = await startDaemon(self, extraArgs=["--h2c"])
+        app = startBackend(self, "app")
+        certificate, key = certificateFiles(self, "tls.test")
+        for args in (
+            deployArgs("plain", app.address, "--host=plain.test"),
+            deployArgs("secure", app.address, "--host=tls.test", "--tls",
+                       f"--tls-certificate-path={certificate}", f"--tls-private-key-path={key}"),
+        ):
+            deployed = await ctl(daemon.socket, *args)
+            self.assertEqual(deployed.code, 0, deployed.err)
+        return daemon, app, certificate
+
+    async def sigtermWithRequestsInFlight(self, tls: bool) -> None:
+        """
+        An h2 client and curl each GET a 2-second page over HTTP/2 (TLS or
+        h2c); SIGTERM once both reached the backend.  Both get the whole
+        response; the h2 client then gets GOAWAY NO_ERROR with last stream
+        ID 1 and sees the connection close; the daemon exits 0 after.
+        """
+        daemon, app, certificate = await self.startProxy()
+        if tls:
+            host, port, cafile = "tls.test", daemon.httpsPort, certificate
+            curlArgs = ["--http2", "--resolve", f"{host}:{port}:127.0.0.1", "--cacert", certificate]
+            base = f"https://{host}:{port}"
+        else:
+            host, port, cafile = "plain.test", daemon.port, None
+            curlArgs = ["--http2-prior-knowledge", "-H", f"Host: {host}"]
+            base = f"http://127.0.0.1:{port}"
+        h2Done = inThread(_slowOverHTTP2, port, host.encode(), b"/slow?s=2&client=h2", cafile)
+        curlDone = Deferred.fromCoroutine(curl(f"{base}/slow?s=2&client=curl", *curlArgs))
+        for client in ("h2", "curl"):
+            await app.waitForRequest(lambda r, c=client: r.uri == f"/slow?s=2&client={c}")
+
+        daemon.signal("TERM")
+        await daemon.waitForMessage("Waiting for 2 requests in flight")
+        response, goAway, closed = await h2Done
+        status, body = await curlDone
+        code = await daemon.output.waitForExit(12)
+
+        self.assertEqual((response.status, response.ended, response.reset), (200, True, None))
+        self.assertEqual(json.loads(bytes(response.body))["uri"], "/slow?s=2&client=h2")
+        self.assertEqual((status, json.loads(body)["uri"]), (200, "/slow?s=2&client=curl"))
+        self.assertIsNotNone(goAway, daemon.output.describe())
+        self.assertEqual(
+            (goAway.error_code, goAway.last_stream_id), (h2.errors.ErrorCodes.NO_ERROR, response.streamID)
+        )
+        self.assertTrue(closed)
+        self.assertEqual(code, 0, daemon.output.describe())
+
+    async def test_sigtermH2c(self) -> None:
+        """
+        Over cleartext HTTP/2 (h2c).
+        """
+        await self.sigtermWithRequestsInFlight(tls=False)
+
+    async def test_sigtermTLS(self) -> None:
+        """
+        Over HTTP/2 chosen by ALPN on the HTTPS port.
+        """
+        await self.sigtermWithRequestsInFlight(tls=True)
 
 
 class ControlSocketTests(TestCase):
