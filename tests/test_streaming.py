@@ -125,3 +125,20 @@ class StreamingTests(SynchronousTestCase):
         self.assertTrue(client.disconnecting)
         protocol.dataReceived(b"cd")
         self.assertEqual(client.value().count(b"HTTP/1.1"), 1)
+
+    def test_targetGoneMidUploadAnswered502(self) -> None:
+        """
+        A target that closes while the body is still being streamed to it
+        (its transport stopping the client as its producer, then the
+        connection lost) leaves the client a 502 page, not a bare close.
+        """
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        upstream = _Upstream()
+        protocol, client = _proxy(upstream)
+        protocol.dataReceived(b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+        [conn] = upstream.connections
+        conn.transport.producer.stopProducing()
+        conn.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 502 "), client.value())

@@ -40,7 +40,10 @@ class _ClientPauser:
         self.clientTransport.resumeProducing()
 
     def stopProducing(self) -> None:
-        self.clientTransport.loseConnection()
+        # The target connection is closing: the forwarding answers the
+        # client (502 page, on its HTTP/2 stream or connection); closing the
+        # client here would cut that answer off.
+        self.clientTransport.resumeProducing()
 
 
 class StreamingForwarding(Forwarding):
