@@ -337,6 +337,26 @@ class ForwardingTests(SynchronousTestCase):
             self.assertIn(b"\r\nconnection: close", head)
             self.assertTrue(proxy.client.disconnecting)
 
+    def test_missingHostIsTargetAddress(self) -> None:
+        """
+        A request without C{Host} (HTTP/1.0) or with an empty one reaches
+        the target with the target's C{host:port} as C{Host}, as Go's
+        C{ReverseProxy} sends it (the upstream request is HTTP/1.1, which
+        requires one); no C{X-Forwarded-Host} is made up for it.
+        """
+        for request in (
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+        ):
+            proxy = _Proxy(self)
+            proxy.send(request)
+            head = proxy.upstreamRequest().split(b"\r\n\r\n")[0]
+            lines = head.split(b"\r\n")
+            self.assertEqual(lines[1], b"Host: " + TARGET.encode("ascii"), request)
+            self.assertEqual([line for line in lines if line.lower().startswith(b"host:")], [lines[1]])
+            self.assertNotIn(b"\r\nX-Forwarded-Host:", head, request)
+
     def test_postBodyForwarded(self) -> None:
         """
         A buffered request body is forwarded with its length.

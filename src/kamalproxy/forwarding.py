@@ -109,11 +109,20 @@ def upgradeRequested(request: IRequest) -> Optional[bytes]:
 
 
 def requestHeaders(
-    request: IRequest, options: TargetOptions, now: float, upgrade: Optional[bytes] = None
+    request: IRequest,
+    options: TargetOptions,
+    now: float,
+    upgrade: Optional[bytes] = None,
+    targetAddress: bytes = b"",
 ) -> tuple[RawHeaders, bytes]:
     """
     The headers to send upstream for C{request}, and its request ID; with
     C{upgrade} (see L{upgradeRequested}) the upgrade is passed on.
+
+    @param targetAddress: the target's C{host:port}, sent as C{Host} when
+        the client sent none or an empty one (an HTTP/1.0 request), since
+        the upstream request is HTTP/1.1, which requires it; Go's
+        C{ReverseProxy} does the same.
     """
     incoming = request.requestHeaders
     dropped = _DROPPED_FROM_REQUEST
@@ -122,7 +131,8 @@ def requestHeaders(
         dropped = dropped | _connectionTokens(connection)
     host = incoming.getRawHeaders(b"host")
     hostValue = host[0] if host else b""
-    out: RawHeaders = [(b"Host", hostValue)] if hostValue else []
+    sentHost = hostValue or targetAddress
+    out: RawHeaders = [(b"Host", sentHost)] if sentHost else []
     requestId = b""
     hasStart = False
     for name, values in incoming.getAllRawHeaders():
@@ -596,7 +606,9 @@ def stampRequest(
     to send upstream.
     """
     upgrade = upgradeRequested(request)
-    headers, requestId = requestHeaders(request, options, clock.seconds(), upgrade)
+    headers, requestId = requestHeaders(
+        request, options, clock.seconds(), upgrade, target.addressBytes
+    )
     request.kamalUpgrade = upgrade is not None  # type: ignore[attr-defined]
     request.kamalRequestId = requestId  # type: ignore[attr-defined]
     request.kamalTarget = target.address  # type: ignore[attr-defined]
