@@ -492,6 +492,59 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual(len(proxy.targets.connections), 1)
         self.assertEqual(statusOf(proxy.response.split(b"\r\n\r\na", 1)[1]), 502)
 
+    def test_earlyHintsRelayed(self) -> None:
+        """
+        A C{103 Early Hints} from the target reaches the client at once, as
+        an interim head before the final response, without hop-by-hop
+        fields; then the final response follows as usual.
+        """
+        for options in ({}, {"buffer_responses": True}):
+            proxy = _Proxy(self, **options)
+            proxy.get()
+            proxy.upstream.dataReceived(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style\r\n"
+                b"Connection: X-Hop\r\nX-Hop: secret\r\n\r\n"
+            )
+            self.assertEqual(
+                proxy.response,
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style\r\n\r\n",
+                options,
+            )
+            proxy.upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            interim, final = proxy.response.split(b"\r\n\r\n", 1)
+            self.assertEqual(statusOf(final), 200)
+            self.assertTrue(final.endswith(b"\r\n\r\nok"), final)
+            self.assertEqual(proxy.target.pool.idle, [proxy.upstream])
+
+    def test_interimRelayedOnlyWhereAllowed(self) -> None:
+        """
+        Other 1xx responses pass too (C{102}), but the target's C{100
+        Continue} does not: a client that sent no C{Expect} gets none, one
+        that did gets only the proxy's own; and an HTTP/1.0 client, which
+        does not know interim responses, gets only the final one.
+        """
+        proxy = _Proxy(self)
+        proxy.get()
+        proxy.upstream.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n")
+        self.assertEqual(proxy.response, b"HTTP/1.1 102 Processing\r\n\r\n")
+        proxy.upstream.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(statusOf(proxy.response.split(b"\r\n\r\n", 1)[1]), 204)
+
+        proxy = _Proxy(self, buffer_requests=True)
+        proxy.send(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+        self.assertEqual(proxy.response, b"HTTP/1.1 100 Continue\r\n\r\n")
+        proxy.send(b"x")
+        proxy.upstream.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(proxy.response.count(b" 100 Continue"), 1)
+        self.assertEqual(statusOf(proxy.response.split(b"\r\n\r\n", 1)[1]), 204)
+
+        proxy = _Proxy(self)
+        proxy.send(b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n")
+        proxy.upstream.dataReceived(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+        self.assertEqual(proxy.response, b"")
+        proxy.upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertTrue(proxy.response.startswith(b"HTTP/1.0 200 OK\r\n"), proxy.response)
+
     def test_bufferedResponse(self) -> None:
         """
         With C{buffer_responses}, nothing reaches the client until the

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.upstream import (
     MAX_HEAD_SIZE,
+    MAX_INTERIM_RESPONSES,
     RawHeaders,
     UpstreamConnection,
     UpstreamPool,
@@ -41,9 +42,13 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.heads: list[tuple[int, bytes, RawHeaders]] = []
+        self.interims: list[tuple[int, bytes, RawHeaders]] = []
         self.body: list[bytes] = []
         self.done = 0
         self.failures: list[tuple[Failure, bool]] = []
+
+    def responseInterim(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        self.interims.append((status, reason, headers))
 
     def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         self.heads.append((status, reason, headers))
@@ -222,16 +227,17 @@ class ResponseFramingTests(SynchronousTestCase):
         self.assertEqual(handler.done, 1)
         self.assertTrue(conn.reusable)
 
-    def test_continueSkipped(self) -> None:
+    def test_continueIsInterim(self) -> None:
         """
-        A C{100 Continue} interim response is skipped: the handler sees
-        only the final response, whether they arrive together or apart.
+        A C{100 Continue} is an interim response, not the final one,
+        whether it arrives with the final response or apart.
         """
         conn = connectedUpstream()
         handler = _get(conn)
         conn.dataReceived(
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
         )
+        self.assertEqual(handler.interims, [(100, b"Continue", [])])
         self.assertEqual([h[0] for h in handler.heads], [201])
         self.assertEqual(handler.bodyBytes, b"ok")
         self.assertEqual(handler.done, 1)
@@ -243,6 +249,57 @@ class ResponseFramingTests(SynchronousTestCase):
         conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual([h[0] for h in handler.heads], [200])
         self.assertEqual(handler.done, 1)
+
+    def test_interimResponsesPassedOn(self) -> None:
+        """
+        Interim responses (C{103 Early Hints}, C{102}) reach the handler
+        with their headers, in order, before the final head; split
+        anywhere, the result is the same, and the connection stays
+        reusable.
+        """
+        payload = (
+            b"HTTP/1.1 102 Processing\r\n\r\n"
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style\r\n"
+            b"Link: </b.js>; rel=preload; as=script\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        for size in (1, 7, len(payload)):
+            conn = connectedUpstream()
+            handler = _get(conn)
+            _feed(conn, payload, size)
+            self.assertEqual(
+                handler.interims,
+                [
+                    (102, b"Processing", []),
+                    (
+                        103,
+                        b"Early Hints",
+                        [
+                            (b"Link", b"</a.css>; rel=preload; as=style"),
+                            (b"Link", b"</b.js>; rel=preload; as=script"),
+                        ],
+                    ),
+                ],
+                size,
+            )
+            self.assertEqual([h[0] for h in handler.heads], [200])
+            self.assertEqual((handler.bodyBytes, handler.done), (b"ok", 1))
+            self.assertTrue(conn.reusable)
+
+    def test_interimCountPerResponse(self) -> None:
+        """
+        L{MAX_INTERIM_RESPONSES} interim responses are accepted before a
+        final one, and the count starts again with the next request.
+        """
+        conn = connectedUpstream()
+        for _ in range(2):
+            handler = _get(conn)
+            conn.dataReceived(
+                b"HTTP/1.1 103 Early Hints\r\n\r\n" * MAX_INTERIM_RESPONSES
+                + b"HTTP/1.1 204 No Content\r\n\r\n"
+            )
+            self.assertEqual(len(handler.interims), MAX_INTERIM_RESPONSES)
+            self.assertEqual((handler.status, handler.done), (204, 1))
 
     def test_connectionCloseNotReusable(self) -> None:
         """
@@ -324,6 +381,29 @@ class ResponseErrorTests(SynchronousTestCase):
             self._assertProtocolError(handler, False)
             self.assertFalse(conn.reusable, head)
             self.assertTrue(conn.transport.disconnected, head)
+
+    def test_tooManyInterimResponses(self) -> None:
+        """
+        More than L{MAX_INTERIM_RESPONSES} interim responses fail the
+        response (a target cannot hold it forever with them).
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 103 Early Hints\r\n\r\n" * (MAX_INTERIM_RESPONSES + 1))
+        self._assertProtocolError(handler, False)
+        self.assertEqual(len(handler.interims), MAX_INTERIM_RESPONSES)
+        self.assertTrue(conn.transport.disconnected)
+
+    def test_badInterimHeaderLine(self) -> None:
+        """
+        An interim response with a malformed header line fails the
+        response.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 103 Early Hints\r\nNoColon\r\n\r\n")
+        self._assertProtocolError(handler, False)
+        self.assertEqual(handler.interims, [])
 
     def test_badHeaderLine(self) -> None:
         """

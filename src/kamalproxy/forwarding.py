@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from kamalproxy import pages
 from kamalproxy.buffering import BodyBuffer, BodyTooLarge
+from kamalproxy.interim import writeInterim
 from kamalproxy.options import TargetOptions
 from kamalproxy.targets import Target
 from kamalproxy.tunnel import Tunnel
@@ -305,6 +306,11 @@ class Forwarding:
         self._fail(502)
 
     # IResponseHandler
+
+    def responseInterim(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        request = self.request
+        if request is not None:
+            writeInterim(request, status, copyResponseHeaders(headers))
 
     def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         request = self.request

@@ -29,6 +29,12 @@ from twisted.python.failure import Failure
 RawHeaders = list[tuple[bytes, bytes]]
 
 MAX_HEAD_SIZE = 64 * 1024
+MAX_INTERIM_RESPONSES = 5
+"""
+Most interim (1xx) responses accepted before the final one, as Go's
+transport (more is a protocol error, so a target cannot hold a request
+forever with them).
+"""
 _NO_BODY_STATUSES = frozenset((204, 304))
 
 
@@ -42,6 +48,13 @@ class IResponseHandler(TypingProtocol):
     """
     Receives one response from an L{UpstreamConnection}.
     """
+
+    def responseInterim(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        """
+        An interim (1xx) response arrived, other than C{101} (which is
+        final here: see L{UpstreamConnection.relay}); the final response
+        follows.
+        """
 
     def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         """
@@ -92,6 +105,7 @@ class UpstreamConnection(Protocol):
         self._chunkState = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailer
         self._chunkLeft = 0
         self._gotBytes = False
+        self._interimCount = 0
         self._lostWaiters: list[Deferred] = []
         # After a 101 taken up by the handler: where the bytes go, and who
         # hears of the close.
@@ -137,6 +151,7 @@ class UpstreamConnection(Protocol):
         self._headRequest = method == b"HEAD"
         self._headDone = False
         self._gotBytes = False
+        self._interimCount = 0
         self.requestsSent += 1
         parts = [method, b" ", target, b" HTTP/1.1\r\n"]
         for name, value in headers:
@@ -227,28 +242,22 @@ class UpstreamConnection(Protocol):
         self._bodyReceived(data)
 
     def _parseHead(self, head: bytes) -> bool:
+        """
+        Parse a response head and tell the handler.
+
+        @return: whether it was the final response (not an interim one).
+        """
         lines = head.split(b"\r\n")
-        statusLine = lines[0].split(b" ", 2)
-        if len(statusLine) < 2 or not statusLine[0].startswith(b"HTTP/1."):
-            raise UpstreamProtocolError("bad status line")
-        try:
-            status = int(statusLine[1])
-        except ValueError:
-            raise UpstreamProtocolError("bad status code")
-        if status < 100 or status > 999:
-            raise UpstreamProtocolError("bad status code")
+        version, status, reason = _statusLine(lines[0])
         if 100 <= status < 200 and status != 101:
+            self._interimReceived(status, reason, lines)
             return False
-        reason = statusLine[2] if len(statusLine) > 2 else b""
         headers: RawHeaders = []
         contentLength = -1
         chunked = False
-        keepAlive = statusLine[0] == b"HTTP/1.1"
+        keepAlive = version == b"HTTP/1.1"
         for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1:] in (b" ", b"\t"):
-                raise UpstreamProtocolError("bad header line")
-            value = value.strip(b" \t")
+            name, value = _field(line)
             lname = name.lower()
             if lname == b"content-length":
                 try:
@@ -291,6 +300,15 @@ class UpstreamConnection(Protocol):
         assert handler is not None
         handler.responseHead(status, reason, headers)
         return True
+
+    def _interimReceived(self, status: int, reason: bytes, lines: list[bytes]) -> None:
+        self._interimCount += 1
+        if self._interimCount > MAX_INTERIM_RESPONSES:
+            raise UpstreamProtocolError("too many interim responses")
+        headers = [_field(line) for line in lines[1:]]
+        handler = self._handler
+        if handler is not None:
+            handler.responseInterim(status, reason, headers)
 
     def _bodyReceived(self, data: bytes) -> None:
         remaining = self._remaining
@@ -408,6 +426,32 @@ class UpstreamConnection(Protocol):
             d.callback(None)
 
 
+def _statusLine(line: bytes) -> tuple[bytes, int, bytes]:
+    """
+    The version, status code and reason of a response's status line.
+    """
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        raise UpstreamProtocolError("bad status line")
+    try:
+        status = int(parts[1])
+    except ValueError:
+        raise UpstreamProtocolError("bad status code")
+    if status < 100 or status > 999:
+        raise UpstreamProtocolError("bad status code")
+    return parts[0], status, parts[2] if len(parts) > 2 else b""
+
+
+def _field(line: bytes) -> tuple[bytes, bytes]:
+    """
+    The name and value of a header line.
+    """
+    name, sep, value = line.partition(b":")
+    if not sep or not name or name[-1:] in (b" ", b"\t"):
+        raise UpstreamProtocolError("bad header line")
+    return name, value.strip(b" \t")
+
+
 def endpointFor(reactor: IReactorTCP, host: str, port: int, timeout: float = 30) -> IStreamClientEndpoint:
     """
     A client endpoint for C{host:port}: a plain TCP endpoint for an IP
@@ -498,6 +542,7 @@ class UpstreamPool:
 
 __all__ = [
     "IResponseHandler",
+    "MAX_INTERIM_RESPONSES",
     "RawHeaders",
     "UpstreamConnection",
     "UpstreamPool",
