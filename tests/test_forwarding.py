@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Optional
 
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -461,22 +461,59 @@ class ForwardingTests(SynchronousTestCase):
     def test_staleKeptAliveConnectionRetried(self) -> None:
         """
         A C{GET} sent on a kept-alive connection that the target had
-        closed (lost with no response byte) is retried once on a new
-        connection.
+        closed, or reset, right after it was sent (lost with no response
+        byte) is retried once on a new connection.
         """
-        proxy = _Proxy(self)
+        for reason in (ConnectionDone(), ConnectionLost()):
+            proxy = _Proxy(self)
+            proxy.get()
+            first = proxy.upstream
+            first.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+            proxy.get(b"/second")
+            self.assertIs(proxy.upstream, first)
+            first.connectionLost(Failure(reason))
+            self.assertEqual(len(proxy.targets.connections), 2)
+            second = proxy.upstream
+            self.assertIn(b"GET /second HTTP/1.1", proxy.upstreamRequest(second))
+            second.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            self.assertEqual(proxy.response.count(b"HTTP/1.1 200 OK"), 2)
+            self.assertTrue(proxy.response.endswith(b"ok"))
+
+    def test_idleConnectionClosedBeforeTarget(self) -> None:
+        """
+        A kept-alive connection is not used once it has been idle for
+        nearly as long as its target said it keeps it (C{Keep-Alive:
+        timeout=5}): the proxy closes it first, and a C{POST}, which could
+        not be retried, goes on a new connection.
+        """
+        proxy = _Proxy(self, buffer_requests=True)
+        proxy.get()
+        first = proxy.upstream
+        first.dataReceived(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 1\r\n\r\na")
+        proxy.clock.advance(3.9)
+        self.assertEqual(proxy.target.pool.idle, [first])
+        proxy.clock.advance(0.1)
+        self.assertFalse(first.connected)
+        self.assertEqual(proxy.target.pool.idle, [])
+        proxy.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx")
+        second = proxy.upstream
+        self.assertIsNot(second, first)
+        self.assertTrue(proxy.upstreamRequest(second).startswith(b"POST / HTTP/1.1\r\n"))
+
+    def test_closingPooledConnectionNotUsed(self) -> None:
+        """
+        A pooled connection already closing is not used: the request goes
+        on a new connection instead of being lost unsent (and a C{POST}
+        failing with 502).
+        """
+        proxy = _Proxy(self, buffer_requests=True)
         proxy.get()
         first = proxy.upstream
         first.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
-        proxy.get(b"/second")
-        self.assertIs(proxy.upstream, first)
-        first.transport.loseConnection()
+        first.transport.disconnecting = True  # told to close, not closed yet
+        proxy.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx")
         self.assertEqual(len(proxy.targets.connections), 2)
-        second = proxy.upstream
-        self.assertIn(b"GET /second HTTP/1.1", proxy.upstreamRequest(second))
-        second.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        self.assertEqual(proxy.response.count(b"HTTP/1.1 200 OK"), 2)
-        self.assertTrue(proxy.response.endswith(b"ok"))
+        self.assertEqual(proxy.upstreamRequest(first).count(b"HTTP/1.1\r\n"), 1)
 
     def test_staleConnectionPostNotRetried(self) -> None:
         """

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -21,6 +22,8 @@ from kamalproxy.upstream import (
     UpstreamPool,
     UpstreamProtocolError,
 )
+
+from kamalproxy.keepalive import DEFAULT_IDLE_TIMEOUT
 
 from ._helpers import connectedUpstream as _connected
 
@@ -668,9 +671,9 @@ class _Connector:
         return succeed(conn)
 
 
-def _complete(conn: UpstreamConnection) -> _Recorder:
+def _complete(conn: UpstreamConnection, headers: bytes = b"") -> _Recorder:
     handler = _get(conn)
-    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\n" + headers + b"Content-Length: 0\r\n\r\n")
     return handler
 
 
@@ -689,7 +692,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         L{UpstreamPool.takeIdle} hands it out once.
         """
         connector = _Connector()
-        pool = UpstreamPool(connector)
+        pool = UpstreamPool(connector, Clock())
         self.assertIsNone(pool.takeIdle())
         conn = self._connect(pool)
         self.assertEqual(pool.idle, [])
@@ -705,7 +708,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         new one.
         """
         connector = _Connector()
-        pool = UpstreamPool(connector)
+        pool = UpstreamPool(connector, Clock())
         conn = self.successResultOf(pool.acquire())
         _complete(conn)
         self.assertIs(self.successResultOf(pool.acquire()), conn)
@@ -717,7 +720,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         """
         The most recently released connection is taken first.
         """
-        pool = UpstreamPool(_Connector())
+        pool = UpstreamPool(_Connector(), Clock())
         a, b = self._connect(pool), self._connect(pool)
         _complete(a)
         _complete(b)
@@ -728,7 +731,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         """
         An idle connection that closes leaves the pool.
         """
-        pool = UpstreamPool(_Connector())
+        pool = UpstreamPool(_Connector(), Clock())
         conn = self._connect(pool)
         _complete(conn)
         conn.transport.loseConnection()
@@ -739,7 +742,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         """
         A connection marked disconnected but still listed is skipped.
         """
-        pool = UpstreamPool(_Connector())
+        pool = UpstreamPool(_Connector(), Clock())
         a, b = self._connect(pool), self._connect(pool)
         _complete(a)
         _complete(b)
@@ -751,7 +754,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         A connection whose response said C{Connection: close} is closed,
         not pooled.
         """
-        pool = UpstreamPool(_Connector())
+        pool = UpstreamPool(_Connector(), Clock())
         conn = self._connect(pool)
         _get(conn)
         conn.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
@@ -762,7 +765,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         """
         Connections released beyond C{maxIdle} are closed.
         """
-        pool = UpstreamPool(_Connector(), maxIdle=1)
+        pool = UpstreamPool(_Connector(), Clock(), maxIdle=1)
         a, b = self._connect(pool), self._connect(pool)
         _complete(a)
         _complete(b)
@@ -774,7 +777,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         L{UpstreamPool.close} closes the idle connections, fires once they
         are closed, and closes any connection released afterwards.
         """
-        pool = UpstreamPool(_Connector())
+        pool = UpstreamPool(_Connector(), Clock())
         a, b = self._connect(pool), self._connect(pool)
         _complete(a)
         self.successResultOf(pool.close())
@@ -800,3 +803,110 @@ class UpstreamPoolTests(SynchronousTestCase):
         conn.connectionLost(Failure(ConnectionDone()))
         self.successResultOf(d)
         self.successResultOf(conn.close())
+
+
+class IdleExpiryTests(SynchronousTestCase):
+    """
+    L{UpstreamPool} closes idle connections before their target would:
+    after the target's announced C{Keep-Alive} timeout less a margin, else
+    after L{DEFAULT_IDLE_TIMEOUT}, counted on its clock from when each
+    became idle.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.pool = UpstreamPool(_Connector(), self.clock)
+
+    def _idle(self, headers: bytes = b"") -> UpstreamConnection:
+        conn: UpstreamConnection = self.successResultOf(self.pool.connect())
+        _complete(conn, headers)
+        return conn
+
+    def assertKeptFor(self, conn: UpstreamConnection, seconds: float) -> None:
+        """
+        C{conn} stays pooled for C{seconds} (from now) and is closed then.
+        """
+        self.clock.advance(seconds - 0.01)
+        self.assertEqual(self.pool.idle, [conn])
+        self.assertTrue(conn.connected)
+        self.clock.advance(0.01)
+        self.assertEqual(self.pool.idle, [])
+        self.assertFalse(conn.connected)
+        self.assertIsNone(self.pool.takeIdle())
+
+    def test_defaultIdleTimeout(self) -> None:
+        """
+        Without an announced timeout, an idle connection is closed after
+        L{DEFAULT_IDLE_TIMEOUT} seconds, below the common servers' own.
+        """
+        self.assertLess(DEFAULT_IDLE_TIMEOUT, 5)
+        self.assertKeptFor(self._idle(), DEFAULT_IDLE_TIMEOUT)
+
+    def test_announcedTimeout(self) -> None:
+        """
+        C{Keep-Alive: timeout=N} keeps a connection for C{N - 1} seconds
+        (at least half of N), longer or shorter than the default.
+        """
+        for value, seconds in ((b"timeout=20", 19.0), (b"timeout=5, max=1000", 4.0), (b"timeout=1", 0.5)):
+            self.assertKeptFor(self._idle(b"Keep-Alive: " + value + b"\r\n"), seconds)
+
+    def test_announcedZero(self) -> None:
+        """
+        A connection whose target announced a zero timeout is not pooled.
+        """
+        conn = self._idle(b"Keep-Alive: timeout=0\r\n")
+        self.assertEqual(self.pool.idle, [])
+        self.assertFalse(conn.connected)
+
+    def test_idleTimeCountsFromRelease(self) -> None:
+        """
+        A connection used again is kept for its whole idle time from its
+        latest release; another, idle all along, is closed on time.
+        """
+        a, b = self._idle(), self._idle()
+        self.clock.advance(3)
+        self.assertIs(self.pool.takeIdle(), b)
+        _complete(b)
+        self.clock.advance(1)
+        self.assertEqual(self.pool.idle, [b])
+        self.assertFalse(a.connected)
+        self.assertKeptFor(b, DEFAULT_IDLE_TIMEOUT - 1)
+
+    def test_shorterTimeoutReleasedLater(self) -> None:
+        """
+        A connection released after another but with a shorter announced
+        timeout is still closed on time.
+        """
+        a = self._idle()
+        b = self._idle(b"Keep-Alive: timeout=1\r\n")
+        self.clock.advance(0.5)
+        self.assertEqual(self.pool.idle, [a])
+        self.assertFalse(b.connected)
+
+    def test_takeIdleSkipsExpired(self) -> None:
+        """
+        An expired connection is not handed out even when the timer that
+        closes it is late (a busy reactor): it is closed instead.
+        """
+        conn = self._idle()
+        self.clock.rightNow += DEFAULT_IDLE_TIMEOUT  # time passed, no timer ran
+        self.assertIsNone(self.pool.takeIdle())
+        self.assertFalse(conn.connected)
+
+    def test_takeIdleSkipsClosing(self) -> None:
+        """
+        A pooled connection already closing (its transport told to) is not
+        handed out: a request written to it would be lost unsent.
+        """
+        a, b = self._idle(), self._idle()
+        b.transport.disconnecting = True
+        self.assertIs(self.pool.takeIdle(), a)
+
+    def test_closeStopsTimer(self) -> None:
+        """
+        Closing the pool leaves no timer behind.
+        """
+        self._idle()
+        self.assertTrue(self.clock.getDelayedCalls())
+        self.successResultOf(self.pool.close())
+        self.assertEqual(self.clock.getDelayedCalls(), [])

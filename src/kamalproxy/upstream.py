@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_upstream -*-
 """
 A lean HTTP/1.1 client for talking to targets: one request at a time per
-connection, persistent connections kept in a per-target pool.
+connection, persistent connections kept in a per-target pool (and closed
+before their target would close them: see L{kamalproxy.keepalive}).
 
 This is the proxy's hot path, so it avoids C{twisted.web.client.Agent}'s
 generality (IBodyProducer, Deferred chains per response, header objects): the
@@ -22,9 +23,11 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+
+from kamalproxy.keepalive import DEFAULT_IDLE_TIMEOUT, announcedTimeout, idleLimit
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -86,10 +89,16 @@ class UpstreamConnection(Protocol):
     @ivar onIdle: called with this connection when a response completes and
         the connection may be reused; set by the pool.
     @ivar onLost: called with this connection when it disconnects.
+    @ivar keepAliveTimeout: the idle timeout the target announced with the
+        last response (C{Keep-Alive: timeout=N}), or L{None}.
+    @ivar idleDeadline: when, on the pool's clock, this connection is to be
+        closed if still idle; set by the pool.
     """
 
     onIdle: Optional[Callable[["UpstreamConnection"], None]] = None
     onLost: Optional[Callable[["UpstreamConnection"], None]] = None
+    keepAliveTimeout: Optional[float] = None
+    idleDeadline = 0.0
 
     def __init__(self) -> None:
         self.connected = False
@@ -256,6 +265,7 @@ class UpstreamConnection(Protocol):
         contentLength = -1
         chunked = False
         keepAlive = version == b"HTTP/1.1"
+        keepAliveTimeout = None
         for line in lines[1:]:
             name, value = _field(line)
             lname = name.lower()
@@ -275,7 +285,10 @@ class UpstreamConnection(Protocol):
                     keepAlive = False
                 elif b"keep-alive" in tokens:
                     keepAlive = True
+            elif lname == b"keep-alive":
+                keepAliveTimeout = announcedTimeout(value)
             headers.append((name, value))
+        self.keepAliveTimeout = keepAliveTimeout
         if not keepAlive:
             self.reusable = False
         if status == 101:
@@ -466,24 +479,44 @@ def endpointFor(reactor: IReactorTCP, host: str, port: int, timeout: float = 30)
 
 Connector = Callable[[], Deferred]
 
+_SWEEP_SLACK = 0.001
+"""Seconds before its deadline that the sweep counts a connection as expired."""
+
 
 class UpstreamPool:
     """
     Persistent connections to one target.
 
+    An idle connection is closed once it has been idle for as long as
+    L{idleLimit} allows (before its target would close it: a request sent
+    as the target closes it would be lost), by a timer on C{clock}; one the
+    timer has not closed yet is not handed out either.
+
     @ivar idle: connections ready for a request, most recently used last.
     """
 
-    def __init__(self, connect: Connector, maxIdle: int = 100) -> None:
+    def __init__(
+        self,
+        connect: Connector,
+        clock: IReactorTime,
+        maxIdle: int = 100,
+        idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
         """
         @param connect: makes a new connection; fires with a connected
             L{UpstreamConnection}.
+        @param clock: the idle time is measured on it.
         @param maxIdle: how many idle connections to keep.
+        @param idleTimeout: how long a connection may stay idle when its
+            target announced no timeout.
         """
         self._connect = connect
+        self._clock = clock
         self._maxIdle = maxIdle
+        self._idleTimeout = idleTimeout
         self.idle: list[UpstreamConnection] = []
         self._closed = False
+        self._sweepCall: Optional[IDelayedCall] = None
 
     def takeIdle(self) -> Optional[UpstreamConnection]:
         """
@@ -491,10 +524,16 @@ class UpstreamPool:
         It belongs to the caller until its response completes.
         """
         idle = self.idle
+        if not idle:
+            return None
+        now = self._clock.seconds()
         while idle:
             conn = idle.pop()
-            if conn.connected:
+            if not conn.connected or getattr(conn.transport, "disconnecting", False):
+                continue  # closing: a request written to it would be lost unsent
+            if now < conn.idleDeadline:
                 return conn
+            conn.transport.loseConnection()  # type: ignore[union-attr]
         return None
 
     def connect(self) -> Deferred:
@@ -519,10 +558,40 @@ class UpstreamPool:
         return conn
 
     def _release(self, conn: UpstreamConnection) -> None:
-        if self._closed or len(self.idle) >= self._maxIdle:
+        limit = idleLimit(conn.keepAliveTimeout, self._idleTimeout)
+        if self._closed or len(self.idle) >= self._maxIdle or limit <= 0:
             conn.transport.loseConnection()  # type: ignore[union-attr]
-        else:
-            self.idle.append(conn)
+            return
+        now = self._clock.seconds()
+        conn.idleDeadline = now + limit
+        self.idle.append(conn)
+        self._sweepBy(conn.idleDeadline, now)
+
+    def _sweepBy(self, deadline: float, now: float) -> None:
+        """
+        Make sure the sweep runs by C{deadline}.
+        """
+        call = self._sweepCall
+        if call is None:
+            self._sweepCall = self._clock.callLater(max(0.0, deadline - now), self._sweep)
+        elif deadline < call.getTime():
+            call.reset(max(0.0, deadline - now))
+
+    def _sweep(self) -> None:
+        """
+        Close the idle connections whose time is up, and come back for the
+        next one.
+        """
+        self._sweepCall = None
+        now = self._clock.seconds()
+        soon = now + _SWEEP_SLACK
+        expired = [conn for conn in self.idle if conn.idleDeadline <= soon]
+        if expired:
+            self.idle = [conn for conn in self.idle if conn.idleDeadline > soon]
+            for conn in expired:
+                conn.transport.loseConnection()  # type: ignore[union-attr]
+        if self.idle:
+            self._sweepBy(min(conn.idleDeadline for conn in self.idle), now)
 
     def _lost(self, conn: UpstreamConnection) -> None:
         try:
@@ -536,6 +605,9 @@ class UpstreamPool:
         closed.
         """
         self._closed = True
+        if self._sweepCall is not None:
+            self._sweepCall.cancel()
+            self._sweepCall = None
         idle, self.idle = self.idle, []
         return DeferredList([conn.close() for conn in idle])
 

@@ -12,6 +12,7 @@ from typing import Optional
 from twisted.internet import reactor
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.integration.harness import (
@@ -19,7 +20,9 @@ from tests.integration.harness import (
     ctl,
     curl,
     deployArgs,
+    fetch,
     hasCurl,
+    httpPool,
     runCommand,
     startBackend,
     startDaemon,
@@ -43,6 +46,8 @@ class _RawBackend(Protocol):
 
     def connectionMade(self) -> None:
         self.buffer = b""
+        self.pending: Optional[tuple[bytes, bytes, int]] = None
+        self.answered = 0
         self.idleSince = reactor.seconds()
         self.idleCall: Optional[IDelayedCall] = None
         self.factory.connections += 1
@@ -55,9 +60,21 @@ class _RawBackend(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
-        if b"\r\n\r\n" not in self.buffer:
-            return
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        while self.connected:
+            if self.pending is None:
+                if b"\r\n\r\n" not in self.buffer:
+                    return
+                head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+                self._headReceived(head)
+                continue
+            method, path, length = self.pending
+            if len(self.buffer) < length:
+                return
+            self.buffer = self.buffer[length:]
+            self.pending = None
+            self._answer(method, path)
+
+    def _headReceived(self, head: bytes) -> None:
         if self.idleCall is not None and self.idleCall.active():
             self.idleCall.cancel()
         app = self.factory
@@ -66,21 +83,28 @@ class _RawBackend(Protocol):
             # and the close cross each other; the app never answers it.
             app.dropped += 1
             self.transport.abortConnection()
+            self.connected = False
             return
-        requestLine = head.split(b"\r\n", 1)[0]
-        method, path = requestLine.split(b" ")[:2]
+        lines = head.split(b"\r\n")
+        method, path = lines[0].split(b" ")[:2]
         length = 0
-        for line in head.split(b"\r\n")[1:]:
+        for line in lines[1:]:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
-        self.buffer = self.buffer[length:]  # the tests' bodies arrive with their head
+        self.pending = (method, path, length)
+
+    def _answer(self, method: bytes, path: bytes) -> None:
+        app = self.factory
         keepAlive = b"Keep-Alive: timeout=%g\r\n" % app.idleTimeout if app.announce else b""
         hints = b"HTTP/1.1 100 Continue\r\n\r\n" + EARLY_HINTS if path == b"/hints" else b""
         self.transport.write(
             hints + b"HTTP/1.1 200 OK\r\n" + keepAlive + b"Content-Length: %d\r\n\r\n%s" % (len(method), method)
         )
         app.answered += 1
+        if self.answered:
+            app.reused += 1
+        self.answered += 1
         self._startIdle()
 
     def connectionLost(self, reason: object) -> None:
@@ -107,6 +131,7 @@ class _RawApp(Factory):
         self.crossing = crossing
         self.connections = 0
         self.answered = 0
+        self.reused = 0
         self.dropped = 0
 
 
@@ -182,3 +207,64 @@ class InterimResponseTests(TestCase):
         )
         self.assertNotIn("HTTP/1.1 100 Continue", received)
         self.assertFalse([line for line in received if line.lower().startswith("connection: keep")])
+
+
+IDLE_TIMEOUT = 0.8
+"""Seconds the test apps keep an idle connection."""
+
+CROSSING = 0.3
+"""The last seconds before it in which a request is taken as crossing the close."""
+
+SPACINGS = (0.05, 0.55, 0.65) * 3
+"""Seconds between a client's requests: well within the idle time, and in the crossing window."""
+
+
+class KeepAliveTests(TestCase):
+    """
+    Apps that close idle keep-alive connections.
+    """
+
+    timeout = 60
+
+    async def _spaced(self, daemon: Daemon, host: str, method: str) -> list[tuple[float, int, bytes]]:
+        """
+        Requests one after another from one client, each L{SPACINGS} after
+        the previous answer; returns C{(spacing, status, body)} of each.
+        """
+        pool = httpPool(self)
+        results = []
+        for spacing in SPACINGS:
+            await deferLater(reactor, spacing, lambda: None)
+            data = b"x" if method == "POST" else None
+            status, _, body = await fetch(daemon.url("/"), method, host=host, data=data, pool=pool)
+            results.append((spacing, status, body))
+        return results
+
+    async def test_idleConnectionsClosedByTheApp(self) -> None:
+        """
+        An app closes connections idle for L{IDLE_TIMEOUT}, and one request
+        reaching it in the last L{CROSSING} seconds before that is lost
+        unanswered (on a real network: the request and the close cross).
+        Requests spaced around that time all succeed:
+
+          - the app announces its timeout (as Node does): the proxy stops
+            using a connection before it, so even C{POST}s (which cannot be
+            retried) never meet a closing connection, while connections are
+            still reused for requests in quick succession;
+          - the app does not announce it: the C{GET}s that meet a closing
+            connection are retried on a new one.
+        """
+        daemon = await startDaemon(self)
+        announcing = _RawApp(IDLE_TIMEOUT, announce=True, crossing=CROSSING)
+        silent = _RawApp(IDLE_TIMEOUT, announce=False, crossing=CROSSING)
+        await _deploy(self, daemon, "announcing", startRawApp(self, announcing), "--host=announcing.test")
+        await _deploy(self, daemon, "silent", startRawApp(self, silent), "--host=silent.test")
+
+        for spacing, status, body in await self._spaced(daemon, "announcing.test", "POST"):
+            self.assertEqual((status, body), (200, b"POST"), f"POST {spacing}s after the previous answer")
+        self.assertEqual(announcing.dropped, 0)
+        self.assertGreater(announcing.reused, 0)
+
+        for spacing, status, body in await self._spaced(daemon, "silent.test", "GET"):
+            self.assertEqual((status, body), (200, b"GET"), f"GET {spacing}s after the previous answer")
+        self.assertGreater(silent.dropped, 0)  # the retry was needed, and worked
