@@ -16,7 +16,6 @@ import h2.events
 import h2.settings
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -267,7 +266,7 @@ class ResponseTests(SynchronousTestCase):
         [streamID] = client.get()
         client.receive()
         [request] = resource.pending
-        hints = Headers({b"Link": [b"</a.css>; rel=preload; as=style"]})
+        hints = [(b"Link", b"</a.css>; rel=preload; as=style")]
         self.assertTrue(writeInterim(request, 103, hints))
         events = client.receive()
         [interim] = _frames(events, h2.events.InformationalResponseReceived, streamID)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._http2 import H2Stream
-from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from kamalproxy.interim import writeInterim
 
 from ._helpers import DummyChannel
 
-HINTS = Headers({b"Link": [b"</a.css>; rel=preload; as=style", b"</b.js>; rel=preload"]})
+HINTS = [(b"Link", b"</a.css>; rel=preload; as=style"), (b"Link", b"</b.js>; rel=preload")]
 
 
 def _request(clientproto: bytes = b"HTTP/1.1") -> Request:
@@ -38,12 +37,31 @@ class HTTP11Tests(SynchronousTestCase):
         """
         request = _request()
         self.assertTrue(writeInterim(request, 103, HINTS))
-        self.assertTrue(writeInterim(request, 104, Headers()))
+        self.assertTrue(writeInterim(request, 104, []))
         self.assertEqual(
             _written(request),
             b"HTTP/1.1 103 Early Hints\r\n"
             b"Link: </a.css>; rel=preload; as=style\r\nLink: </b.js>; rel=preload\r\n\r\n"
             b"HTTP/1.1 104 Informational\r\n\r\n",
+        )
+
+    def test_malformedFields(self) -> None:
+        """
+        A field whose name is not a token is dropped; CR, LF and NUL in a
+        value become spaces: the head cannot be split.
+        """
+        request = _request()
+        fields = [
+            (b"X-Bad\nName", b"v"),
+            (b"Bad Name", b"v"),
+            (b"", b"v"),
+            (b"Link", b"</a.css>\nX-Injected: 1\r"),
+            (b"X-Nul", b"a\x00b"),
+        ]
+        self.assertTrue(writeInterim(request, 103, fields))
+        self.assertEqual(
+            _written(request),
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css> X-Injected: 1 \r\nX-Nul: a b\r\n\r\n",
         )
 
     def test_notRelayed(self) -> None:

@@ -310,7 +310,8 @@ class Forwarding:
     def responseInterim(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         request = self.request
         if request is not None:
-            writeInterim(request, status, copyResponseHeaders(headers))
+            kept = copyResponseHeaders(headers).getAllRawHeaders()
+            writeInterim(request, status, [(name, value) for name, values in kept for value in values])
 
     def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         request = self.request

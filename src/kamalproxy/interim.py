@@ -28,13 +28,17 @@ END_STREAM on the request's stream (L{ProxyH2Stream.writeInterim}).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.web._http2 import H2Stream
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
+from kamalproxy.upstream import RawHeaders
+
 _PHRASES = {102: b"Processing", 103: b"Early Hints"}
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_LINE_BREAKS = re.compile(rb"[\r\n\x00]")
 
 
 def interimRelayed(request: IRequest, status: int) -> bool:
@@ -52,17 +56,18 @@ def interimRelayed(request: IRequest, status: int) -> bool:
     )
 
 
-def writeInterim(request: IRequest, status: int, headers: Headers) -> bool:
+def writeInterim(request: IRequest, status: int, headers: RawHeaders) -> bool:
     """
     Send C{request}'s client an interim response with C{status} and
-    C{headers} (already stripped of hop-by-hop fields), if it may have one.
+    C{headers}, C{(name, value)} pairs already stripped of hop-by-hop
+    fields, if it may have one (see L{interimRelayed}).
 
     @return: whether it was sent.
     """
     if not interimRelayed(request, status):
         return False
     channel: Any = request.channel  # type: ignore[attr-defined]
-    fields = [(name, value) for name, values in headers.getAllRawHeaders() for value in values]
+    fields = wellFormed(headers)
     if isinstance(channel, H2Stream):
         write = getattr(channel, "writeInterim", None)
         if write is None:  # Twisted's own stream: no way to send one
@@ -76,7 +81,17 @@ def writeInterim(request: IRequest, status: int, headers: Headers) -> bool:
     return True
 
 
-def interimHead(status: int, fields: list[tuple[bytes, bytes]]) -> bytes:
+def wellFormed(headers: RawHeaders) -> RawHeaders:
+    """
+    C{headers} fit to be written as they are: a field whose name is not a
+    token is dropped, and CR, LF or NUL in a value become spaces (RFC 9110
+    section 5.5), as Twisted's L{Headers<twisted.web.http_headers.Headers>}
+    does for a final response.
+    """
+    return [(name, _LINE_BREAKS.sub(b" ", value)) for name, value in headers if _TOKEN.match(name)]
+
+
+def interimHead(status: int, fields: RawHeaders) -> bytes:
     """
     An HTTP/1.1 interim response head.
     """
@@ -87,4 +102,4 @@ def interimHead(status: int, fields: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-__all__ = ["interimHead", "interimRelayed", "writeInterim"]
+__all__ = ["interimHead", "interimRelayed", "wellFormed", "writeInterim"]
