@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Optional
 
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -342,6 +342,26 @@ class ForwardingTests(SynchronousTestCase):
             self.assertIn(b"\r\nconnection: close", head)
             self.assertTrue(proxy.client.disconnecting)
 
+    def test_missingHostIsTargetAddress(self) -> None:
+        """
+        A request without C{Host} (HTTP/1.0) or with an empty one reaches
+        the target with the target's C{host:port} as C{Host}, as Go's
+        C{ReverseProxy} sends it (the upstream request is HTTP/1.1, which
+        requires one); no C{X-Forwarded-Host} is made up for it.
+        """
+        for request in (
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+        ):
+            proxy = _Proxy(self)
+            proxy.send(request)
+            head = proxy.upstreamRequest().split(b"\r\n\r\n")[0]
+            lines = head.split(b"\r\n")
+            self.assertEqual(lines[1], b"Host: " + TARGET.encode("ascii"), request)
+            self.assertEqual([line for line in lines if line.lower().startswith(b"host:")], [lines[1]])
+            self.assertNotIn(b"\r\nX-Forwarded-Host:", head, request)
+
     def test_postBodyForwarded(self) -> None:
         """
         A buffered request body is forwarded with its length.
@@ -474,22 +494,59 @@ class ForwardingTests(SynchronousTestCase):
     def test_staleKeptAliveConnectionRetried(self) -> None:
         """
         A C{GET} sent on a kept-alive connection that the target had
-        closed (lost with no response byte) is retried once on a new
-        connection.
+        closed, or reset, right after it was sent (lost with no response
+        byte) is retried once on a new connection.
         """
-        proxy = _Proxy(self)
+        for reason in (ConnectionDone(), ConnectionLost()):
+            proxy = _Proxy(self)
+            proxy.get()
+            first = proxy.upstream
+            first.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+            proxy.get(b"/second")
+            self.assertIs(proxy.upstream, first)
+            first.connectionLost(Failure(reason))
+            self.assertEqual(len(proxy.targets.connections), 2)
+            second = proxy.upstream
+            self.assertIn(b"GET /second HTTP/1.1", proxy.upstreamRequest(second))
+            second.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            self.assertEqual(proxy.response.count(b"HTTP/1.1 200 OK"), 2)
+            self.assertTrue(proxy.response.endswith(b"ok"))
+
+    def test_idleConnectionClosedBeforeTarget(self) -> None:
+        """
+        A kept-alive connection is not used once it has been idle for
+        nearly as long as its target said it keeps it (C{Keep-Alive:
+        timeout=5}): the proxy closes it first, and a C{POST}, which could
+        not be retried, goes on a new connection.
+        """
+        proxy = _Proxy(self, buffer_requests=True)
+        proxy.get()
+        first = proxy.upstream
+        first.dataReceived(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 1\r\n\r\na")
+        proxy.clock.advance(3.9)
+        self.assertEqual(proxy.target.pool.idle, [first])
+        proxy.clock.advance(0.1)
+        self.assertFalse(first.connected)
+        self.assertEqual(proxy.target.pool.idle, [])
+        proxy.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx")
+        second = proxy.upstream
+        self.assertIsNot(second, first)
+        self.assertTrue(proxy.upstreamRequest(second).startswith(b"POST / HTTP/1.1\r\n"))
+
+    def test_closingPooledConnectionNotUsed(self) -> None:
+        """
+        A pooled connection already closing is not used: the request goes
+        on a new connection instead of being lost unsent (and a C{POST}
+        failing with 502).
+        """
+        proxy = _Proxy(self, buffer_requests=True)
         proxy.get()
         first = proxy.upstream
         first.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
-        proxy.get(b"/second")
-        self.assertIs(proxy.upstream, first)
-        first.transport.loseConnection()
+        first.transport.disconnecting = True  # told to close, not closed yet
+        proxy.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx")
         self.assertEqual(len(proxy.targets.connections), 2)
-        second = proxy.upstream
-        self.assertIn(b"GET /second HTTP/1.1", proxy.upstreamRequest(second))
-        second.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        self.assertEqual(proxy.response.count(b"HTTP/1.1 200 OK"), 2)
-        self.assertTrue(proxy.response.endswith(b"ok"))
+        self.assertEqual(proxy.upstreamRequest(first).count(b"HTTP/1.1\r\n"), 1)
 
     def test_staleConnectionPostNotRetried(self) -> None:
         """
@@ -504,6 +561,59 @@ class ForwardingTests(SynchronousTestCase):
         first.transport.loseConnection()
         self.assertEqual(len(proxy.targets.connections), 1)
         self.assertEqual(statusOf(proxy.response.split(b"\r\n\r\na", 1)[1]), 502)
+
+    def test_earlyHintsRelayed(self) -> None:
+        """
+        A C{103 Early Hints} from the target reaches the client at once, as
+        an interim head before the final response, without hop-by-hop
+        fields; then the final response follows as usual.
+        """
+        for options in ({}, {"buffer_responses": True}):
+            proxy = _Proxy(self, **options)
+            proxy.get()
+            proxy.upstream.dataReceived(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style\r\n"
+                b"Connection: X-Hop\r\nX-Hop: secret\r\n\r\n"
+            )
+            self.assertEqual(
+                proxy.response,
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style\r\n\r\n",
+                options,
+            )
+            proxy.upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            interim, final = proxy.response.split(b"\r\n\r\n", 1)
+            self.assertEqual(statusOf(final), 200)
+            self.assertTrue(final.endswith(b"\r\n\r\nok"), final)
+            self.assertEqual(proxy.target.pool.idle, [proxy.upstream])
+
+    def test_interimRelayedOnlyWhereAllowed(self) -> None:
+        """
+        Other 1xx responses pass too (C{102}), but the target's C{100
+        Continue} does not: a client that sent no C{Expect} gets none, one
+        that did gets only the proxy's own; and an HTTP/1.0 client, which
+        does not know interim responses, gets only the final one.
+        """
+        proxy = _Proxy(self)
+        proxy.get()
+        proxy.upstream.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n")
+        self.assertEqual(proxy.response, b"HTTP/1.1 102 Processing\r\n\r\n")
+        proxy.upstream.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(statusOf(proxy.response.split(b"\r\n\r\n", 1)[1]), 204)
+
+        proxy = _Proxy(self, buffer_requests=True)
+        proxy.send(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+        self.assertEqual(proxy.response, b"HTTP/1.1 100 Continue\r\n\r\n")
+        proxy.send(b"x")
+        proxy.upstream.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(proxy.response.count(b" 100 Continue"), 1)
+        self.assertEqual(statusOf(proxy.response.split(b"\r\n\r\n", 1)[1]), 204)
+
+        proxy = _Proxy(self)
+        proxy.send(b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n")
+        proxy.upstream.dataReceived(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+        self.assertEqual(proxy.response, b"")
+        proxy.upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertTrue(proxy.response.startswith(b"HTTP/1.0 200 OK\r\n"), proxy.response)
 
     def test_bufferedResponse(self) -> None:
         """

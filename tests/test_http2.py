@@ -30,6 +30,7 @@ from zope.interface import alsoProvides
 
 from kamalproxy.channel import H2_PREFACE
 from kamalproxy.http2 import FLUSH_BUDGET, ProxyH2Connection
+from kamalproxy.interim import writeInterim
 from kamalproxy.site import ProxySite
 
 from ._helpers import FakeTransport, connect
@@ -276,6 +277,35 @@ class ResponseTests(SynchronousTestCase):
         request.finish()
         client.receive()
         self.assertEqual(client.bodies[streamID], b"hello world")
+        self.assertIn(streamID, client.ended)
+
+    def test_interimResponse(self) -> None:
+        """
+        L{writeInterim} sends an interim response (C{103}) as a HEADERS
+        frame that does not end the stream, lower-case and before the
+        final response; once the final response has started, no more.
+        """
+        resource = _Body(None)
+        client = _Client(resource)
+        [streamID] = client.get()
+        client.receive()
+        [request] = resource.pending
+        hints = [(b"Link", b"</a.css>; rel=preload; as=style")]
+        self.assertTrue(writeInterim(request, 103, hints))
+        events = client.receive()
+        [interim] = _frames(events, h2.events.InformationalResponseReceived, streamID)
+        self.assertEqual(
+            interim.headers, [(b":status", b"103"), (b"link", b"</a.css>; rel=preload; as=style")]
+        )
+        self.assertNotIn(streamID, client.headers)
+        self.assertNotIn(streamID, client.ended)
+        request.write(b"body")
+        self.assertFalse(writeInterim(request, 103, hints))
+        request.finish()
+        events = client.receive()
+        self.assertEqual(_frames(events, h2.events.InformationalResponseReceived, streamID), [])
+        self.assertEqual(dict(client.headers[streamID])[b":status"], b"200")
+        self.assertEqual(client.bodies[streamID], b"body")
         self.assertIn(streamID, client.ended)
 
 

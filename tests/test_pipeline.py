@@ -73,6 +73,25 @@ class ExchangeTests(SynchronousTestCase):
         self.assertEqual(exchange.status, 499)
 
 
+class RequestSinkTests(SynchronousTestCase):
+    """
+    L{RequestSink}, the only writer of proxied responses.
+    """
+
+    def test_noInterimAfterRefusal(self) -> None:
+        """
+        An interim response arriving for a request already refused on its
+        connection (its final answer sent) is dropped: HTTP/2 allows no
+        HEADERS after the final ones.
+        """
+        request = Request(DummyChannel())
+        request.clientproto = b"HTTP/1.1"
+        exchange = IExchange(request)
+        exchange.refused = True
+        RequestSink(exchange).interim(103, [(b"Link", b"</a.css>")])
+        self.assertEqual(request.channel.transport.written.getvalue(), b"")
+
+
 class ComposeTests(SynchronousTestCase):
     """
     L{compose} runs stages in order, each deciding whether to go on.

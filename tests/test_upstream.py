@@ -10,6 +10,7 @@ from typing import Any, Optional
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,11 +18,14 @@ from zope.interface import implementer
 
 from kamalproxy.upstream import (
     MAX_HEAD_SIZE,
+    MAX_INTERIM_RESPONSES,
     RawHeaders,
     UpstreamConnection,
     UpstreamPool,
     UpstreamProtocolError,
 )
+
+from kamalproxy.keepalive import DEFAULT_IDLE_TIMEOUT
 
 from ._helpers import connectedUpstream as _connected
 
@@ -43,9 +47,13 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.heads: list[tuple[int, bytes, RawHeaders]] = []
+        self.interims: list[tuple[int, bytes, RawHeaders]] = []
         self.body: list[bytes] = []
         self.done = 0
         self.failures: list[tuple[Failure, bool]] = []
+
+    def responseInterim(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        self.interims.append((status, reason, headers))
 
     def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         self.heads.append((status, reason, headers))
@@ -224,16 +232,17 @@ class ResponseFramingTests(SynchronousTestCase):
         self.assertEqual(handler.done, 1)
         self.assertTrue(conn.reusable)
 
-    def test_continueSkipped(self) -> None:
+    def test_continueIsInterim(self) -> None:
         """
-        A C{100 Continue} interim response is skipped: the handler sees
-        only the final response, whether they arrive together or apart.
+        A C{100 Continue} is an interim response, not the final one,
+        whether it arrives with the final response or apart.
         """
         conn = connectedUpstream()
         handler = _get(conn)
         conn.dataReceived(
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
         )
+        self.assertEqual(handler.interims, [(100, b"Continue", [])])
         self.assertEqual([h[0] for h in handler.heads], [201])
         self.assertEqual(handler.bodyBytes, b"ok")
         self.assertEqual(handler.done, 1)
@@ -245,6 +254,57 @@ class ResponseFramingTests(SynchronousTestCase):
         conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual([h[0] for h in handler.heads], [200])
         self.assertEqual(handler.done, 1)
+
+    def test_interimResponsesPassedOn(self) -> None:
+        """
+        Interim responses (C{103 Early Hints}, C{102}) reach the handler
+        with their headers, in order, before the final head; split
+        anywhere, the result is the same, and the connection stays
+        reusable.
+        """
+        payload = (
+            b"HTTP/1.1 102 Processing\r\n\r\n"
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style\r\n"
+            b"Link: </b.js>; rel=preload; as=script\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        for size in (1, 7, len(payload)):
+            conn = connectedUpstream()
+            handler = _get(conn)
+            _feed(conn, payload, size)
+            self.assertEqual(
+                handler.interims,
+                [
+                    (102, b"Processing", []),
+                    (
+                        103,
+                        b"Early Hints",
+                        [
+                            (b"Link", b"</a.css>; rel=preload; as=style"),
+                            (b"Link", b"</b.js>; rel=preload; as=script"),
+                        ],
+                    ),
+                ],
+                size,
+            )
+            self.assertEqual([h[0] for h in handler.heads], [200])
+            self.assertEqual((handler.bodyBytes, handler.done), (b"ok", 1))
+            self.assertTrue(conn.reusable)
+
+    def test_interimCountPerResponse(self) -> None:
+        """
+        L{MAX_INTERIM_RESPONSES} interim responses are accepted before a
+        final one, and the count starts again with the next request.
+        """
+        conn = connectedUpstream()
+        for _ in range(2):
+            handler = _get(conn)
+            conn.dataReceived(
+                b"HTTP/1.1 103 Early Hints\r\n\r\n" * MAX_INTERIM_RESPONSES
+                + b"HTTP/1.1 204 No Content\r\n\r\n"
+            )
+            self.assertEqual(len(handler.interims), MAX_INTERIM_RESPONSES)
+            self.assertEqual((handler.status, handler.done), (204, 1))
 
     def test_connectionCloseNotReusable(self) -> None:
         """
@@ -326,6 +386,29 @@ class ResponseErrorTests(SynchronousTestCase):
             self._assertProtocolError(handler, False)
             self.assertFalse(conn.reusable, head)
             self.assertTrue(conn.transport.disconnected, head)
+
+    def test_tooManyInterimResponses(self) -> None:
+        """
+        More than L{MAX_INTERIM_RESPONSES} interim responses fail the
+        response (a target cannot hold it forever with them).
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 103 Early Hints\r\n\r\n" * (MAX_INTERIM_RESPONSES + 1))
+        self._assertProtocolError(handler, False)
+        self.assertEqual(len(handler.interims), MAX_INTERIM_RESPONSES)
+        self.assertTrue(conn.transport.disconnected)
+
+    def test_badInterimHeaderLine(self) -> None:
+        """
+        An interim response with a malformed header line fails the
+        response.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 103 Early Hints\r\nNoColon\r\n\r\n")
+        self._assertProtocolError(handler, False)
+        self.assertEqual(handler.interims, [])
 
     def test_badHeaderLine(self) -> None:
         """
@@ -624,9 +707,9 @@ class _Connector:
         return succeed(conn)
 
 
-def _complete(conn: UpstreamConnection) -> _Recorder:
+def _complete(conn: UpstreamConnection, headers: bytes = b"") -> _Recorder:
     handler = _get(conn)
-    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\n" + headers + b"Content-Length: 0\r\n\r\n")
     return handler
 
 
@@ -645,7 +728,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         L{UpstreamPool.takeIdle} hands it out once.
         """
         connector = _Connector()
-        pool = UpstreamPool(connector)
+        pool = UpstreamPool(connector, Clock())
         self.assertIsNone(pool.takeIdle())
         conn = self._connect(pool)
         self.assertEqual(pool.idle, [])
@@ -661,7 +744,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         new one.
         """
         connector = _Connector()
-        pool = UpstreamPool(connector)
+        pool = UpstreamPool(connector, Clock())
         conn = self.successResultOf(pool.acquire())
         _complete(conn)
         self.assertIs(self.successResultOf(pool.acquire()), conn)
@@ -673,7 +756,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         """
         The most recently released connection is taken first.
         """
-        pool = UpstreamPool(_Connector())
+        pool = UpstreamPool(_Connector(), Clock())
         a, b = self._connect(pool), self._connect(pool)
         _complete(a)
         _complete(b)
@@ -684,7 +767,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         """
         An idle connection that closes leaves the pool.
         """
-        pool = UpstreamPool(_Connector())
+        pool = UpstreamPool(_Connector(), Clock())
         conn = self._connect(pool)
         _complete(conn)
         conn.transport.loseConnection()
@@ -695,7 +778,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         """
         A connection marked disconnected but still listed is skipped.
         """
-        pool = UpstreamPool(_Connector())
+        pool = UpstreamPool(_Connector(), Clock())
         a, b = self._connect(pool), self._connect(pool)
         _complete(a)
         _complete(b)
@@ -707,7 +790,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         A connection whose response said C{Connection: close} is closed,
         not pooled.
         """
-        pool = UpstreamPool(_Connector())
+        pool = UpstreamPool(_Connector(), Clock())
         conn = self._connect(pool)
         _get(conn)
         conn.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
@@ -718,7 +801,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         """
         Connections released beyond C{maxIdle} are closed.
         """
-        pool = UpstreamPool(_Connector(), maxIdle=1)
+        pool = UpstreamPool(_Connector(), Clock(), maxIdle=1)
         a, b = self._connect(pool), self._connect(pool)
         _complete(a)
         _complete(b)
@@ -730,7 +813,7 @@ class UpstreamPoolTests(SynchronousTestCase):
         L{UpstreamPool.close} closes the idle connections, fires once they
         are closed, and closes any connection released afterwards.
         """
-        pool = UpstreamPool(_Connector())
+        pool = UpstreamPool(_Connector(), Clock())
         a, b = self._connect(pool), self._connect(pool)
         _complete(a)
         self.successResultOf(pool.close())
@@ -756,3 +839,110 @@ class UpstreamPoolTests(SynchronousTestCase):
         conn.connectionLost(Failure(ConnectionDone()))
         self.successResultOf(d)
         self.successResultOf(conn.close())
+
+
+class IdleExpiryTests(SynchronousTestCase):
+    """
+    L{UpstreamPool} closes idle connections before their target would:
+    after the target's announced C{Keep-Alive} timeout less a margin, else
+    after L{DEFAULT_IDLE_TIMEOUT}, counted on its clock from when each
+    became idle.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.pool = UpstreamPool(_Connector(), self.clock)
+
+    def _idle(self, headers: bytes = b"") -> UpstreamConnection:
+        conn: UpstreamConnection = self.successResultOf(self.pool.connect())
+        _complete(conn, headers)
+        return conn
+
+    def assertKeptFor(self, conn: UpstreamConnection, seconds: float) -> None:
+        """
+        C{conn} stays pooled for C{seconds} (from now) and is closed then.
+        """
+        self.clock.advance(seconds - 0.01)
+        self.assertEqual(self.pool.idle, [conn])
+        self.assertTrue(conn.connected)
+        self.clock.advance(0.01)
+        self.assertEqual(self.pool.idle, [])
+        self.assertFalse(conn.connected)
+        self.assertIsNone(self.pool.takeIdle())
+
+    def test_defaultIdleTimeout(self) -> None:
+        """
+        Without an announced timeout, an idle connection is closed after
+        L{DEFAULT_IDLE_TIMEOUT} seconds, below the common servers' own.
+        """
+        self.assertLess(DEFAULT_IDLE_TIMEOUT, 5)
+        self.assertKeptFor(self._idle(), DEFAULT_IDLE_TIMEOUT)
+
+    def test_announcedTimeout(self) -> None:
+        """
+        C{Keep-Alive: timeout=N} keeps a connection for C{N - 1} seconds
+        (at least half of N), longer or shorter than the default.
+        """
+        for value, seconds in ((b"timeout=20", 19.0), (b"timeout=5, max=1000", 4.0), (b"timeout=1", 0.5)):
+            self.assertKeptFor(self._idle(b"Keep-Alive: " + value + b"\r\n"), seconds)
+
+    def test_announcedZero(self) -> None:
+        """
+        A connection whose target announced a zero timeout is not pooled.
+        """
+        conn = self._idle(b"Keep-Alive: timeout=0\r\n")
+        self.assertEqual(self.pool.idle, [])
+        self.assertFalse(conn.connected)
+
+    def test_idleTimeCountsFromRelease(self) -> None:
+        """
+        A connection used again is kept for its whole idle time from its
+        latest release; another, idle all along, is closed on time.
+        """
+        a, b = self._idle(), self._idle()
+        self.clock.advance(3)
+        self.assertIs(self.pool.takeIdle(), b)
+        _complete(b)
+        self.clock.advance(1)
+        self.assertEqual(self.pool.idle, [b])
+        self.assertFalse(a.connected)
+        self.assertKeptFor(b, DEFAULT_IDLE_TIMEOUT - 1)
+
+    def test_shorterTimeoutReleasedLater(self) -> None:
+        """
+        A connection released after another but with a shorter announced
+        timeout is still closed on time.
+        """
+        a = self._idle()
+        b = self._idle(b"Keep-Alive: timeout=1\r\n")
+        self.clock.advance(0.5)
+        self.assertEqual(self.pool.idle, [a])
+        self.assertFalse(b.connected)
+
+    def test_takeIdleSkipsExpired(self) -> None:
+        """
+        An expired connection is not handed out even when the timer that
+        closes it is late (a busy reactor): it is closed instead.
+        """
+        conn = self._idle()
+        self.clock.rightNow += DEFAULT_IDLE_TIMEOUT  # time passed, no timer ran
+        self.assertIsNone(self.pool.takeIdle())
+        self.assertFalse(conn.connected)
+
+    def test_takeIdleSkipsClosing(self) -> None:
+        """
+        A pooled connection already closing (its transport told to) is not
+        handed out: a request written to it would be lost unsent.
+        """
+        a, b = self._idle(), self._idle()
+        b.transport.disconnecting = True
+        self.assertIs(self.pool.takeIdle(), a)
+
+    def test_closeStopsTimer(self) -> None:
+        """
+        Closing the pool leaves no timer behind.
+        """
+        self._idle()
+        self.assertTrue(self.clock.getDelayedCalls())
+        self.successResultOf(self.pool.close())
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -111,11 +111,20 @@ def upgradeRequested(request: IRequest) -> Optional[bytes]:
 
 
 def requestHeaders(
-    request: IRequest, options: TargetOptions, now: float, upgrade: Optional[bytes] = None
+    request: IRequest,
+    options: TargetOptions,
+    now: float,
+    upgrade: Optional[bytes] = None,
+    targetAddress: bytes = b"",
 ) -> tuple[RawHeaders, bytes]:
     """
     The headers to send upstream for C{request}, and its request ID; with
     C{upgrade} (see L{upgradeRequested}) the upgrade is passed on.
+
+    @param targetAddress: the target's C{host:port}, sent as C{Host} when
+        the client sent none or an empty one (an HTTP/1.0 request), since
+        the upstream request is HTTP/1.1, which requires it; Go's
+        C{ReverseProxy} does the same.
     """
     incoming = request.requestHeaders
     dropped = _DROPPED_FROM_REQUEST
@@ -124,7 +133,8 @@ def requestHeaders(
         dropped = dropped | _connectionTokens(connection)
     host = incoming.getRawHeaders(b"host")
     hostValue = host[0] if host else b""
-    out: RawHeaders = [(b"Host", hostValue)] if hostValue else []
+    sentHost = hostValue or targetAddress
+    out: RawHeaders = [(b"Host", sentHost)] if sentHost else []
     requestId = b""
     hasStart = False
     for name, values in incoming.getAllRawHeaders():
@@ -292,6 +302,11 @@ class Forwarding:
         self._fail(502)
 
     # IResponseHandler
+
+    def responseInterim(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.sink.interim(status, endToEndHeaders(headers))
 
     def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         exchange = self.exchange
@@ -483,7 +498,9 @@ def stampRequest(exchange: Exchange, options: TargetOptions) -> RawHeaders:
     """
     request = exchange.request
     upgrade = upgradeRequested(request)
-    headers, requestId = requestHeaders(request, options, exchange.clock.seconds(), upgrade)
+    headers, requestId = requestHeaders(
+        request, options, exchange.clock.seconds(), upgrade, exchange.target.addressBytes
+    )
     exchange.upgrade = upgrade
     exchange.requestId = requestId
     exchange.trustForwarded = options.forward_headers

@@ -28,6 +28,9 @@ class _ProbeHandler:
         self.status = 0
         self.done: Deferred = Deferred()
 
+    def responseInterim(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        pass
+
     def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         self.status = status
 

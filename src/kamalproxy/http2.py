@@ -193,6 +193,13 @@ class ProxyH2Stream(H2Stream):
         pairs = ((name, value) for name, values in headers.getAllRawHeaders() for value in values)
         self._conn.writeHeaderList(wireFields(code, pairs), self.streamID)
 
+    def writeInterim(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """
+        Send an interim (1xx) response: a HEADERS frame without END_STREAM,
+        before the final response's (see L{kamalproxy.interim}).
+        """
+        self._conn.writeHeaderList(wireFields(b"%d" % status, headers), self.streamID)
+
     def refuse(self, status: int, reason: str) -> None:
         """
         Answer C{status} with its page at once, before the request body is

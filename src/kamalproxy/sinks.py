@@ -20,6 +20,7 @@ from zope.interface import implementer
 from kamalproxy import pages
 from kamalproxy.http2 import ProxyH2Stream
 from kamalproxy.interfaces import IResponseSink
+from kamalproxy.interim import writeInterim
 from kamalproxy.upstream import RawHeaders
 
 
@@ -49,7 +50,9 @@ class RequestSink:
         self._producer: Optional[IProducer] = None
 
     def interim(self, status: int, headers: RawHeaders) -> None:
-        pass
+        exchange = self.exchange
+        if not exchange.refused:  # after a refusal's final answer, nothing more
+            writeInterim(exchange.request, status, headers)
 
     def head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         request = self.exchange.request

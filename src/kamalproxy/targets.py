@@ -59,7 +59,7 @@ class Target:
         self.host = host
         self.port = int(port)
         self.addressBytes = address.encode("ascii")
-        self.pool = UpstreamPool(connectorFor(host, self.port))
+        self.pool = UpstreamPool(connectorFor(host, self.port), clock)
         self.state = ADDING
         self.draining = False
         self.inflight: set[InFlight] = set()

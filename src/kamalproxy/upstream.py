@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_upstream -*-
 """
 A lean HTTP/1.1 client for talking to targets: one request at a time per
-connection, persistent connections kept in a per-target pool.
+connection, persistent connections kept in a per-target pool (and closed
+before their target would close them: see L{kamalproxy.keepalive}).
 
 This is the proxy's hot path, so it avoids C{twisted.web.client.Agent}'s
 generality (IBodyProducer, Deferred chains per response, header objects): the
@@ -22,13 +23,27 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint, ITCPTransport
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+
+from kamalproxy.keepalive import DEFAULT_IDLE_TIMEOUT, announcedTimeout, idleLimit
 
 RawHeaders = list[tuple[bytes, bytes]]
 
 MAX_HEAD_SIZE = 64 * 1024
+MAX_INTERIM_RESPONSES = 5
+"""
+Most interim (1xx) responses accepted before the final one, as Go's
+transport (more is a protocol error, so a target cannot hold a request
+forever with them).
+"""
 _NO_BODY_STATUSES = frozenset((204, 304))
 
 
@@ -42,6 +57,13 @@ class IResponseHandler(TypingProtocol):
     """
     Receives one response from an L{UpstreamConnection}.
     """
+
+    def responseInterim(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        """
+        An interim (1xx) response arrived, other than C{101} (which is
+        final here: see L{UpstreamConnection.relay}); the final response
+        follows.
+        """
 
     def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         """
@@ -73,10 +95,16 @@ class UpstreamConnection(Protocol):
     @ivar onIdle: called with this connection when a response completes and
         the connection may be reused; set by the pool.
     @ivar onLost: called with this connection when it disconnects.
+    @ivar keepAliveTimeout: the idle timeout the target announced with the
+        last response (C{Keep-Alive: timeout=N}), or L{None}.
+    @ivar idleDeadline: when, on the pool's clock, this connection is to be
+        closed if still idle; set by the pool.
     """
 
     onIdle: Optional[Callable[["UpstreamConnection"], None]] = None
     onLost: Optional[Callable[["UpstreamConnection"], None]] = None
+    keepAliveTimeout: Optional[float] = None
+    idleDeadline = 0.0
 
     def __init__(self) -> None:
         self.connected = False
@@ -92,6 +120,7 @@ class UpstreamConnection(Protocol):
         self._chunkState = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailer
         self._chunkLeft = 0
         self._gotBytes = False
+        self._interimCount = 0
         self._lostWaiters: list[Deferred] = []
         # After a 101 taken up by the handler: where the bytes go, and who
         # hears of the close.
@@ -142,6 +171,7 @@ class UpstreamConnection(Protocol):
         self._headRequest = method == b"HEAD"
         self._headDone = False
         self._gotBytes = False
+        self._interimCount = 0
         self.requestsSent += 1
         parts = [method, b" ", target, b" HTTP/1.1\r\n"]
         for name, value in headers:
@@ -232,28 +262,23 @@ class UpstreamConnection(Protocol):
         self._bodyReceived(data)
 
     def _parseHead(self, head: bytes) -> bool:
+        """
+        Parse a response head and tell the handler.
+
+        @return: whether it was the final response (not an interim one).
+        """
         lines = head.split(b"\r\n")
-        statusLine = lines[0].split(b" ", 2)
-        if len(statusLine) < 2 or not statusLine[0].startswith(b"HTTP/1."):
-            raise UpstreamProtocolError("bad status line")
-        try:
-            status = int(statusLine[1])
-        except ValueError:
-            raise UpstreamProtocolError("bad status code")
-        if status < 100 or status > 999:
-            raise UpstreamProtocolError("bad status code")
+        version, status, reason = _statusLine(lines[0])
         if 100 <= status < 200 and status != 101:
+            self._interimReceived(status, reason, lines)
             return False
-        reason = statusLine[2] if len(statusLine) > 2 else b""
         headers: RawHeaders = []
         contentLength = -1
         chunked = False
-        keepAlive = statusLine[0] == b"HTTP/1.1"
+        keepAlive = version == b"HTTP/1.1"
+        keepAliveTimeout = None
         for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1:] in (b" ", b"\t"):
-                raise UpstreamProtocolError("bad header line")
-            value = value.strip(b" \t")
+            name, value = _field(line)
             lname = name.lower()
             if lname == b"content-length":
                 try:
@@ -271,7 +296,10 @@ class UpstreamConnection(Protocol):
                     keepAlive = False
                 elif b"keep-alive" in tokens:
                     keepAlive = True
+            elif lname == b"keep-alive":
+                keepAliveTimeout = announcedTimeout(value)
             headers.append((name, value))
+        self.keepAliveTimeout = keepAliveTimeout
         if not keepAlive:
             self.reusable = False
         if status == 101:
@@ -296,6 +324,15 @@ class UpstreamConnection(Protocol):
         assert handler is not None
         handler.responseHead(status, reason, headers)
         return True
+
+    def _interimReceived(self, status: int, reason: bytes, lines: list[bytes]) -> None:
+        self._interimCount += 1
+        if self._interimCount > MAX_INTERIM_RESPONSES:
+            raise UpstreamProtocolError("too many interim responses")
+        headers = [_field(line) for line in lines[1:]]
+        handler = self._handler
+        if handler is not None:
+            handler.responseInterim(status, reason, headers)
 
     def _bodyReceived(self, data: bytes) -> None:
         remaining = self._remaining
@@ -413,6 +450,32 @@ class UpstreamConnection(Protocol):
             d.callback(None)
 
 
+def _statusLine(line: bytes) -> tuple[bytes, int, bytes]:
+    """
+    The version, status code and reason of a response's status line.
+    """
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        raise UpstreamProtocolError("bad status line")
+    try:
+        status = int(parts[1])
+    except ValueError:
+        raise UpstreamProtocolError("bad status code")
+    if status < 100 or status > 999:
+        raise UpstreamProtocolError("bad status code")
+    return parts[0], status, parts[2] if len(parts) > 2 else b""
+
+
+def _field(line: bytes) -> tuple[bytes, bytes]:
+    """
+    The name and value of a header line.
+    """
+    name, sep, value = line.partition(b":")
+    if not sep or not name or name[-1:] in (b" ", b"\t"):
+        raise UpstreamProtocolError("bad header line")
+    return name, value.strip(b" \t")
+
+
 def endpointFor(reactor: IReactorTCP, host: str, port: int, timeout: float = 30) -> IStreamClientEndpoint:
     """
     A client endpoint for C{host:port}: a plain TCP endpoint for an IP
@@ -427,24 +490,44 @@ def endpointFor(reactor: IReactorTCP, host: str, port: int, timeout: float = 30)
 
 Connector = Callable[[], Deferred]
 
+_SWEEP_SLACK = 0.001
+"""Seconds before its deadline that the sweep counts a connection as expired."""
+
 
 class UpstreamPool:
     """
     Persistent connections to one target.
 
+    An idle connection is closed once it has been idle for as long as
+    L{idleLimit} allows (before its target would close it: a request sent
+    as the target closes it would be lost), by a timer on C{clock}; one the
+    timer has not closed yet is not handed out either.
+
     @ivar idle: connections ready for a request, most recently used last.
     """
 
-    def __init__(self, connect: Connector, maxIdle: int = 100) -> None:
+    def __init__(
+        self,
+        connect: Connector,
+        clock: IReactorTime,
+        maxIdle: int = 100,
+        idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
         """
         @param connect: makes a new connection; fires with a connected
             L{UpstreamConnection}.
+        @param clock: the idle time is measured on it.
         @param maxIdle: how many idle connections to keep.
+        @param idleTimeout: how long a connection may stay idle when its
+            target announced no timeout.
         """
         self._connect = connect
+        self._clock = clock
         self._maxIdle = maxIdle
+        self._idleTimeout = idleTimeout
         self.idle: list[UpstreamConnection] = []
         self._closed = False
+        self._sweepCall: Optional[IDelayedCall] = None
 
     def takeIdle(self) -> Optional[UpstreamConnection]:
         """
@@ -452,10 +535,16 @@ class UpstreamPool:
         It belongs to the caller until its response completes.
         """
         idle = self.idle
+        if not idle:
+            return None
+        now = self._clock.seconds()
         while idle:
             conn = idle.pop()
-            if conn.connected:
+            if not conn.connected or getattr(conn.transport, "disconnecting", False):
+                continue  # closing: a request written to it would be lost unsent
+            if now < conn.idleDeadline:
                 return conn
+            conn.transport.loseConnection()  # type: ignore[union-attr]
         return None
 
     def connect(self) -> Deferred:
@@ -480,10 +569,40 @@ class UpstreamPool:
         return conn
 
     def _release(self, conn: UpstreamConnection) -> None:
-        if self._closed or len(self.idle) >= self._maxIdle:
+        limit = idleLimit(conn.keepAliveTimeout, self._idleTimeout)
+        if self._closed or len(self.idle) >= self._maxIdle or limit <= 0:
             conn.transport.loseConnection()  # type: ignore[union-attr]
-        else:
-            self.idle.append(conn)
+            return
+        now = self._clock.seconds()
+        conn.idleDeadline = now + limit
+        self.idle.append(conn)
+        self._sweepBy(conn.idleDeadline, now)
+
+    def _sweepBy(self, deadline: float, now: float) -> None:
+        """
+        Make sure the sweep runs by C{deadline}.
+        """
+        call = self._sweepCall
+        if call is None:
+            self._sweepCall = self._clock.callLater(max(0.0, deadline - now), self._sweep)
+        elif deadline < call.getTime():
+            call.reset(max(0.0, deadline - now))
+
+    def _sweep(self) -> None:
+        """
+        Close the idle connections whose time is up, and come back for the
+        next one.
+        """
+        self._sweepCall = None
+        now = self._clock.seconds()
+        soon = now + _SWEEP_SLACK
+        expired = [conn for conn in self.idle if conn.idleDeadline <= soon]
+        if expired:
+            self.idle = [conn for conn in self.idle if conn.idleDeadline > soon]
+            for conn in expired:
+                conn.transport.loseConnection()  # type: ignore[union-attr]
+        if self.idle:
+            self._sweepBy(min(conn.idleDeadline for conn in self.idle), now)
 
     def _lost(self, conn: UpstreamConnection) -> None:
         try:
@@ -497,12 +616,16 @@ class UpstreamPool:
         closed.
         """
         self._closed = True
+        if self._sweepCall is not None:
+            self._sweepCall.cancel()
+            self._sweepCall = None
         idle, self.idle = self.idle, []
         return DeferredList([conn.close() for conn in idle])
 
 
 __all__ = [
     "IResponseHandler",
+    "MAX_INTERIM_RESPONSES",
     "RawHeaders",
     "UpstreamConnection",
     "UpstreamPool",

@@ -313,6 +313,13 @@ RAW_RESPONSES: dict[bytes, tuple[bytes, bool]] = {
         ),
         False,
     ),
+    b"/hints": (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n"
+        b"Connection: keep-alive\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+        False,
+    ),
 }
 
 
@@ -1125,6 +1132,34 @@ class HTTP2Tests(TestCase):
         received = [(name.lower(), value) for name, value in received]
         for field in sent:
             self.assertIn(field, received)
+    async def test_earlyHints(self) -> None:
+        """
+        A backend's C{103 Early Hints} reaches HTTP/2 clients as an
+        informational HEADERS frame on the stream before the final
+        response (the h2 client would reject one after it), with its
+        C{Link} and without connection-specific fields; the backend's C{100
+        Continue} does not; curl (nghttp2) takes it too.
+        """
+        rawPort = startRawBackend(self)
+        await self.startProxy(deployArgs("raw", f"127.0.0.1:{rawPort}"))
+
+        def scenario() -> list[Response]:
+            client = self.client()
+            try:
+                return [client.fetch(b"GET", b"/hints"), client.fetch(b"GET", b"/hints")]
+            finally:
+                client.close()
+
+        for response in await self.converse(scenario):
+            self.assertWellFormed(response)
+            self.assertEqual(bytes(response.body), b"ok")
+            self.assertEqual(
+                response.informational,
+                [[(b":status", b"103"), (b"link", b"</style.css>; rel=preload; as=style")]],
+            )
+        status, version, head, body = await curlH2(self, self.daemon.url("/hints"))
+        self.assertEqual((status, version, body), (200, "2", b"ok"))
+        self.assertIn("link: </style.css>; rel=preload; as=style", head)
 
     async def test_backendDown502(self) -> None:
         """
