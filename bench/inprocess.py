@@ -22,10 +22,10 @@ from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
-from kamalproxy.requestlog import RequestLogger
-from kamalproxy.router import Router
-from kamalproxy.site import ProxySite
-from kamalproxy.upstream import UpstreamConnection
+from kamalproxy.observe.requestlog import RequestLogger
+from kamalproxy.routing.router import Router
+from kamalproxy.http.site import ProxySite
+from kamalproxy.upstream.client import UpstreamConnection
 
 BODY = b"x" * 1024
 RESPONSE = (

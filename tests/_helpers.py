@@ -24,9 +24,9 @@ from twisted.test.iosim import FakeTransport, IOPump, connect, connectedServerAn
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
-from kamalproxy.site import ProxySite
+from kamalproxy.http.site import ProxySite
 from kamalproxy.testing import MemoryTargets as FakeTargets
-from kamalproxy.upstream import UpstreamConnection
+from kamalproxy.upstream.client import UpstreamConnection
 
 
 def tempDir(case: SynchronousTestCase) -> str:
@@ -92,10 +92,10 @@ __all__ = [
 
 def healthyGroup(clock: Any, options: Any) -> Any:
     """
-    A L{kamalproxy.targets.TargetGroup} of one healthy target that is never
+    A L{kamalproxy.upstream.targets.TargetGroup} of one healthy target that is never
     connected to (for tests whose last pipeline stage answers itself).
     """
-    from kamalproxy.targets import Target, TargetGroup
+    from kamalproxy.upstream.targets import Target, TargetGroup
 
     target = Target(clock, "10.0.0.1:3000", options, lambda host, port: lambda: None)  # type: ignore[arg-type,return-value]
     target.markHealthy()

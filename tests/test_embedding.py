@@ -21,11 +21,11 @@ from twisted.web.server import Site
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.static import Data
 
-from kamalproxy.control import List
-from kamalproxy.controlserver import ControlFactory
-from kamalproxy.options import DeployOptions, HealthCheckConfig, TargetOptions
-from kamalproxy.router import Router, tcpConnectorFor
-from kamalproxy.state import StateStore
+from kamalproxy.control.commands import List
+from kamalproxy.control.server import ControlFactory
+from kamalproxy.routing.options import DeployOptions, HealthCheckConfig, TargetOptions
+from kamalproxy.routing.router import Router, tcpConnectorFor
+from kamalproxy.daemon.state import StateStore
 
 
 class _Echo(Resource):

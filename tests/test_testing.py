@@ -10,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from kamalproxy.interfaces import IRequestObserver
-from kamalproxy.router import Router
-from kamalproxy.site import ProxySite
+from kamalproxy.routing.router import Router
+from kamalproxy.http.site import ProxySite
 from kamalproxy.testing import MemoryCertificateStore, MemoryTargets, RecordingObserver
 from kamalproxy.tls.interfaces import ICertificateStore
 
@@ -72,6 +72,6 @@ class TestingTests(SynchronousTestCase):
 
 
 def _options():  # type: ignore[no-untyped-def]
-    from kamalproxy.options import DeployOptions, HealthCheckConfig, TargetOptions
+    from kamalproxy.routing.options import DeployOptions, HealthCheckConfig, TargetOptions
 
     return DeployOptions(target=TargetOptions(health_check=HealthCheckConfig(interval=1)))

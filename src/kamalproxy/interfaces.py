@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_exchange -*-
+# -*- test-case-name: tests.pipeline.test_chain -*-
 """
 The interfaces of the request pipeline, all in one module (as klein keeps
 its zope interfaces, so that mypy's zope plugin sees them together).

@@ -4,7 +4,7 @@ Fakes for testing an application that embeds kamal-proxy, without sockets
 or real time (as C{treq.testing} ships its own): targets in memory, an
 observer that records requests, and a certificate store in memory.
 
-    from kamalproxy.router import Router
+    from kamalproxy.routing.router import Router
     from kamalproxy.testing import MemoryTargets
 
     targets = MemoryTargets()
@@ -20,10 +20,10 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import StringTransportWithDisconnection
 from zope.interface import implementer
 
-from kamalproxy.exchange import Exchange
+from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.interfaces import IRequestObserver
 from kamalproxy.tls.store import MemoryStore as MemoryCertificateStore
-from kamalproxy.upstream import UpstreamConnection
+from kamalproxy.upstream.client import UpstreamConnection
 
 
 class _TargetTransport(StringTransportWithDisconnection):

@@ -36,7 +36,7 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from kamalproxy.control import List
+from kamalproxy.control.commands import List
 
 STARTUP_TIMEOUT = 15.0
 """Seconds a daemon has to open its control socket."""

@@ -42,7 +42,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from kamalproxy.channel import H2_PREFACE
+from kamalproxy.http.channel import H2_PREFACE
 from tests.integration.harness import (
     Daemon,
     bounded,
@@ -54,7 +54,7 @@ from tests.integration.harness import (
     startDaemon,
     tempDir,
 )
-from tests.test_http2 import (
+from tests.http.test_http2 import (
     INVALID_HEADER_BLOCKS,
     SETTINGS_ACK,
     goAways,
@@ -63,7 +63,7 @@ from tests.test_http2 import (
     rawFrame,
     requestBlock,
 )
-from tests.test_tls_sni import selfSigned
+from tests.tls.test_sni import selfSigned
 
 MiB = 1024 * 1024
 

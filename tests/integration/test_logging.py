@@ -22,7 +22,7 @@ from tests.integration.harness import (
     startDaemon,
 )
 
-from tests.test_requestlog import FIELDS as REQUEST_FIELDS  # the original's field names
+from tests.observe.test_requestlog import FIELDS as REQUEST_FIELDS  # the original's field names
 
 
 class JSONLinesTests(TestCase):
@@ -149,8 +149,8 @@ class LogLevelTests(TestCase):
         logs = await self.session("--debug")
         debug = [e["msg"] for e in logs if e["level"] == "DEBUG"]
         for fragment in (
-            "Starting factory <kamalproxy.site.ProxySite object",
-            "Stopping factory <kamalproxy.controlserver.ControlFactory object",
+            "Starting factory <kamalproxy.http.site.ProxySite object",
+            "Stopping factory <kamalproxy.control.server.ControlFactory object",
             "connection established (HOST:UNIXAddress(",
             'Control command Deploy {"service": "app"',
             "Control command List {}",

@@ -32,7 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from tests.integration.harness import bounded, ctl, deployArgs, pollUntil, startDaemon
 from tests.protection.harness import RawClient, connectRaw
-from tests.test_tls_sni import writePair
+from tests.tls.test_sni import writePair
 
 SYS_PIDFD_GETFD = 438
 """C{pidfd_getfd}'s number, the same on every Linux architecture."""

@@ -33,7 +33,7 @@ from tests.integration.harness import (
     tempDir,
 )
 from tests.tls.pebble import Pebble, requirePebble
-from tests.test_tls_sni import selfSigned
+from tests.tls.test_sni import selfSigned
 
 CERTIFICATE_TIMEOUT = 30.0
 

@@ -168,7 +168,7 @@ class WebSocketTests(TestCase):
         from twisted.web.client import BrowserLikePolicyForHTTPS
 
         from tests.integration.harness import tempDir
-        from tests.test_tls_sni import selfSigned
+        from tests.tls.test_sni import selfSigned
 
         port = self.startApp()
         certificate, key = selfSigned("localhost")

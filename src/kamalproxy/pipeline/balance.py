@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.pipeline.test_stages -*-
+# -*- test-case-name: tests.pipeline.test_chain -*-
 """
 Stage: pick the target the request goes to, round-robin over the
 service's healthy targets (503 when none is healthy or the group is being
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from kamalproxy.exchange import Exchange
+from kamalproxy.pipeline.exchange import Exchange
 
 
 def balance(exchange: Exchange, proceed: Callable[[Exchange], None]) -> None:

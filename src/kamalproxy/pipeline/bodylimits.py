@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.pipeline.test_stages -*-
+# -*- test-case-name: tests.pipeline.test_chain -*-
 """
 Stage: the request body rules of the service, decided when the head has
 arrived. A declared body over C{--max-request-body} is refused at once
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import IO, Callable
 
-from kamalproxy.buffering import bodyFile
-from kamalproxy.exchange import Exchange
+from kamalproxy.http.buffering import bodyFile
+from kamalproxy.pipeline.exchange import Exchange
 
 Handler = Callable[[Exchange], None]
 

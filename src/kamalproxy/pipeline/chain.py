@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
 
-from kamalproxy.exchange import Exchange
+from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.balance import balance
 from kamalproxy.pipeline.bodylimits import limitBody
 from kamalproxy.pipeline.challenge import answerChallenges
@@ -67,7 +67,7 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
          flows back out through the sinks.
 
     C{router} supplies the routes, the ACME responder, the certificate
-    selector and the HTTPS port (see L{kamalproxy.router.Router}); C{send}
+    selector and the HTTPS port (see L{kamalproxy.routing.router.Router}); C{send}
     replaces the last stage (a test's or an embedding application's own).
     """
     return compose(

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.pipeline.test_stages -*-
+# -*- test-case-name: tests.pipeline.test_chain -*-
 """
 Stage: answer ACME HTTP-01 challenges ahead of routing, so that neither a
 redirect nor a missing route can stand in a certificate's way.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from kamalproxy.exchange import Exchange
+from kamalproxy.pipeline.exchange import Exchange
 
 CHALLENGE_PATH = b"/.well-known/acme-challenge/"
 

@@ -1,9 +1,9 @@
-# -*- test-case-name: tests.pipeline.test_dispatcher -*-
+# -*- test-case-name: tests.pipeline.test_chain -*-
 """
 The dispatcher: starts an exchange for each request and runs the pipeline
 over it, once.
 
-Under a L{kamalproxy.site.ProxySite} this happens when the request's head
+Under a L{kamalproxy.http.site.ProxySite} this happens when the request's head
 has arrived, before its body is read, for HTTP/1.1 and HTTP/2 alike
 (L{Dispatcher.begin}). L{ProxyResource} is the same dispatcher as an
 L{IResource}, for an application that mounts the proxy in its own resource
@@ -23,9 +23,9 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from kamalproxy.exchange import Exchange
+from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.interfaces import IRequestObserver
-from kamalproxy.sinks import RequestSink
+from kamalproxy.pipeline.sinks import RequestSink
 
 Handler = Callable[[Exchange], None]
 
@@ -117,7 +117,7 @@ class ProxyResource:
     A L{Dispatcher} as a leaf L{IResource}.
 
     @ivar observers: told when each request starts and ends (e.g. a
-        L{kamalproxy.requestlog.RequestLogger}).
+        L{kamalproxy.observe.requestlog.RequestLogger}).
     """
 
     isLeaf = True

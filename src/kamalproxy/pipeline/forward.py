@@ -1,18 +1,18 @@
-# -*- test-case-name: tests.pipeline.test_stages -*-
+# -*- test-case-name: tests.pipeline.test_chain -*-
 """
 The last stage: send the request to its target. A request whose body is
-complete goes in one piece (L{kamalproxy.forwarding.Forwarding}); one whose
+complete goes in one piece (L{kamalproxy.upstream.forwarding.Forwarding}); one whose
 body is still arriving is streamed
-(L{kamalproxy.streaming.StreamingForwarding}). The response flows back
+(L{kamalproxy.upstream.streaming.StreamingForwarding}). The response flows back
 through C{exchange.sink}.
 """
 
 from __future__ import annotations
 
-from kamalproxy.exchange import Exchange
-from kamalproxy.forwarding import Forwarding, stampRequest
-from kamalproxy.routing import strippedPath
-from kamalproxy.streaming import StreamingForwarding
+from kamalproxy.pipeline.exchange import Exchange
+from kamalproxy.upstream.forwarding import Forwarding, stampRequest
+from kamalproxy.routing.table import strippedPath
+from kamalproxy.upstream.streaming import StreamingForwarding
 
 
 def forward(exchange: Exchange) -> None:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.pipeline.test_responsebuffer -*-
+# -*- test-case-name: tests.upstream.test_forwarding -*-
 """
 Stage: response buffering (C{--buffer-responses}). The target's whole
 response is collected (memory up to C{--buffer-memory}, then an unnamed
@@ -15,10 +15,10 @@ from twisted.internet.interfaces import IProducer
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 
-from kamalproxy.buffering import BodyBuffer, BodyTooLarge
-from kamalproxy.exchange import Exchange
-from kamalproxy.sinks import SinkConsumer, SinkWrapper
-from kamalproxy.upstream import RawHeaders
+from kamalproxy.http.buffering import BodyBuffer, BodyTooLarge
+from kamalproxy.pipeline.exchange import Exchange
+from kamalproxy.pipeline.sinks import SinkConsumer, SinkWrapper
+from kamalproxy.upstream.client import RawHeaders
 
 _log = Logger()
 

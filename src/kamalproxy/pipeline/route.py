@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.pipeline.test_stages -*-
+# -*- test-case-name: tests.pipeline.test_chain -*-
 """
 Stage: find the service that owns the request's host and path (404 when
 none does; 400 for a request target that is not a path).
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from kamalproxy.exchange import Exchange
+from kamalproxy.pipeline.exchange import Exchange
 
 
 def route(router: Any) -> Callable[[Exchange, Callable[[Exchange], None]], None]:
     """
-    The routing stage over C{router}'s table (L{kamalproxy.router.Router.routeFor}).
+    The routing stage over C{router}'s table (L{kamalproxy.routing.router.Router.routeFor}).
     """
     routeFor = router.routeFor
 

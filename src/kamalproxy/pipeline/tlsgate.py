@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.pipeline.test_stages -*-
+# -*- test-case-name: tests.pipeline.test_chain -*-
 """
 Stage: the TLS gate. A request over TLS to a service without TLS is
 answered 503; plain HTTP to a service with TLS, C{tls_redirect} and a
@@ -12,9 +12,9 @@ from typing import Any, Callable, Optional
 
 from twisted.web.iweb import IRequest
 
-from kamalproxy.exchange import Exchange
+from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.challenge import CHALLENGE_PATH
-from kamalproxy.routing import requestHost, requestPort
+from kamalproxy.routing.table import requestHost, requestPort
 
 
 def redirectFor(

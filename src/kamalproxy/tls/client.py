@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_acme_pebble -*-
+# -*- test-case-name: tests.tls.test_acme_pebble -*-
 """
 An asynchronous RFC 8555 (ACME v2) client on treq.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_acme_unit -*-
+# -*- test-case-name: tests.tls.test_acme_unit -*-
 """
 The HTTP-01 challenge responder (RFC 8555 section 8.3).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_acme_unit -*-
+# -*- test-case-name: tests.tls.test_acme_unit -*-
 """
 Interfaces of the ACME layer: where certificates are kept and who answers
 challenges.

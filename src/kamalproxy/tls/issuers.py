@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_acme_issuers -*-
+# -*- test-case-name: tests.tls.test_acme_issuers -*-
 """
 L{AcmeIssuers}: the certificate issuers the deployed services need.
 
@@ -20,7 +20,7 @@ from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from kamalproxy.options import ServiceOptions
+from kamalproxy.routing.options import ServiceOptions
 from kamalproxy.tls.service import AcmeIssuingService
 from kamalproxy.tls.store import DirectoryStore, cacheDirectoryFor
 
@@ -38,7 +38,7 @@ class AcmeIssuers(MultiService):
     each keeping the hosts of the services that use that pair issued and
     renewed.
 
-    @ivar router: the L{kamalproxy.router.Router} whose services need
+    @ivar router: the L{kamalproxy.routing.router.Router} whose services need
         certificates.
     @ivar selector: the L{kamalproxy.tls.sni.CertificateSelector} serving
         them (told of every certificate loaded or issued).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_acme_unit -*-
+# -*- test-case-name: tests.tls.test_acme_unit -*-
 """
 Private keys: ECDSA P-256 for certificates and for the ACME account.
 

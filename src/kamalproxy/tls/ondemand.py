@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tls_ondemand -*-
+# -*- test-case-name: tests.tls.test_ondemand -*-
 """
 On-demand TLS (C{deploy --tls --tls-on-demand-url URL}): a service without
 hosts gets a certificate for any name a client asks for at the TLS

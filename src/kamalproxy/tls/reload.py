@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tls_reload -*-
+# -*- test-case-name: tests.tls.test_reload -*-
 """
 Custom certificates (C{deploy --tls-certificate-path/--tls-private-key-path})
 reloaded when their files change, so that a renewed pair is served without

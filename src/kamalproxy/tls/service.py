@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_acme_service -*-
+# -*- test-case-name: tests.tls.test_acme_service -*-
 """
 L{AcmeIssuingService}: keeps a certificate for every host that should have
 one, renewing ahead of expiry and backing off per host after failures.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tls_sni -*-
+# -*- test-case-name: tests.tls.test_sni -*-
 """
 Choosing the server certificate by TLS server name (SNI), and loading the
 certificates it chooses from: custom PEM pairs given at deploy and ACME

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_acme_unit -*-
+# -*- test-case-name: tests.tls.test_acme_unit -*-
 """
 Certificate records and the stores that keep them.
 
@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from kamalproxy.atomicfile import atomicWrite
+from kamalproxy.daemon.atomicfile import atomicWrite
 from kamalproxy.tls.interfaces import ICertificateStore
 
 __all__ = [

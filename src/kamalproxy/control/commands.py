@@ -1,0 +1,91 @@
+# -*- test-case-name: tests.control.test_server -*-
+"""
+The control protocol: one AMP command per verb, shared by the daemon's
+control server and by C{kamal-proxy-ctl}.
+
+Structured values (deploy options, the service listing) travel as JSON text;
+L{kamalproxy.routing.options} defines their shape.
+"""
+
+from __future__ import annotations
+
+from twisted.protocols import amp
+
+
+class ControlError(Exception):
+    """
+    A command's declared errors: the daemon refused or could not carry out
+    the command, and the message is the one-line reason shown to the user.
+    """
+
+
+class CommandFailed(ControlError):
+    """
+    The daemon refused or could not carry out a command.
+    """
+
+
+class StateNotSaved(ControlError):
+    """
+    The change could not be saved to the state file, so it was not made
+    (C{cannot save state: No space left on device}).
+    """
+
+
+class InvalidArguments(ControlError):
+    """
+    The command's arguments could not be read (missing, or not UTF-8).
+    """
+
+
+_ERRORS = {
+    CommandFailed: b"COMMAND_FAILED",
+    StateNotSaved: b"STATE_NOT_SAVED",
+    InvalidArguments: b"INVALID_ARGUMENTS",
+}
+
+
+class Deploy(amp.Command):
+    """
+    Deploy C{service} to C{targets}; answers once traffic has moved and the
+    old targets are drained.
+    """
+
+    arguments = [
+        (b"service", amp.Unicode()),
+        (b"targets", amp.ListOf(amp.Unicode())),
+        (b"options", amp.Unicode()),  # JSON of DeployOptions
+    ]
+    response: list = []
+    errors = _ERRORS
+
+
+class Remove(amp.Command):
+    """
+    Stop routing to C{service} and forget it.
+    """
+
+    arguments = [(b"service", amp.Unicode())]
+    response: list = []
+    errors = _ERRORS
+
+
+class List(amp.Command):
+    """
+    Describe every deployed service.
+    """
+
+    arguments: list = []
+    response = [(b"services", amp.Unicode())]  # JSON list of service descriptions
+    errors = _ERRORS
+
+
+__all__ = [
+    "CommandFailed",
+    "ControlError",
+    "Deploy",
+    "InvalidArguments",
+    "List",
+    "Remove",
+    "StateNotSaved",
+]

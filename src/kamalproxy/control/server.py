@@ -1,0 +1,180 @@
+# -*- test-case-name: tests.control.test_server -*-
+"""
+The daemon's side of the control protocol: AMP responders that call the
+router's public methods, and the factory served on the control socket.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import fail
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols import amp
+from zope.interface import implementer
+
+from kamalproxy.control.commands import (
+    CommandFailed,
+    Deploy,
+    InvalidArguments,
+    List,
+    Remove,
+    StateNotSaved,
+)
+from kamalproxy.routing.options import DeployOptions, InvalidOptions, fromJSON
+from kamalproxy.routing.router import DeployError, Router
+from kamalproxy.daemon.state import SaveFailed
+
+_COMMANDS: dict[bytes, type[amp.Command]] = {c.commandName: c for c in (Deploy, Remove, List)}
+
+
+def argumentProblem(command: type[amp.Command], box: amp.AmpBox) -> str | None:
+    """
+    What is wrong with the arguments of C{command} in C{box}, in one line,
+    or L{None} when they can be read.
+    """
+    for name, argument in command.arguments:
+        label = name.decode("ascii")
+        if name not in box and not argument.optional:
+            return f"missing argument: {label}"
+        try:
+            argument.fromBox(name, amp.AmpBox(box), {}, None)
+        except UnicodeDecodeError:
+            return f"argument {label} is not valid UTF-8"
+    return None
+
+
+def _shownArguments(arguments: dict[str, Any]) -> str:
+    """
+    A command's arguments as JSON for the debug log, deploy options (JSON
+    text on the wire) as an object.
+    """
+    shown = dict(arguments)
+    try:
+        shown["options"] = json.loads(shown["options"])
+    except (KeyError, ValueError):
+        pass
+    return json.dumps(shown)
+
+
+class ControlLocator(amp.CommandLocator):
+    """
+    Answers control commands by calling a L{Router}.
+    """
+
+    log = Logger()
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def locateResponder(self, name: bytes) -> Any:
+        """
+        The responder for command C{name}, answering a command whose
+        arguments cannot be read with the declared error
+        L{InvalidArguments} (AMP's own handling would log a traceback and
+        answer "Unknown Error").
+        """
+        responder = super().locateResponder(name)
+        command = _COMMANDS.get(name)
+        if responder is None or command is None:
+            return responder
+
+        def checked(box: amp.AmpBox) -> Any:
+            problem = argumentProblem(command, box)
+            if problem is None:
+                self.log.debug(
+                    "Control command {command} {arguments}",
+                    command=command.__name__,
+                    arguments=_shownArguments(command.parseArguments(amp.AmpBox(box), None)),
+                )
+                return responder(box)
+            self.log.warn(
+                "Refused a {command} command: {problem}",
+                command=command.__name__,
+                problem=problem,
+            )
+            return fail(amp.RemoteAmpError(command.errors[InvalidArguments], problem))
+
+        return checked
+
+    @Deploy.responder
+    async def deploy(self, service: str, targets: list[str], options: str) -> dict[str, Any]:
+        try:
+            deployOptions = fromJSON(DeployOptions, json.loads(options))
+            await self.router.deploy(service, targets, deployOptions)
+        except (InvalidOptions, DeployError, ValueError) as e:
+            self.log.info("Deploy of {service} failed: {error}", service=service, error=str(e))
+            raise CommandFailed(str(e))
+        except SaveFailed as e:
+            raise self._notSaved("Deploy", service, e)
+        return {}
+
+    @Remove.responder
+    def remove(self, service: str) -> dict[str, Any]:
+        try:
+            self.router.remove(service)
+        except DeployError as e:
+            raise CommandFailed(str(e))
+        except SaveFailed as e:
+            raise self._notSaved("Remove", service, e)
+        return {}
+
+    def _notSaved(self, verb: str, service: str, error: SaveFailed) -> StateNotSaved:
+        """
+        Log a change refused because the state could not be saved, and
+        return the error for the client.
+        """
+        self.log.error(
+            "{verb} of {service} not made: {error}", verb=verb, service=service, error=str(error)
+        )
+        return StateNotSaved(str(error))
+
+    @List.responder
+    def list(self) -> dict[str, Any]:
+        return {"services": json.dumps(self.router.describe())}
+
+
+@implementer(IPushProducer)
+class ControlProtocol(amp.AMP):
+    """
+    One control connection. It is its transport's streaming producer: while
+    the answers not yet read by the client fill the transport's write
+    buffer, it stops reading commands (and parsing those already read), so
+    a client that sends commands without reading the answers cannot make
+    the daemon buffer them without bound.
+    """
+
+    transport: Any  # a connected stream transport, which is a producer and a consumer
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.transport.registerProducer(self, True)
+
+    # IPushProducer, for the transport
+
+    def pauseProducing(self) -> None:
+        self.paused = True  # the parsing loop stops before the next string
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.transport.resumeProducing()
+        self.dataReceived(b"")  # the commands read before the pause
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+class ControlFactory(Factory):
+    """
+    Serves L{ControlLocator} over AMP.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def buildProtocol(self, addr: Any) -> amp.AMP:
+        return ControlProtocol(locator=ControlLocator(self.router))

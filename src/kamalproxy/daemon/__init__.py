@@ -1,0 +1,3 @@
+"""
+The process: daemon options and service tree, kamal-proxy run, the state file.
+"""

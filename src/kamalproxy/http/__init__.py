@@ -1,0 +1,3 @@
+"""
+The client side of HTTP: the HTTP/1.1 channel, HTTP/2, the site, refusals, tunnels, error pages and body buffers.
+"""

@@ -1,0 +1,3 @@
+"""
+Connections before HTTP: the connection limit (and, later, the PROXY protocol).
+"""

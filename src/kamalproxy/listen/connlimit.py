@@ -1,0 +1,103 @@
+# -*- test-case-name: tests.http.test_channel -*-
+"""
+C{--max-connections}: the outermost factory of every listener counts the
+connections open across all of them and closes new ones beyond the limit at
+once, before TLS or HTTP sees them. Whatever it wraps (the site, TLS around
+the site, and later a PROXY protocol parser) needs no special case.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+from kamalproxy.http.channel import formatAddress
+
+_log = Logger()
+
+
+class ConnectionLimiter:
+    """
+    Counts open connections and refuses new ones beyond C{maximum} (0: no
+    limit), logging refusals at most once a second.
+    """
+
+    def __init__(self, clock: IReactorTime, maximum: int) -> None:
+        self.clock = clock
+        self.maximum = maximum
+        self.open = 0
+        self.refused = 0
+        self._unreported = 0
+        self._lastPeer = "?"
+        self._report: Optional[IDelayedCall] = None
+
+    def admit(self, addr: Optional[IAddress]) -> bool:
+        """
+        Whether a new connection from C{addr} may be served.
+        """
+        if not self.maximum or self.open < self.maximum:
+            return True
+        self.refused += 1
+        self._unreported += 1
+        self._lastPeer = formatAddress(addr)
+        if self._report is None:
+            self._report = self.clock.callLater(1.0, self._reportRefused)
+        return False
+
+    def _reportRefused(self) -> None:
+        self._report = None
+        _log.info(
+            "Refused {count} connections over the limit of {maximum} (last from {peer})",
+            count=self._unreported,
+            maximum=self.maximum,
+            peer=self._lastPeer,
+        )
+        self._unreported = 0
+
+    def opened(self) -> None:
+        self.open += 1
+
+    def closed(self) -> None:
+        self.open -= 1
+
+
+class _CountedConnection(ProtocolWrapper):
+    """
+    A connection counted in its factory's limiter while it is open.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        self.factory.limiter.opened()
+        super().makeConnection(transport)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.connected = False  # as a real transport says once it is closed
+        self.factory.limiter.closed()
+        super().connectionLost(reason)
+
+
+class ConnectionLimitFactory(WrappingFactory):
+    """
+    Wraps a listener's factory: connections beyond C{limiter}'s maximum
+    get no protocol (the port closes them at once); the others are counted
+    until they close.
+    """
+
+    protocol = _CountedConnection
+    noisy = False
+
+    def __init__(self, wrappedFactory: Factory, limiter: ConnectionLimiter) -> None:
+        super().__init__(wrappedFactory)
+        self.limiter = limiter
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if not self.limiter.admit(addr):
+            return None
+        return super().buildProtocol(addr)
+
+
+__all__ = ["ConnectionLimitFactory", "ConnectionLimiter"]

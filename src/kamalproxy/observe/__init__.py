@@ -1,0 +1,3 @@
+"""
+Seeing what the proxy does: the request log (and, later, metrics and the status page).
+"""

@@ -1,0 +1,456 @@
+# -*- test-case-name: tests.routing.test_router -*-
+"""
+The router: the root resource that sends each request to its service, and
+the one place where services are deployed, removed and restored.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import attr
+
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from zope.interface import implementer
+
+from kamalproxy.routing.durations import formatDuration
+from kamalproxy.http.errorpages import loadErrorPages
+from kamalproxy.routing.options import (
+    DeployOptions,
+    InvalidOptions,
+    ServiceOptions,
+    fromJSON,
+    normalizeDeploy,
+    toJSON,
+)
+from kamalproxy.pipeline.chain import buildChain
+from kamalproxy.pipeline.dispatcher import Dispatcher
+from kamalproxy.routing.table import RoutingTable, requestHost
+from kamalproxy.routing.service import Service
+from kamalproxy.upstream.targets import ConnectorFor, Target, TargetGroup
+from kamalproxy.upstream.client import UpstreamConnection, endpointFor
+
+
+class DeployError(Exception):
+    """
+    A deploy (or remove) could not be done; nothing was changed. The message
+    is the one-line reason for the user.
+    """
+
+
+class _UpstreamFactory(Factory):
+    """
+    Makes target connections, quietly (health checks connect every second).
+    """
+
+    noisy = False
+    protocol = UpstreamConnection
+
+
+def tcpConnectorFor(reactor: IReactorTCP) -> ConnectorFor:
+    """
+    Connect to targets over TCP with C{reactor}.
+    """
+
+    factory = _UpstreamFactory()
+
+    def connectorFor(host: str, port: int) -> Callable[[], Deferred]:
+        endpoint = endpointFor(reactor, host, port)
+        return lambda: endpoint.connect(factory)
+
+    return connectorFor
+
+
+def _certificateFor(options: DeployOptions) -> tuple[Any, Any]:
+    """
+    The service's custom certificate, read at deploy time, with the
+    signature of its files taken just before (see
+    L{kamalproxy.tls.reload}); C{(None, None)} when it has none.
+
+    @raise InvalidOptions: C{"unable to load certificate: ..."}.
+    """
+    service = options.service
+    if not service.customCertificate:
+        return None, None
+    from kamalproxy.tls.reload import fileSignature
+    from kamalproxy.tls.sni import loadCertificatePair
+
+    paths = (service.tls_certificate_path, service.tls_private_key_path)
+    signature = fileSignature(*paths)
+    try:
+        return loadCertificatePair(*paths), signature
+    except ValueError as e:
+        raise InvalidOptions(str(e)) from None
+
+
+def _checkAcmeCache(options: DeployOptions) -> None:
+    """
+    Make sure the service's C{--tls-acme-cache-path}, when it has one and
+    uses ACME, is a directory the daemon can write (made if missing).
+
+    @raise InvalidOptions: C{"unable to use ACME cache path ..."}.
+    """
+    service = options.service
+    path = service.tls_acme_cache_path
+    if not path or not service.tls_enabled or service.customCertificate:
+        return
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as e:
+        raise InvalidOptions(f"unable to use ACME cache path {path}: {e.strerror or e}") from None
+
+
+def _errorPagesFor(options: DeployOptions) -> Optional[dict[int, bytes]]:
+    """
+    The service's own error pages, read at deploy time (a few small files).
+
+    @raise InvalidOptions: the directory cannot be used.
+    """
+    path = options.service.error_page_path
+    return loadErrorPages(path) if path else None
+
+
+@implementer(IResource)
+class Router:
+    """
+    An L{IResource} that routes by host and path prefix to deployed
+    services, and the API that changes them.
+
+    @ivar services: the deployed services by name.
+    @ivar persist: called with the snapshot a deploy or remove would leave
+        (L{snapshot}'s form) before anything changes; when it raises (as
+        L{kamalproxy.daemon.state.StateStore.save} does with
+        L{kamalproxy.daemon.state.SaveFailed}), nothing changes and the error
+        propagates.
+    @ivar onChange: called with L{snapshot}'s result after every change has
+        been made (for example to look for new certificates).
+    @ivar challenges: answers ACME HTTP-01 challenges ahead of routing (an
+        L{kamalproxy.tls.http01.HTTP01Responder}), or L{None}.
+    @ivar certificates: the HTTPS listener's
+        L{kamalproxy.tls.sni.CertificateSelector}, or L{None} when there is
+        no HTTPS listener (then plain HTTP is never redirected).
+    @ivar httpsPort: the HTTPS port named in redirects (omitted when 443).
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        connectorFor: ConnectorFor,
+        onChange: Optional[Callable[[list[dict[str, Any]]], None]] = None,
+        challenges: Any = None,
+        certificates: Any = None,
+        httpsPort: int = 443,
+        persist: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._connectorFor = connectorFor
+        self.onChange = onChange
+        self.persist = persist
+        self.services: dict[str, Service] = {}
+        self._table: RoutingTable[Service] = RoutingTable()
+        self.challenges = challenges
+        self.certificates = certificates
+        self.httpsPort = httpsPort
+        self._dispatcher: Optional[Dispatcher] = None
+
+    # IResource
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        return self
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        raise NotImplementedError("the router has no children")
+
+    def render(self, request: IRequest) -> Any:
+        """
+        Handle C{request} through the pipeline (for a router mounted in a
+        resource tree under a plain L{twisted.web.server.Site}).
+        """
+        return self.dispatcher.render(request)
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """
+        The L{Dispatcher} running the proxy's pipeline over this router,
+        made on first use.
+        """
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(self._clock, buildChain(self, self._clock))
+        return self._dispatcher
+
+    def routeFor(self, host: Optional[bytes], path: bytes) -> Optional[tuple[Service, bytes]]:
+        """
+        The service (and matched prefix) for a C{Host} header value and a
+        path, or L{None}.
+        """
+        return self._table.lookup(requestHost(host), path)
+
+    # Changing services
+
+    async def deploy(self, name: str, targets: Sequence[str], options: DeployOptions) -> None:
+        """
+        Deploy C{name} to C{targets}: wait for them to be healthy (unless
+        C{options.force}), send all new requests to them, then wait for the
+        replaced targets to drain.
+
+        @raise DeployError: nothing was changed.
+        @raise InvalidOptions: nothing was changed.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        name, normalized, options = normalizeDeploy(name, list(targets), options)
+        self._checkConflicts(name, options)
+        errorPages = _errorPagesFor(options)
+        certificate, signature = _certificateFor(options)
+        _checkAcmeCache(options)
+        group = TargetGroup(self._makeTarget(t, options) for t in normalized)
+        group.startHealthChecks()
+        if not options.force:
+            try:
+                await group.whenHealthy().addTimeout(options.deploy_timeout, self._clock)
+            except TimeoutError:
+                group.stop()
+                raise DeployError(
+                    "target failed to become healthy within configured timeout "
+                    f"({formatDuration(options.deploy_timeout)})"
+                )
+            except BaseException:
+                group.stop()
+                raise
+        try:
+            self._checkConflicts(name, options)
+        except DeployError:
+            group.stop()
+            raise
+        old = self.services.get(name)
+        service = Service(self._clock, name, options, group, errorPages)
+        service.tlsCertificate = certificate
+        service.tlsCertificateSignature = signature
+        if old is not None:
+            service.state = old.state
+        try:
+            self._commit({**self.services, name: service})
+        except BaseException:
+            group.stop()
+            raise
+        self.log.info(
+            "Deployed {service} to {targets}", service=name, targets=", ".join(normalized)
+        )
+        if old is not None:
+            await old.group.drain(options.drain_timeout)
+
+    def remove(self, name: str) -> None:
+        """
+        Stop routing to C{name} at once (requests in flight finish) and
+        forget it.
+
+        @raise DeployError: no such service.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        service = self.services.get(name)
+        if service is None:
+            raise DeployError("service not found")
+        self._commit({n: s for n, s in self.services.items() if n != name})
+        service.group.stop()
+        self.log.info("Removed {service}", service=name)
+
+    def restore(self, snapshot: Iterable[dict[str, Any]]) -> None:
+        """
+        Bring back services from L{snapshot}'s output; they serve at once,
+        their targets considered healthy while health checks resume.
+        Unusable entries are logged and skipped.
+        """
+        for entry in snapshot:
+            try:
+                options = fromJSON(DeployOptions, entry.get("options", {}))
+                name, targets, options = normalizeDeploy(
+                    entry["name"], list(entry["targets"]), options
+                )
+                self._checkConflicts(name, options)
+            except (InvalidOptions, DeployError, KeyError, TypeError, AttributeError) as e:
+                self.log.error("Skipping a saved service that cannot be restored: {error}", error=e)
+                continue
+            try:
+                errorPages = _errorPagesFor(options)
+            except InvalidOptions as e:
+                self.log.error(
+                    "Restored {service} with the built-in error pages: {error}",
+                    service=name,
+                    error=e,
+                )
+                errorPages = None
+            try:
+                certificate, signature = _certificateFor(options)
+            except InvalidOptions as e:
+                self.log.error(
+                    "Restored {service} without its TLS certificate: {error}",
+                    service=name,
+                    error=e,
+                )
+                certificate, signature = None, None
+            group = TargetGroup(self._makeTarget(t, options) for t in targets)
+            group.markHealthy()
+            group.startHealthChecks()
+            self.services[name] = Service(self._clock, name, options, group, errorPages)
+            self.services[name].tlsCertificate = certificate
+            self.services[name].tlsCertificateSignature = signature
+            self.log.info("Restored {service}", service=name)
+        self._rebuild()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """
+        Every service as JSON-ready data, for the state file.
+        """
+        return _snapshotOf(self.services, {})
+
+    def describe(self) -> list[dict[str, Any]]:
+        """
+        Every service as C{list} shows it, sorted by name.
+        """
+        described = []
+        for service in sorted(self.services.values(), key=lambda s: s.name):
+            entry = service.describe()
+            if self.certificates is not None:
+                status = self.certificates.status(service)
+                if status is not None:
+                    entry["certificate"] = status
+            described.append(entry)
+        return described
+
+    def serviceForHost(self, host: str) -> Optional[Service]:
+        """
+        The service owning C{/} for C{host} (C{""}: the default service),
+        whose TLS settings and certificate the host gets.
+        """
+        return _rootService(self._table, host)
+
+    def tlsHosts(self, where: Optional[Callable[[ServiceOptions], bool]] = None) -> list[str]:
+        """
+        The hosts that need an ACME certificate: those of TLS services
+        without a custom certificate (only of services whose options
+        satisfy C{where}, when given).
+        """
+        hosts: set[str] = set()
+        for service in self.services.values():
+            options = service.options.service
+            if not options.tls_enabled or options.customCertificate:
+                continue
+            if where is not None and not where(options):
+                continue
+            hosts.update(h.lower() for h in options.hosts if not h.startswith("*"))
+        return sorted(hosts)
+
+    def stop(self) -> Deferred:
+        """
+        Stop every health check and close idle connections (shutdown); fires
+        once they are closed.
+        """
+        return DeferredList([s.group.stop() for s in self.services.values()])
+
+    # Private
+
+    def _makeTarget(self, address: str, options: DeployOptions) -> Target:
+        return Target(self._clock, address, options.target, self._connectorFor)
+
+    def _checkConflicts(self, name: str, options: DeployOptions) -> None:
+        table = self._table
+        hosts = options.service.hosts or ("",)
+        for host in hosts:
+            for prefix in options.service.path_prefixes:
+                owner = table.owner(host, prefix)
+                if owner is not None and owner.name != name:
+                    raise DeployError("host settings conflict with another service")
+
+    def _commit(self, services: dict[str, Service]) -> None:
+        """
+        Make C{services} the deployed services: save the snapshot they make
+        (L{persist}), then swap them and their routing table in, then tell
+        L{onChange}. When saving raises, nothing has changed.
+        """
+        table = _tableOf(services)
+        synced = _syncedTLSOptions(services, table)
+        if self.persist is not None:
+            self.persist(_snapshotOf(services, synced))
+        self.services = services
+        self._install(table, synced)
+        if self.onChange is not None:
+            self.onChange(self.snapshot())
+
+    def _rebuild(self) -> None:
+        table = _tableOf(self.services)
+        self._install(table, _syncedTLSOptions(self.services, table))
+
+    def _install(self, table: RoutingTable[Service], synced: dict[str, DeployOptions]) -> None:
+        for name, options in synced.items():
+            self.services[name].options = options
+        self._table = table
+
+
+def _tableOf(services: dict[str, Service]) -> RoutingTable[Service]:
+    return RoutingTable(
+        (host, prefix, service)
+        for service in services.values()
+        for host, prefix in service.bindings()
+    )
+
+
+def _rootService(table: RoutingTable[Service], host: str) -> Service | None:
+    """
+    The service owning C{/} for C{host} in C{table}, or L{None}.
+    """
+    match = table.lookup(host.encode("ascii", "replace").lower(), b"/")
+    return match[0] if match is not None else None
+
+
+def _syncedTLSOptions(
+    services: dict[str, Service], table: RoutingTable[Service]
+) -> dict[str, DeployOptions]:
+    """
+    TLS belongs to the service owning C{/} for a host: a service not owning
+    C{/} takes C{tls_enabled} and C{tls_redirect} from the root service of
+    its first host, or the defaults (no TLS, redirect on) when there is
+    none, as the original's C{syncTLSOptionsFromRootDomain}.
+
+    @return: the new options of the services whose TLS options change, by
+        name (nothing is changed here).
+    """
+    synced = {}
+    for service in services.values():
+        options = service.options.service
+        if "/" in options.path_prefixes:
+            continue
+        root = _rootService(table, options.hosts[0] if options.hosts else "")
+        if root is not None and root is not service and "/" in root.options.service.path_prefixes:
+            tls, redirect = root.options.service.tls_enabled, root.options.service.tls_redirect
+        else:
+            tls, redirect = False, True
+        if (tls, redirect) != (options.tls_enabled, options.tls_redirect):
+            synced[service.name] = attr.evolve(
+                service.options,
+                service=attr.evolve(options, tls_enabled=tls, tls_redirect=redirect),
+            )
+    return synced
+
+
+def _snapshotOf(
+    services: dict[str, Service], synced: dict[str, DeployOptions]
+) -> list[dict[str, Any]]:
+    """
+    L{Router.snapshot} of C{services}, with the options in C{synced} in
+    place of theirs.
+    """
+    return [
+        {"name": s.name, "targets": s.group.addresses, "options": toJSON(synced.get(s.name, s.options))}
+        for s in sorted(services.values(), key=lambda s: s.name)
+    ]

@@ -1,0 +1,510 @@
+# -*- test-case-name: tests.upstream.test_forwarding -*-
+"""
+Forwarding one request to a target and its response back to the client.
+
+Headers: hop-by-hop headers are dropped both ways, C{Host} is kept,
+C{X-Forwarded-For/-Host/-Proto} are set (the client's own values are kept
+only when the service trusts forwarded headers), and C{X-Request-Start} and
+C{X-Request-ID} are added when absent.
+
+Errors: a target that refuses or dies gives a 502 page; one slower than the
+target timeout to send its response head gives a 504 page.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from io import BytesIO
+from typing import IO, Callable, Optional
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+from kamalproxy.pipeline.exchange import Exchange
+from kamalproxy.routing.options import TargetOptions
+from kamalproxy.upstream.targets import Target
+from kamalproxy.http.tunnel import Tunnel
+from kamalproxy.upstream.client import RawHeaders, UpstreamConnection
+
+HOP_BY_HOP = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    )
+)
+_REPLACED = frozenset(
+    (
+        b"host",
+        b"content-length",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"forwarded",
+    )
+)
+_DROPPED_FROM_REQUEST = HOP_BY_HOP | _REPLACED
+_REPLAYABLE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
+
+
+def _connectionTokens(values: Optional[list[bytes]]) -> frozenset[bytes]:
+    if not values:
+        return frozenset()
+    if len(values) == 1:
+        return _tokensOf(values[0])
+    return frozenset().union(*map(_tokensOf, values))
+
+
+@functools.lru_cache(maxsize=256)
+def _tokensOf(value: bytes) -> frozenset[bytes]:
+    """
+    The lower-case tokens of one C{Connection} value (the same few values,
+    such as C{keep-alive}, arrive with most messages).
+    """
+    return frozenset(token.strip().lower() for token in value.split(b","))
+
+
+_randomPool = b""
+
+
+def newRequestId() -> bytes:
+    """
+    A new request ID: a random (version 4) UUID in its usual text form, as
+    the original's, made without L{uuid.UUID}'s cost (and with one
+    C{getrandom} call per 256 IDs, not one each).
+    """
+    global _randomPool
+    if not _randomPool:
+        _randomPool = os.urandom(16 * 256)
+    raw = bytearray(_randomPool[:16])
+    _randomPool = _randomPool[16:]
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode("ascii")
+
+
+def upgradeRequested(request: IRequest) -> Optional[bytes]:
+    """
+    The protocol an HTTP/1.1 C{request} asks to upgrade to (its C{Upgrade}
+    value, e.g. C{websocket}, when C{Connection} names C{upgrade}), or
+    L{None}.
+    """
+    if request.clientproto != b"HTTP/1.1":
+        return None
+    headers = request.requestHeaders
+    upgrade = headers.getRawHeaders(b"upgrade")
+    if not upgrade or b"upgrade" not in _connectionTokens(headers.getRawHeaders(b"connection")):
+        return None
+    return upgrade[0]
+
+
+def requestHeaders(
+    request: IRequest,
+    options: TargetOptions,
+    now: float,
+    upgrade: Optional[bytes] = None,
+    targetAddress: bytes = b"",
+) -> tuple[RawHeaders, bytes]:
+    """
+    The headers to send upstream for C{request}, and its request ID; with
+    C{upgrade} (see L{upgradeRequested}) the upgrade is passed on.
+
+    @param targetAddress: the target's C{host:port}, sent as C{Host} when
+        the client sent none or an empty one (an HTTP/1.0 request), since
+        the upstream request is HTTP/1.1, which requires it; Go's
+        C{ReverseProxy} does the same.
+    """
+    incoming = request.requestHeaders
+    dropped = _DROPPED_FROM_REQUEST
+    connection = incoming.getRawHeaders(b"connection")
+    if connection:
+        dropped = dropped | _connectionTokens(connection)
+    host = incoming.getRawHeaders(b"host")
+    hostValue = host[0] if host else b""
+    sentHost = hostValue or targetAddress
+    out: RawHeaders = [(b"Host", sentHost)] if sentHost else []
+    requestId = b""
+    hasStart = False
+    for name, values in incoming.getAllRawHeaders():
+        lname = name.lower()
+        if lname in dropped:
+            continue
+        if lname == b"x-request-id":
+            requestId = values[0]
+        elif lname == b"x-request-start":
+            hasStart = True
+        for value in values:
+            out.append((name, value))
+    peer = request.getClientAddress()
+    peerHost = getattr(peer, "host", "").encode("ascii") if peer else b""
+    if peerHost.startswith(b"::ffff:") and b"." in peerHost:
+        peerHost = peerHost[7:]  # an IPv4 client of the dual-stack listener
+    scheme = b"https" if request.isSecure() else b"http"
+    if options.forward_headers:
+        priorFor = incoming.getRawHeaders(b"x-forwarded-for")
+        forwardedFor = b", ".join(priorFor + [peerHost]) if priorFor else peerHost
+        proto = incoming.getRawHeaders(b"x-forwarded-proto", [scheme])[0]
+        forwardedHost = incoming.getRawHeaders(b"x-forwarded-host", [hostValue])[0]
+    else:
+        forwardedFor, proto, forwardedHost = peerHost, scheme, hostValue
+    if peerHost:
+        out.append((b"X-Forwarded-For", forwardedFor))
+    if forwardedHost:
+        out.append((b"X-Forwarded-Host", forwardedHost))
+    out.append((b"X-Forwarded-Proto", proto))
+    if not hasStart:
+        out.append((b"X-Request-Start", b"t=%d" % int(now * 1000)))
+    if not requestId:
+        requestId = newRequestId()
+        out.append((b"X-Request-ID", requestId))
+    if upgrade is not None:
+        out += ((b"Connection", b"Upgrade"), (b"Upgrade", upgrade))
+    return out, requestId
+
+
+def endToEndHeaders(headers: RawHeaders) -> RawHeaders:
+    """
+    The response headers to pass on to the client: the target's, minus
+    hop-by-hop ones and those its C{Connection} header names.
+    """
+    dropped = HOP_BY_HOP
+    for name, value in headers:
+        if name.lower() == b"connection":
+            dropped = dropped | _tokensOf(value)
+    return [(name, value) for name, value in headers if name.lower() not in dropped]
+
+
+@implementer(IPushProducer)
+class _UpstreamProducer:
+    """
+    The target's response as a producer: a slow client pauses reading from
+    the target; a consumer that wants no more (a sink giving up, a client
+    gone) stops it, which abandons the response.
+    """
+
+    __slots__ = ("transport", "paused", "onStop")
+
+    def __init__(self, transport: IPushProducer, onStop: Callable[[], None]) -> None:
+        self.transport = transport
+        self.paused = False
+        self.onStop = onStop
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.onStop()
+
+
+class Forwarding:
+    """
+    One request on its way to a target: the response handler for the
+    upstream connection and the in-flight record the target drains. The
+    response goes to the exchange's sink.
+    """
+
+    log = Logger()
+
+    def __init__(self, exchange: Exchange, options: TargetOptions) -> None:
+        self.exchange: Optional[Exchange] = exchange
+        self.clock = exchange.clock
+        self.target: Target = exchange.target
+        self.options = options
+        self.conn: Optional[UpstreamConnection] = None
+        self.headReceived = False
+        self._timer: Optional[IDelayedCall] = None
+        self._retried = False
+        self._tunnel: Optional[Tunnel] = None
+        self._method = b"GET"
+        self._path = b"/"
+        self._headers: RawHeaders = []
+        self._body: bytes | IO[bytes] = b""
+
+    @property
+    def request(self) -> Optional[IRequest]:
+        """
+        The client's request, while this forwarding still answers it.
+        """
+        exchange = self.exchange
+        return exchange.request if exchange is not None else None
+
+    def start(self, headers: RawHeaders) -> None:
+        """
+        Send the request, whose body is complete, upstream.
+        """
+        exchange = self.exchange
+        assert exchange is not None
+        request = exchange.request
+        self._method, self._path, self._headers = request.method, exchange.upstreamPath, headers
+        content = request.content
+        if content is None:
+            self._body = b""
+        elif isinstance(content, BytesIO):
+            self._body = content.getvalue()
+        else:
+            self._body = content  # a spilled body, streamed from its file
+        self.target.started(self)
+        exchange.onClientGone = self._clientGone
+        if self.options.response_timeout > 0:
+            self._timer = self.clock.callLater(self.options.response_timeout, self._timedOut)
+        self._acquire(fresh=False)
+
+    def _acquire(self, fresh: bool) -> None:
+        pool = self.target.pool
+        conn = None if fresh else pool.takeIdle()
+        if conn is not None:
+            self._send(conn)
+        else:
+            pool.connect().addCallbacks(self._send, self._connectFailed)
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        if self.exchange is None:  # the client left or we gave up meanwhile
+            conn.abort()
+            return
+        self.conn = conn
+        body = self._body
+        if isinstance(body, bytes):
+            conn.sendRequest(self, self._method, self._path, self._headers, body)
+        else:
+            body.seek(0, 2)
+            length = body.tell()
+            body.seek(0)
+            conn.sendRequest(self, self._method, self._path, self._headers, b"", length)
+            FileSender().beginFileTransfer(body, conn.transport).addErrback(lambda f: None)
+
+    def _connectFailed(self, reason: Failure) -> None:
+        if self.exchange is None:
+            return
+        self.log.info(
+            "Unable to proxy request to {target}: {error}",
+            target=self.target.address,
+            error=reason.getErrorMessage(),
+        )
+        self._fail(502)
+
+    # IResponseHandler
+
+    def responseInterim(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.sink.interim(status, endToEndHeaders(headers))
+
+    def responseHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        self.headReceived = True
+        self._cancelTimer()
+        if status == 101 and self._startTunnel(headers):
+            return
+        sink = exchange.sink
+        sink.head(status, reason, endToEndHeaders(headers))
+        if self.conn is not None and self.conn.transport is not None:
+            producer = _UpstreamProducer(self.conn.transport, self._abandoned)  # type: ignore[arg-type]
+            sink.registerProducer(producer, True)
+
+    def _startTunnel(self, headers: RawHeaders) -> bool:
+        """
+        The target accepted the client's upgrade (C{101}): send the client
+        the 101 and relay both connections from now on (L{Tunnel}); the
+        request stays in flight, and is logged, until the tunnel closes.
+
+        @return: whether the tunnel started (the client asked for the
+            upgrade over an HTTP/1.1 connection that can be handed over).
+        """
+        exchange, conn = self.exchange, self.conn
+        request = exchange.request if exchange is not None else None
+        channel = getattr(request, "channel", None)
+        startTunnel = getattr(channel, "startTunnel", None)
+        if (
+            exchange is None
+            or conn is None
+            or conn.transport is None
+            or startTunnel is None
+            or exchange.upgrade is None
+        ):
+            return False
+        dropped = HOP_BY_HOP.union(
+            *(_tokensOf(value) for name, value in headers if name.lower() == b"connection")
+        )
+        head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        upgrade = b""
+        for name, value in headers:  # as the target wrote them
+            lname = name.lower()
+            if lname == b"upgrade":
+                upgrade = upgrade or value
+            elif lname not in dropped:
+                head += (name, b": ", value, b"\r\n")
+        head += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n\r\n")
+        exchange.request.setResponseCode(101)
+        self._tunnel = tunnel = Tunnel(channel.transport, conn.transport, self._tunnelClosed)
+        conn.relay(tunnel.fromTarget, tunnel.targetLost)
+        startTunnel(b"".join(head), tunnel)
+        return True
+
+    def _tunnelClosed(self) -> None:
+        exchange = self.exchange
+        self._tunnel = None
+        self.conn = None
+        self._release()
+        if exchange is not None:
+            exchange.end()
+
+    def responseBody(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.sink.body(data)
+
+    def responseDone(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        self._release()
+        exchange.sink.end()
+
+    def responseFailed(self, reason: Failure, headReceived: bool) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        conn = self.conn
+        if (
+            not headReceived
+            and not self._retried
+            and conn is not None
+            and conn.requestsSent > 1
+            and not conn.gotResponseBytes
+            and self._replayable()
+        ):
+            # A kept-alive connection the target had closed: try a new one.
+            self._retried = True
+            self.conn = None
+            self._acquire(fresh=True)
+            return
+        self.log.info(
+            "Unable to proxy request to {target}: {error}",
+            target=self.target.address,
+            error=reason.getErrorMessage(),
+        )
+        self._fail(502)
+
+    def _replayable(self) -> bool:
+        if self._body:
+            return False
+        if self._method in _REPLAYABLE_METHODS:
+            return True
+        request = self.request
+        incoming = request.requestHeaders if request is not None else None
+        return bool(
+            incoming is not None
+            and (incoming.hasHeader(b"idempotency-key") or incoming.hasHeader(b"x-idempotency-key"))
+        )
+
+    # Ending early
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if self.exchange is None:
+            return
+        self.log.info(
+            "Target {target} did not respond within {timeout}s",
+            target=self.target.address,
+            timeout=self.options.response_timeout,
+        )
+        self._abortUpstream()
+        self._fail(504)
+
+    def cancelForDrain(self) -> None:
+        """
+        The drain deadline passed with this request still running (or its
+        upgraded connection still open: both sides are dropped): a 504 page
+        when nothing of the response reached the client yet, else the
+        response is cut short.
+        """
+        if self._tunnel is not None:
+            self._tunnel.abort()
+            return
+        if self.exchange is None:
+            return
+        self._abortUpstream()
+        self._fail(504)
+
+    def _clientGone(self) -> None:
+        if self.exchange is None:
+            return
+        self._abortUpstream()
+        self._release()
+
+    def _abandoned(self) -> None:
+        """
+        The sinks want no more of the response (one gave up on it, or the
+        client went away): drop the target connection.
+        """
+        self._clientGone()
+
+    def _abortUpstream(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+
+    def _fail(self, status: int) -> None:
+        """
+        Give up: the client gets the page for C{status}, or a cut response
+        if it already has part of one.
+        """
+        exchange = self.exchange
+        self._release()
+        if exchange is not None:
+            exchange.sink.fail(status)
+
+    def _cancelTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _release(self) -> None:
+        """
+        This forwarding is over: forget the client and leave the target.
+        """
+        self._cancelTimer()
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None and exchange.onClientGone == self._clientGone:
+            exchange.onClientGone = None
+        self.target.finished(self)
+
+
+def stampRequest(exchange: Exchange, options: TargetOptions) -> RawHeaders:
+    """
+    Note on C{exchange} what the request log needs, and return the headers
+    to send upstream.
+    """
+    request = exchange.request
+    upgrade = upgradeRequested(request)
+    headers, requestId = requestHeaders(
+        request, options, exchange.clock.seconds(), upgrade, exchange.target.addressBytes
+    )
+    exchange.upgrade = upgrade
+    exchange.requestId = requestId
+    exchange.trustForwarded = options.forward_headers
+    request.defaultContentType = None
+    if options.log_request_headers or options.log_response_headers:
+        exchange.logHeaders = (options.log_request_headers, options.log_response_headers)
+    return headers

@@ -1,0 +1,262 @@
+# -*- test-case-name: tests.routing.test_router -*-
+"""
+Targets and target groups: where a service's requests go, which of them are
+healthy, and how a replaced group is drained.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional, Protocol
+
+from twisted.internet.defer import Deferred, DeferredList, FirstError, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from kamalproxy.upstream.health import HealthCheck
+from kamalproxy.routing.options import TargetOptions
+from kamalproxy.upstream.client import Connector, UpstreamPool
+
+ADDING = "adding"
+HEALTHY = "healthy"
+UNHEALTHY = "unhealthy"
+
+ConnectorFor = Callable[[str, int], Connector]
+
+
+class InFlight(Protocol):
+    """
+    A request being forwarded to a target, as draining sees it.
+    """
+
+    def cancelForDrain(self) -> None:
+        """
+        The drain deadline passed: give up on this request.
+        """
+
+
+class Target:
+    """
+    One C{host:port} a service forwards to, with its connection pool, its
+    health and the requests in flight on it.
+
+    @ivar state: L{ADDING} until the first successful probe, then
+        L{HEALTHY} or L{UNHEALTHY}.
+    @ivar inflight: requests forwarded here and not finished yet.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        address: str,
+        options: TargetOptions,
+        connectorFor: ConnectorFor,
+    ) -> None:
+        self.address = address
+        host, _, port = address.rpartition(":")
+        self.host = host
+        self.port = int(port)
+        self.addressBytes = address.encode("ascii")
+        self.pool = UpstreamPool(connectorFor(host, self.port), clock)
+        self.state = ADDING
+        self.draining = False
+        self.inflight: set[InFlight] = set()
+        self._clock = clock
+        self._idleWaiters: list[Deferred] = []
+        self._healthWaiters: list[Deferred] = []
+        checkPort = options.health_check.port or self.port
+        self.healthCheck = HealthCheck(
+            clock,
+            connectorFor(host, checkPort),
+            host,
+            options.health_check,
+            self._probed,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Target {self.address} {self.state}>"
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == HEALTHY
+
+    def _probed(self, ok: bool, detail: str) -> None:
+        was = self.state
+        if ok:
+            new = HEALTHY
+        else:
+            if was == HEALTHY:
+                new = UNHEALTHY
+            else:
+                new = was
+            self.log.debug(
+                "Healthcheck failed for {target}: {detail}",
+                target=self.address,
+                detail=detail,
+            )
+        if new != was:
+            self.state = new
+            self.log.info(
+                "Target health updated: {target} is {state} (was {was})",
+                target=self.address,
+                state=new,
+                was=was,
+            )
+            if new == HEALTHY:
+                waiters, self._healthWaiters = self._healthWaiters, []
+                for d in waiters:
+                    d.callback(self)
+
+    def whenHealthy(self) -> Deferred:
+        """
+        Fires with this target once it is healthy.
+        """
+        if self.state == HEALTHY:
+            return succeed(self)
+        d: Deferred = Deferred(lambda d: self._healthWaiters.remove(d))
+        self._healthWaiters.append(d)
+        return d
+
+    def markHealthy(self) -> None:
+        """
+        Consider the target healthy without a probe (restored state).
+        """
+        self.state = HEALTHY
+
+    def started(self, request: InFlight) -> None:
+        """
+        A request is now forwarded here.
+        """
+        self.inflight.add(request)
+
+    def finished(self, request: InFlight) -> None:
+        """
+        A request forwarded here is over.
+        """
+        self.inflight.discard(request)
+        if not self.inflight and self._idleWaiters:
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def drain(self, timeout: float) -> Deferred:
+        """
+        Take no new requests; fire once the ones in flight are done, or
+        cancel the survivors after C{timeout} seconds.
+        """
+        self.draining = True
+        self.healthCheck.stop()
+        if not self.inflight:
+            self.pool.close()
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._idleWaiters.append(d)
+
+        def deadline() -> None:
+            survivors = list(self.inflight)
+            if survivors:
+                self.log.info(
+                    "Request cancelled due to draining: {count} on {target}",
+                    count=len(survivors),
+                    target=self.address,
+                )
+            for request in survivors:
+                request.cancelForDrain()
+                self.finished(request)
+
+        call = self._clock.callLater(timeout, deadline)
+
+        def done(result: None) -> None:
+            if call.active():
+                call.cancel()
+            self.pool.close()
+
+        d.addCallback(done)
+        return d
+
+    def stop(self) -> Deferred:
+        """
+        Stop probing and close idle connections (the group is discarded);
+        fires once they are closed.
+        """
+        self.healthCheck.stop()
+        return self.pool.close()
+
+
+class TargetGroup:
+    """
+    The targets a service currently sends requests to, picked round-robin
+    among the healthy ones.
+    """
+
+    def __init__(self, targets: Iterable[Target]) -> None:
+        self.targets = list(targets)
+        self._next = 0
+
+    @property
+    def addresses(self) -> list[str]:
+        return [t.address for t in self.targets]
+
+    def pick(self) -> Optional[Target]:
+        """
+        The next healthy target, or L{None} when none is healthy.
+        """
+        targets = self.targets
+        if len(targets) == 1:
+            target = targets[0]
+            return target if target.state == HEALTHY else None
+        for _ in range(len(targets)):
+            self._next = (self._next + 1) % len(targets)
+            target = targets[self._next]
+            if target.state == HEALTHY:
+                return target
+        return None
+
+    def startHealthChecks(self) -> None:
+        """
+        Start probing every target.
+        """
+        for target in self.targets:
+            target.healthCheck.start()
+
+    def markHealthy(self) -> None:
+        """
+        Consider every target healthy (restored state) while probes resume.
+        """
+        for target in self.targets:
+            target.markHealthy()
+
+    def whenHealthy(self) -> Deferred:
+        """
+        Fires once every target is healthy; cancel it to stop waiting (it
+        then fails with L{CancelledError}, so C{addTimeout} turns that into
+        L{TimeoutError}).
+        """
+        waiting = DeferredList(
+            [t.whenHealthy() for t in self.targets], fireOnOneErrback=True, consumeErrors=True
+        )
+
+        def unwrap(failure: Failure) -> Failure:
+            failure.trap(FirstError)
+            return failure.value.subFailure  # type: ignore[no-any-return]
+
+        return waiting.addErrback(unwrap)
+
+    @property
+    def inflightCount(self) -> int:
+        return sum(len(t.inflight) for t in self.targets)
+
+    def drain(self, timeout: float) -> Deferred:
+        """
+        Drain every target (see L{Target.drain}).
+        """
+        return DeferredList([t.drain(timeout) for t in self.targets])
+
+    def stop(self) -> Deferred:
+        """
+        Stop probing and close idle connections of every target; fires once
+        they are closed.
+        """
+        return DeferredList([target.stop() for target in self.targets])
