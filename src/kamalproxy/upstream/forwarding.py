@@ -292,8 +292,14 @@ class Forwarding:
             FileSender().beginFileTransfer(body, conn.transport).addErrback(lambda f: None)
 
     def _connectFailed(self, reason: Failure) -> None:
-        if self.exchange is None:
-            return
+        if self.exchange is not None:
+            self._unreachable(reason)
+
+    def _unreachable(self, reason: Failure) -> None:
+        """
+        The target could not be reached or failed before answering: log
+        it, and the client gets the 502 page.
+        """
         self.log.info(
             "Unable to proxy request to {target}: {error}",
             target=self.target.address,
@@ -399,12 +405,7 @@ class Forwarding:
             self.conn = None
             self._acquire(fresh=True)
             return
-        self.log.info(
-            "Unable to proxy request to {target}: {error}",
-            target=self.target.address,
-            error=reason.getErrorMessage(),
-        )
-        self._fail(502)
+        self._unreachable(reason)
 
     def _replayable(self) -> bool:
         if self._body:

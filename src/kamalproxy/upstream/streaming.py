@@ -195,12 +195,7 @@ class StreamingForwarding(Forwarding):
         if self._ready:
             super().responseFailed(reason, headReceived)
         elif self.exchange is not None:
-            self.log.info(
-                "Unable to proxy request to {target}: {error}",
-                target=self.target.address,
-                error=reason.getErrorMessage(),
-            )
-            self._fail(502)
+            self._unreachable(reason)
 
     def _fail(self, status: int) -> None:
         exchange = self.exchange
