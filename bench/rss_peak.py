@@ -15,7 +15,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 
 def tree_rss_kib(pid):

@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 from importlib import metadata
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, formatEvent
@@ -34,9 +34,9 @@ from kamalproxy.daemon.tap import (
 from .._helpers import tempDir
 
 
-def _parse(argv: list[str] = [], environ: Mapping[str, str] = {}) -> dict[str, Any]:
+def _parse(argv: Sequence[str] = (), environ: Mapping[str, str] = {}) -> dict[str, Any]:
     options = Options(environ=dict(environ))
-    options.parseOptions(argv)
+    options.parseOptions(list(argv))
     return dict(options)
 
 

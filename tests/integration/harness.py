@@ -423,9 +423,9 @@ async def _waitForControl(daemon: Daemon, timeout: float) -> None:
             client = await connectProtocol(UNIXClientEndpoint(reactor, daemon.socket), amp.AMP())
         except ConnectError:
             if daemon.output.ended:
-                raise ProcessExited(f"the daemon exited while starting\n{daemon.output.describe()}")
+                raise ProcessExited(f"the daemon exited while starting\n{daemon.output.describe()}") from None
             if reactor.seconds() >= deadline:
-                raise AssertionError(f"nothing answers on {daemon.socket}\n{daemon.output.describe()}")
+                raise AssertionError(f"nothing answers on {daemon.socket}\n{daemon.output.describe()}") from None
             await deferLater(reactor, 0.02, lambda: None)
             continue
         try:

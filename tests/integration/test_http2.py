@@ -564,7 +564,7 @@ class H2Client:
         try:
             data = self.sock.recv(self.recvSize)
         except socket.timeout:
-            raise AssertionError(f"nothing received in time; streams: {sorted(self.responses.items())}")
+            raise AssertionError(f"nothing received in time; streams: {sorted(self.responses.items())}") from None
         if not data:
             raise ConnectionError(
                 f"the server closed the connection (GOAWAY: {self.terminated}); "
@@ -1481,7 +1481,9 @@ class ConnectionErrorTests(TestCase):
             ("TLS", {"port": self.daemon.httpsPort, "cafile": certificate, "serverName": b"tls.test"}),
         ):
             outcome = await inThread(
-                lambda: rawConversation(data=data, until=lambda o: bool(o.pingAcks()), **connection)
+                lambda connection=connection: rawConversation(  # type: ignore[misc]
+                    data=data, until=lambda o: bool(o.pingAcks()), **connection
+                )
             )
             self.assertEqual(
                 (outcome.pingAcks(), outcome.goAways(), outcome.closed), ([b"h2spec\x00\x00"], [], False), transport

@@ -313,7 +313,7 @@ class JSONLinesObserverTests(SynchronousTestCase):
         An event with a failure carries its traceback as C{error}.
         """
         try:
-            1 / 0
+            _ = 1 / 0
         except ZeroDivisionError:
             failure = Failure()
         self.observer(

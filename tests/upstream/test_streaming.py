@@ -10,7 +10,6 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from kamalproxy.routing.options import DeployOptions, TargetOptions
 from kamalproxy.routing.router import Router
 from kamalproxy.http.site import ProxySite
 from kamalproxy.upstream.client import UpstreamConnection

@@ -38,7 +38,7 @@ class InvalidArguments(ControlError):
     """
 
 
-_ERRORS = {
+_ERRORS: dict[type[Exception], bytes] = {
     CommandFailed: b"COMMAND_FAILED",
     StateNotSaved: b"STATE_NOT_SAVED",
     InvalidArguments: b"INVALID_ARGUMENTS",
@@ -56,7 +56,7 @@ class Deploy(amp.Command):
         (b"targets", amp.ListOf(amp.Unicode())),
         (b"options", amp.Unicode()),  # JSON of DeployOptions
     ]
-    response: list = []
+    response = []  # type: ignore[var-annotated]
     errors = _ERRORS
 
 
@@ -66,7 +66,7 @@ class Remove(amp.Command):
     """
 
     arguments = [(b"service", amp.Unicode())]
-    response: list = []
+    response = []  # type: ignore[var-annotated]
     errors = _ERRORS
 
 
@@ -75,7 +75,7 @@ class List(amp.Command):
     Describe every deployed service.
     """
 
-    arguments: list = []
+    arguments = []  # type: ignore[var-annotated]
     response = [(b"services", amp.Unicode())]  # JSON list of service descriptions
     errors = _ERRORS
 

@@ -189,7 +189,7 @@ async def _call(
         except ControlError as e:
             raise _Failed(str(e) or "the command failed") from None
         except TimeoutError:
-            raise _Failed(f"no answer from kamal-proxy after {options.describeTimeout(timeout)}")
+            raise _Failed(f"no answer from kamal-proxy after {options.describeTimeout(timeout)}") from None
         except amp.UnhandledCommand:
             raise _Failed(
                 f"kamal-proxy does not know the {command.__name__} command (an older version?)"

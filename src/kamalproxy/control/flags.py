@@ -809,7 +809,7 @@ def usage(prog: str, topic: str | None = None, withRun: bool = False) -> str:
         C{None} for the list of verbs.
     @param withRun: list the C{run} verb (for the C{kamal-proxy} drop-in).
     """
-    if topic in GROUPS:
+    if topic is not None and topic in GROUPS:
         members = [verb for verb in VERBS if verb.name.startswith(f"{topic} ")]
         return "\n".join(
             [

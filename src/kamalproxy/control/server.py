@@ -107,9 +107,9 @@ class ControlLocator(amp.CommandLocator):
             await self.router.deploy(service, targets, deployOptions)
         except (InvalidOptions, DeployError, ValueError) as e:
             self.log.info("Deploy of {service} failed: {error}", service=service, error=str(e))
-            raise CommandFailed(str(e))
+            raise CommandFailed(str(e)) from None
         except SaveFailed as e:
-            raise self._notSaved("Deploy", service, e)
+            raise self._notSaved("Deploy", service, e) from None
         return {}
 
     @Remove.responder
@@ -117,9 +117,9 @@ class ControlLocator(amp.CommandLocator):
         try:
             self.router.remove(service)
         except DeployError as e:
-            raise CommandFailed(str(e))
+            raise CommandFailed(str(e)) from None
         except SaveFailed as e:
-            raise self._notSaved("Remove", service, e)
+            raise self._notSaved("Remove", service, e) from None
         return {}
 
     def _notSaved(self, verb: str, service: str, error: SaveFailed) -> StateNotSaved:

@@ -506,7 +506,7 @@ def makeService(config: Options) -> ProxyService:
     try:
         return buildService(config, reactor)
     except ControlSocketInUse as e:
-        raise SystemExit(f"kamal-proxy: {e}")
+        raise SystemExit(f"kamal-proxy: {e}") from None
 
 
 __all__ = ["Options", "ProxyService", "buildService", "makeService"]

@@ -42,7 +42,8 @@ import re
 from typing import Any, Callable, Optional
 
 import attr
-from twisted.internet.interfaces import IAddress, IDelayedCall, INegotiated, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, INegotiated
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -313,7 +314,7 @@ class ProxyChannel(HTTPChannel):
 
     def setTimeout(self, period: Optional[float]) -> Optional[float]:
         previous = self.timeOut
-        self.timeOut = period
+        self.timeOut = period  # type: ignore[assignment]
         return previous
 
     def resetTimeout(self) -> None:
@@ -325,7 +326,7 @@ class ProxyChannel(HTTPChannel):
         super().connectionMade()
         self._startIdle()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         self.stopTimers()
         if self._tunnel is not None:
@@ -405,7 +406,7 @@ class ProxyChannel(HTTPChannel):
             status=status,
             reason=reason,
         )
-        self.transport.write(pages.rawResponse(status))
+        self.transport.write(pages.rawResponse(status))  # type: ignore[union-attr]
         self.loseConnection()
 
     def _respondToBadRequestAndDisconnect(self) -> None:
@@ -452,7 +453,7 @@ class ProxyChannel(HTTPChannel):
         self._closeCall = None
         self._writeCall = None
         if self.transport is not None:
-            self.transport.abortConnection()
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _writeTimedOut(self) -> None:
         self._writeCall = None
@@ -675,6 +676,8 @@ class _ProxyChannelProtocol(GenericHTTPChannelProtocol):  # type: ignore[misc]
     cleartext HTTP/2 (h2c) by prior knowledge.
     """
 
+    _negotiatedProtocol: Optional[bytes]
+
     def __init__(self, channel: ProxyChannel, h2c: bool = False) -> None:
         super().__init__(channel)
         # The first bytes, kept while they may still be the HTTP/2 preface
@@ -713,7 +716,7 @@ class _ProxyChannelProtocol(GenericHTTPChannelProtocol):  # type: ignore[misc]
             old.stopTimers()  # HTTP/2 has its own idle timeout
         switchToHTTP2(self, self._factory.reactor)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._channel.connectionLost(reason)
 
 

@@ -34,7 +34,7 @@ def loadErrorPages(directory: str) -> dict[int, bytes]:
                 with open(path, "rb") as f:
                     pages[status] = f.read()
     except OSError as e:
-        raise InvalidOptions(f"cannot read error pages in {directory}: {e.strerror}")
+        raise InvalidOptions(f"cannot read error pages in {directory}: {e.strerror}") from None
     if not pages:
         raise InvalidOptions(f"no error pages (404.html, 502.html, ...) in {directory}")
     return pages

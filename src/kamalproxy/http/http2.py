@@ -61,6 +61,7 @@ import h2.exceptions
 import h2.frame_buffer
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 from twisted.internet.error import ConnectionLost
+from twisted.internet.protocol import connectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -235,6 +236,8 @@ class ProxyH2Connection(H2Connection):
     docstring.  Built by L{switchToHTTP2}.
     """
 
+    requestFactory: Any  # set by switchToHTTP2 from the connection it takes over
+
     def __init__(self, reactor: IReactorTime) -> None:
         super().__init__(reactor)
         config = h2.config.H2Configuration(
@@ -264,14 +267,16 @@ class ProxyH2Connection(H2Connection):
         self._closing = False
         self._goneAway = False
         self._lastStreamID = 0
-        self._host: Optional[IAddress] = None
-        self._peer: Optional[IAddress] = None
+        self._host: Any = None  # IAddress, once connected
+        self._peer: Any = None
         self._secure = False
 
     def connectionMade(self) -> None:
-        self._host = self.transport.getHost()
-        self._peer = self.transport.getPeer()
-        self._secure = ISSLTransport(self.transport, None) is not None
+        transport = self.transport
+        assert transport is not None
+        self._host = transport.getHost()
+        self._peer = transport.getPeer()
+        self._secure = ISSLTransport(transport, None) is not None
         super().connectionMade()
 
     def getHost(self) -> IAddress:
@@ -459,7 +464,7 @@ class ProxyH2Connection(H2Connection):
         pending = b"".join(self._bufferedControlFrames) + self.conn.data_to_send()
         self._bufferedControlFrames.clear()
         self._bufferedControlFrameBytes = 0
-        self.transport.write(pending)
+        self.transport.write(pending)  # type: ignore[union-attr]
         self._loseTransport()
 
     def _terminate(self, reason: Failure) -> None:
@@ -474,7 +479,7 @@ class ProxyH2Connection(H2Connection):
 
     def _loseTransport(self) -> None:
         self._unregisterProducer()
-        self.transport.loseConnection()
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _unregisterProducer(self) -> None:
         """
@@ -626,7 +631,7 @@ class ProxyH2Connection(H2Connection):
                 elif not queue:
                     del ready[streamID]
 
-    def connectionLost(self, reason: Any, _cancelTimeouts: bool = True) -> None:
+    def connectionLost(self, reason: Failure = connectionDone, _cancelTimeouts: bool = True) -> None:
         if self._flushCall is not None:
             self._flushCall.cancel()
             self._flushCall = None
@@ -661,7 +666,7 @@ def switchToHTTP2(generic: Any, reactor: IReactorTime) -> ProxyH2Connection:
     channel.site = generic._site
     channel.factory = generic._factory
     channel.timeOut = generic._timeOut
-    channel.callLater = generic._callLater
+    channel.callLater = generic._callLater  # type: ignore[method-assign]
     generic._channel = channel
     channel.makeConnection(transport)
     networkProducer.registerProducer(channel, True)

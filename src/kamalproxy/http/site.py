@@ -56,7 +56,7 @@ class ProxyRequest(Request):
 
     def gotLength(self, length: Optional[int]) -> None:
         channel = self.channel
-        site: ProxySite = channel.site
+        site: ProxySite = channel.site  # type: ignore[attr-defined]
         self.content = BytesIO()
         method, target, version = requestHead(channel)
         self.exchange = site.dispatcher.begin(self, method, target, version, length, site.observers)
@@ -77,13 +77,13 @@ class ProxyRequest(Request):
             return
         # The head was taken apart when it arrived; Twisted's own parsing of
         # the query and of form bodies is not needed to forward a request.
-        self.content.seek(0, 0)
+        self.content.seek(0, 0)  # type: ignore[union-attr]
         self.args = {}
         self.process()
 
     def process(self) -> None:
         exchange = self.exchange
-        self.site = self.channel.site
+        self.site = self.channel.site  # type: ignore[attr-defined]
         if exchange is None:
             super().process()
         else:
@@ -126,6 +126,7 @@ class ProxySite(Site):
     """
 
     requestFactory = ProxyRequest
+    h2c = False  # cleartext HTTP/2 by prior knowledge (--h2c)
     protocol = buildChannelProtocol  # a strict ProxyChannel, still switchable to HTTP/2 by ALPN
 
     def __init__(
@@ -158,7 +159,7 @@ class ProxySite(Site):
         self._idleWaiters: list[Deferred] = []
         self._channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
-    def log(self, request: IRequest) -> None:
+    def log(self, request: Any) -> None:
         """
         Twisted calls this from C{finish}, while the request still has its
         channel: its exchange ends (and the request log, an observer, logs
@@ -188,7 +189,11 @@ class ProxySite(Site):
             return succeed(None)
         d: Deferred = Deferred()
         self._idleWaiters.append(d)
-        call = self.clock.callLater(timeout, lambda: d.called or self._giveUp(d))
+        def giveUp() -> None:
+            if not d.called:
+                self._giveUp(d)
+
+        call = self.clock.callLater(timeout, giveUp)
 
         def cancelCall(result: Any) -> Any:
             if call.active():

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from kamalproxy.http.channel import formatAddress
@@ -74,7 +75,7 @@ class _CountedConnection(ProtocolWrapper):
         self.factory.limiter.opened()
         super().makeConnection(transport)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False  # as a real transport says once it is closed
         self.factory.limiter.closed()
         super().connectionLost(reason)
@@ -90,7 +91,7 @@ class ConnectionLimitFactory(WrappingFactory):
     protocol = _CountedConnection
     noisy = False
 
-    def __init__(self, wrappedFactory: Factory, limiter: ConnectionLimiter) -> None:
+    def __init__(self, wrappedFactory: Any, limiter: ConnectionLimiter) -> None:
         super().__init__(wrappedFactory)
         self.limiter = limiter
 

@@ -65,7 +65,7 @@ class Dispatcher:
         self.chain(exchange)
         return exchange
 
-    def render(self, request: IRequest, observers: Sequence[IRequestObserver] = ()) -> Any:
+    def render(self, request: Any, observers: Sequence[IRequestObserver] = ()) -> Any:
         """
         Run the chain for a C{request} Twisted has read whole, in a
         resource's C{render}; the response is written asynchronously.

@@ -90,7 +90,7 @@ class Exchange:
     complete: bool = False
     ended: bool = False
     refused: bool = False
-    bodyConsumer: Callable[[bytes], None] = _discard
+    bodyConsumer: Callable[[bytes], object] = _discard
     onClientGone: Optional[Callable[[], None]] = None
     _waiters: list[Callable[[], None]] = attr.ib(factory=list)
 

@@ -224,7 +224,7 @@ class Router:
                 raise DeployError(
                     "target failed to become healthy within configured timeout "
                     f"({formatDuration(options.deploy_timeout)})"
-                )
+                ) from None
             except BaseException:
                 group.stop()
                 raise

@@ -132,7 +132,7 @@ def trustRootFromFile(path: Union[str, FilePath]) -> IPolicyForHTTPS:
     """
     if isinstance(path, FilePath):
         path = path.path
-    with open(path, "rb") as f:
+    with open(str(path), "rb") as f:
         data = f.read()
     certificates = [
         Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM))
@@ -287,7 +287,7 @@ class AcmeClient:
         data: Optional[bytes] = None,
         headers: Optional[Dict[bytes, List[bytes]]] = None,
     ) -> _Response:
-        allHeaders = {b"user-agent": [self.userAgent.encode("ascii")]}
+        allHeaders: dict[Any, Any] = {b"user-agent": [self.userAgent.encode("ascii")]}
         allHeaders.update(headers or {})
 
         async def roundTrip() -> _Response:
@@ -343,7 +343,7 @@ class AcmeClient:
             try:
                 self._directory = messages.Directory.from_json(response.json())
             except (ValueError, jose.DeserializationError) as e:
-                raise AcmeError(f"bad directory at {self.directoryURL}: {e}")
+                raise AcmeError(f"bad directory at {self.directoryURL}: {e}") from None
         return self._directory
 
     async def _nonce(self) -> bytes:
@@ -486,7 +486,7 @@ class AcmeClient:
 
     async def _poll(
         self,
-        fetch: Callable[[str], Any],
+        fetch: Callable[[Any], Any],
         url: str,
         waiting: Set[messages.Status],
         what: str,
@@ -623,5 +623,5 @@ class AcmeClient:
         try:
             x509.load_pem_x509_certificates(response.body)
         except ValueError as e:
-            raise AcmeError(f"certificate at {url} is not a PEM chain: {e}")
+            raise AcmeError(f"certificate at {url} is not a PEM chain: {e}") from None
         return response.body

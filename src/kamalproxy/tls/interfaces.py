@@ -9,6 +9,8 @@ and readers find them in one place (klein C{_interfaces.py} style).
 
 from __future__ import annotations
 
+from typing import Any
+
 from zope.interface import Attribute, Interface
 
 __all__ = ["ICertificateStore", "IResponder"]
@@ -23,7 +25,7 @@ class ICertificateStore(Interface):
     (IDNA-encoded) strings.
     """
 
-    def get(host: str) -> object:
+    def get(host: str) -> Any:
         """
         Look a host's certificate up.
 
@@ -34,7 +36,7 @@ class ICertificateStore(Interface):
             there is none.
         """
 
-    def store(host: str, record: object) -> object:
+    def store(host: str, record: Any) -> Any:
         """
         Save (or replace) a host's certificate.
 
@@ -44,7 +46,7 @@ class ICertificateStore(Interface):
         @return: a L{Deferred} firing with L{None} once the record is saved.
         """
 
-    def all() -> object:
+    def all() -> Any:
         """
         Every stored certificate.
 

@@ -333,7 +333,9 @@ class AcmeIssuingService(Service):
             if self.client is None:
                 assert self.clientFactory is not None
                 self.client = await ensureDeferred(self.clientFactory())
-            return self.client
+            client = self.client
+            assert client is not None
+            return client
         finally:
             self._clientLock.release()
 

@@ -284,7 +284,7 @@ class UpstreamConnection(Protocol):
                 try:
                     length = int(value)
                 except ValueError:
-                    raise UpstreamProtocolError("bad Content-Length")
+                    raise UpstreamProtocolError("bad Content-Length") from None
                 if length < 0 or (contentLength >= 0 and length != contentLength):
                     raise UpstreamProtocolError("bad Content-Length")
                 contentLength = length
@@ -460,7 +460,7 @@ def _statusLine(line: bytes) -> tuple[bytes, int, bytes]:
     try:
         status = int(parts[1])
     except ValueError:
-        raise UpstreamProtocolError("bad status code")
+        raise UpstreamProtocolError("bad status code") from None
     if status < 100 or status > 999:
         raise UpstreamProtocolError("bad status code")
     return parts[0], status, parts[2] if len(parts) > 2 else b""

@@ -16,9 +16,9 @@ from __future__ import annotations
 import functools
 import os
 from io import BytesIO
-from typing import IO, Callable, Optional
+from typing import IO, Any, Callable, Optional
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
@@ -95,7 +95,7 @@ def newRequestId() -> bytes:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode("ascii")
 
 
-def upgradeRequested(request: IRequest) -> Optional[bytes]:
+def upgradeRequested(request: Any) -> Optional[bytes]:
     """
     The protocol an HTTP/1.1 C{request} asks to upgrade to (its C{Upgrade}
     value, e.g. C{websocket}, when C{Connection} names C{upgrade}), or
@@ -362,7 +362,7 @@ class Forwarding:
                 head += (name, b": ", value, b"\r\n")
         head += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n\r\n")
         exchange.request.setResponseCode(101)
-        self._tunnel = tunnel = Tunnel(channel.transport, conn.transport, self._tunnelClosed)
+        self._tunnel = tunnel = Tunnel(channel.transport, conn.transport, self._tunnelClosed)  # type: ignore[union-attr]
         conn.relay(tunnel.fromTarget, tunnel.targetLost)
         startTunnel(b"".join(head), tunnel)
         return True

@@ -130,5 +130,5 @@ class HealthCheck:
         if reason.check(TimeoutError, CancelledError):
             detail = f"timed out after {self._timeout:g}s"
         else:
-            detail = reason.getErrorMessage() or reason.type.__name__
+            detail = reason.getErrorMessage() or getattr(reason.type, "__name__", "error")
         self._onResult(False, detail)

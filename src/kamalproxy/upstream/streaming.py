@@ -12,7 +12,7 @@ connection paused) until the request may answer.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
@@ -73,7 +73,7 @@ class StreamingForwarding(Forwarding):
         # connection, or over HTTP/2 the stream (which then stops opening
         # the client's flow-control window).
         channel = request.channel
-        self._clientTransport = channel.transport if channel.transport is not None else channel
+        self._clientTransport: Any = channel.transport if channel.transport is not None else channel
         self._clientPaused = False
         self.target.started(self)
         exchange.onClientGone = self._clientGone
@@ -125,7 +125,7 @@ class StreamingForwarding(Forwarding):
         for name, args in held:
             getattr(super(), name)(*args)
         if self.conn is not None and self.conn.transport is not None and held:
-            self.conn.transport.resumeProducing()
+            self.conn.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def _encode(self, data: bytes) -> bytes:
         if self._chunked:
@@ -153,7 +153,7 @@ class StreamingForwarding(Forwarding):
         )
         transport = conn.transport
         assert transport is not None
-        transport.registerProducer(_ClientPauser(self._clientTransport), True)
+        transport.registerProducer(_ClientPauser(self._clientTransport), True)  # type: ignore[attr-defined]
         pending, self._pending = self._pending, []
         self._pendingSize = 0
         for data in pending:
@@ -173,7 +173,7 @@ class StreamingForwarding(Forwarding):
         if self._ready:
             return False
         if not self._held and self.conn is not None and self.conn.transport is not None:
-            self.conn.transport.pauseProducing()
+            self.conn.transport.pauseProducing()  # type: ignore[attr-defined]
         self._held.append((name, args))
         return True
 

@@ -6,7 +6,7 @@ healthy, and how a replaced group is drained.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Protocol
+from typing import Callable, cast, Iterable, Optional, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, FirstError, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -240,7 +240,7 @@ class TargetGroup:
 
         def unwrap(failure: Failure) -> Failure:
             failure.trap(FirstError)
-            return failure.value.subFailure  # type: ignore[no-any-return]
+            return cast(FirstError, failure.value).subFailure
 
         return waiting.addErrback(unwrap)
 
