@@ -51,6 +51,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http import H2_ENABLED
 
 from kamalproxy.http import pages
+from kamalproxy.http.fields import connectionTokens
 from kamalproxy.http.http2 import switchToHTTP2
 from kamalproxy.twistedcompat import GenericHTTPChannelProtocol
 
@@ -612,11 +613,7 @@ class ProxyChannel(HTTPChannel):
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         # Twisted reads only the first Connection header and splits it on
         # spaces, so "Connection: close,foo" would keep the connection open.
-        tokens = {
-            token.strip().lower()
-            for value in request.requestHeaders.getRawHeaders(b"connection", [])
-            for token in value.split(b",")
-        }
+        tokens = connectionTokens(request.requestHeaders.getRawHeaders(b"connection"))
         if version != b"HTTP/1.1":
             return False
         if b"close" in tokens:

@@ -28,6 +28,7 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from kamalproxy.pipeline.exchange import Exchange
+from kamalproxy.http.fields import clientHost
 from kamalproxy.interfaces import IRequestObserver
 from kamalproxy.twistedcompat import fieldKey, rawHeaders
 
@@ -151,9 +152,7 @@ class RequestLogger:
         reqHeaders = rawHeaders(request.requestHeaders)
         respHeaders = rawHeaders(request.responseHeaders)
         peer = request.getClientAddress()
-        peerHost = getattr(peer, "host", "")
-        if peerHost.startswith("::ffff:") and "." in peerHost:
-            peerHost = peerHost[7:]  # an IPv4 client of the dual-stack listener
+        peerHost = clientHost(peer)
         uri = request.uri
         path = request.path
         query = uri[len(path) + 1 :] if len(uri) > len(path) else b""

@@ -33,6 +33,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from kamalproxy.http.fields import tokensOf
 from kamalproxy.upstream.keepalive import DEFAULT_IDLE_TIMEOUT, announcedTimeout, idleLimit
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -291,7 +292,7 @@ class UpstreamConnection(Protocol):
             elif lname == b"transfer-encoding":
                 chunked = value.lower().endswith(b"chunked")
             elif lname == b"connection":
-                tokens = value.lower()
+                tokens = tokensOf(value)
                 if b"close" in tokens:
                     keepAlive = False
                 elif b"keep-alive" in tokens:

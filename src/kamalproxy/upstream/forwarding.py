@@ -13,7 +13,6 @@ target timeout to send its response head gives a 504 page.
 
 from __future__ import annotations
 
-import functools
 import os
 from io import BytesIO
 from typing import IO, Any, Callable, Optional
@@ -25,25 +24,13 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from kamalproxy.http.fields import HOP_BY_HOP, clientHost, connectionTokens, tokensOf
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.routing.options import TargetOptions
 from kamalproxy.upstream.targets import Target
 from kamalproxy.http.tunnel import Tunnel
 from kamalproxy.upstream.client import RawHeaders, UpstreamConnection
 
-HOP_BY_HOP = frozenset(
-    (
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    )
-)
 _REPLACED = frozenset(
     (
         b"host",
@@ -56,23 +43,6 @@ _REPLACED = frozenset(
 )
 _DROPPED_FROM_REQUEST = HOP_BY_HOP | _REPLACED
 _REPLAYABLE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
-
-
-def _connectionTokens(values: Optional[list[bytes]]) -> frozenset[bytes]:
-    if not values:
-        return frozenset()
-    if len(values) == 1:
-        return _tokensOf(values[0])
-    return frozenset().union(*map(_tokensOf, values))
-
-
-@functools.lru_cache(maxsize=256)
-def _tokensOf(value: bytes) -> frozenset[bytes]:
-    """
-    The lower-case tokens of one C{Connection} value (the same few values,
-    such as C{keep-alive}, arrive with most messages).
-    """
-    return frozenset(token.strip().lower() for token in value.split(b","))
 
 
 _randomPool = b""
@@ -105,7 +75,7 @@ def upgradeRequested(request: Any) -> Optional[bytes]:
         return None
     headers = request.requestHeaders
     upgrade = headers.getRawHeaders(b"upgrade")
-    if not upgrade or b"upgrade" not in _connectionTokens(headers.getRawHeaders(b"connection")):
+    if not upgrade or b"upgrade" not in connectionTokens(headers.getRawHeaders(b"connection")):
         return None
     return upgrade[0]
 
@@ -130,7 +100,7 @@ def requestHeaders(
     dropped = _DROPPED_FROM_REQUEST
     connection = incoming.getRawHeaders(b"connection")
     if connection:
-        dropped = dropped | _connectionTokens(connection)
+        dropped = dropped | connectionTokens(connection)
     host = incoming.getRawHeaders(b"host")
     hostValue = host[0] if host else b""
     sentHost = hostValue or targetAddress
@@ -147,10 +117,7 @@ def requestHeaders(
             hasStart = True
         for value in values:
             out.append((name, value))
-    peer = request.getClientAddress()
-    peerHost = getattr(peer, "host", "").encode("ascii") if peer else b""
-    if peerHost.startswith(b"::ffff:") and b"." in peerHost:
-        peerHost = peerHost[7:]  # an IPv4 client of the dual-stack listener
+    peerHost = clientHost(request.getClientAddress()).encode("ascii")
     scheme = b"https" if request.isSecure() else b"http"
     if options.forward_headers:
         priorFor = incoming.getRawHeaders(b"x-forwarded-for")
@@ -182,7 +149,7 @@ def endToEndHeaders(headers: RawHeaders) -> RawHeaders:
     dropped = HOP_BY_HOP
     for name, value in headers:
         if name.lower() == b"connection":
-            dropped = dropped | _tokensOf(value)
+            dropped = dropped | tokensOf(value)
     return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
@@ -350,7 +317,7 @@ class Forwarding:
         ):
             return False
         dropped = HOP_BY_HOP.union(
-            *(_tokensOf(value) for name, value in headers if name.lower() == b"connection")
+            *(tokensOf(value) for name, value in headers if name.lower() == b"connection")
         )
         head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
         upgrade = b""
