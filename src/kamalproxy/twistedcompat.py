@@ -113,6 +113,33 @@ require(
 )
 
 
+# ProxyH2Connection (http/http2.py) overrides these of H2Connection's hooks
+# (a rename would silently bypass the override) and drives its send path
+# and control-frame limits through these attributes.
+require(
+    H2Connection,
+    "_handlePriorityUpdate _handleWindowUpdate _isSecure _requestAborted _requestDataReceived"
+    " _requestDone _requestEnded _requestReceived _sendPrioritisedData _terminate"
+    " _tryToWriteControlData",
+    "H2Connection",
+)
+require(
+    H2Connection(),
+    "conn _bufferedControlFrames _bufferedControlFrameBytes _consumerBlocked"
+    " _outboundStreamQueues _stillProducing _streamCleanupCallbacks",
+    "H2Connection()",
+)
+
+# The h2 state machine Twisted's HTTP/2 server uses: ServerStateMachine
+# (http/http2.py) overrides two of its frame handlers, ends connections
+# through its terminate step, and reads its frame buffer's bytes.
+_h2c = _importPrivate("h2.connection", "H2Connection")["H2Connection"]
+require(_h2c, "_receive_frame _receive_goaway_frame _terminate_connection", "h2.connection.H2Connection")
+_fb = _importPrivate("h2.frame_buffer", "FrameBuffer")["FrameBuffer"]
+require(_fb(server=True), "_data", "h2.frame_buffer.FrameBuffer()")
+del _h2c, _fb
+
+
 def rawHeaders(headers: Headers) -> dict[bytes, list[bytes]]:
     """
     C{headers}' fields as a dict from name to values (read only), keyed as

@@ -65,9 +65,9 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection, H2Stream
 
 from kamalproxy.http import pages
+from kamalproxy.twistedcompat import END_STREAM_SENTINEL, H2Connection, H2Stream
 
 _log = Logger()
 
@@ -534,7 +534,7 @@ class ProxyH2Connection(H2Connection):
         queue = self._outboundStreamQueues.get(streamID)
         if queue is None:
             return  # the stream is gone (reset, or the connection lost): nothing to end
-        queue.append(_END_STREAM_SENTINEL)
+        queue.append(END_STREAM_SENTINEL)
         self._ready[streamID] = None
         self._scheduleFlush()
 
@@ -609,7 +609,7 @@ class ProxyH2Connection(H2Connection):
                     del ready[streamID]
                     continue
                 chunk = queue[0]
-                if chunk is _END_STREAM_SENTINEL:
+                if chunk is END_STREAM_SENTINEL:
                     conn.end_stream(streamID)
                     self._requestDone(streamID)
                     continue
@@ -623,7 +623,7 @@ class ProxyH2Connection(H2Connection):
                     chunk = chunk[:size]
                 else:
                     queue.popleft()
-                last = len(queue) == 1 and queue[0] is _END_STREAM_SENTINEL
+                last = len(queue) == 1 and queue[0] is END_STREAM_SENTINEL
                 conn.send_data(streamID, chunk, end_stream=last)
                 budget -= len(chunk)
                 if last:

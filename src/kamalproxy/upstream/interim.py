@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from twisted.web._http2 import H2Stream
+from kamalproxy.twistedcompat import H2Stream
 from twisted.web.iweb import IRequest
 
 from kamalproxy.upstream.client import RawHeaders
