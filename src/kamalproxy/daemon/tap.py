@@ -365,9 +365,14 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         httpsPort=_endpointPort(config.get("https-endpoint")) or config.get("https-port") or 443,
     )
     router.restore(store.load())
-    site = ProxySite(router, reactor, requestLog=RequestLogger(reactor), limits=channelLimits(config))
+    site = ProxySite(
+        router,
+        reactor,
+        requestLog=RequestLogger(reactor),
+        limits=channelLimits(config),
+        h2c=bool(config.get("h2c")),
+    )
     site.displayTracebacks = False
-    site.h2c = bool(config.get("h2c"))
     service = ProxyService(router, site, listening=_listening(config, socketPath))
     limiter = ConnectionLimiter(reactor, site.limits.maxConnections)  # across both listeners
     listener = strports.service(

@@ -135,18 +135,21 @@ class ProxySite(Site):
         clock: IReactorTime,
         requestLog: Any = None,
         limits: Optional[ChannelLimits] = None,
+        h2c: bool = False,
         **kwargs: Any,
     ) -> None:
         """
         @param requestLog: an L{IRequestObserver} (such as
             L{kamalproxy.observe.requestlog.RequestLogger}), or a callable called
             with each request that ends.
+        @param h2c: also serve cleartext HTTP/2 by prior knowledge (C{--h2c}).
         """
         kwargs.setdefault("reactor", clock)  # timeouts on the injected clock, not the global reactor
         super().__init__(resource, **kwargs)
         self.limits = limits if limits is not None else ChannelLimits()
         self.timeOut = self.limits.idleTimeout or None  # HTTP/2's idle timeout
         self.clock = clock
+        self.h2c = h2c
         dispatcher = getattr(resource, "dispatcher", None)
         self.dispatcher = dispatcher if dispatcher is not None else Dispatcher(clock, _bufferWhole)
         observers: list[IRequestObserver] = [self]

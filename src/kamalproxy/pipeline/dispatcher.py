@@ -106,7 +106,7 @@ class Dispatcher:
         exchange.started = self.clock.seconds()
         exchange.secure = request.isSecure()
         exchange.observers = observers
-        exchange.sink = RequestSink(exchange)
+        exchange.sink = exchange.requestSink = RequestSink(exchange)
         exchange.begin()
         return exchange
 

@@ -59,6 +59,7 @@ class Exchange:
     @ivar trustForwarded: whether the client's C{X-Forwarded-*} are kept.
     @ivar upgrade: the protocol the client asked to upgrade to, or L{None}.
     @ivar sink: the outermost L{IResponseSink}.
+    @ivar requestSink: the innermost one, writing to the request.
     @ivar observers: the L{IRequestObserver}s told of start and end.
     @ivar complete: the whole request body has arrived.
     @ivar ended: the observers were told that the exchange is over.
@@ -86,6 +87,7 @@ class Exchange:
     trustForwarded: bool = False
     upgrade: Optional[bytes] = None
     sink: Any = None
+    requestSink: Any = None
     observers: Sequence[IRequestObserver] = ()
     complete: bool = False
     ended: bool = False
@@ -163,13 +165,13 @@ class Exchange:
         self.respond(lambda request: pages.renderPage(request, status, self.errorPages, self.message))
 
     def _send(self, render: Callable[[Any], bytes]) -> None:
-        request = self.request
-        if self.ended or getattr(request, "finished", False):
+        if self.ended:
             return
-        body = render(request)
-        if request.method != b"HEAD":
-            request.write(body)
-        request.finish()
+        if self.requestSink is None:  # an exchange no dispatcher started
+            from kamalproxy.pipeline.sinks import RequestSink
+
+            self.requestSink = RequestSink(self)
+        self.requestSink.answer(render)
 
     def refuse(self, status: int, reason: str) -> None:
         self.refused = True

@@ -11,7 +11,7 @@ sink it wraps unless it overrides it.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IConsumer, IProducer
 from twisted.web.http_headers import Headers
@@ -67,6 +67,19 @@ class RequestSink:
 
     def body(self, data: bytes) -> None:
         self.exchange.request.write(data)
+
+    def answer(self, render: Callable[[Any], bytes]) -> None:
+        """
+        Answer from the proxy itself: C{render(request)} sets the response
+        up (a page, a redirect) and returns its body.
+        """
+        request = self.exchange.request
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        body = render(request)
+        if request.method != b"HEAD":
+            request.write(body)
+        request.finish()
 
     def end(self) -> None:
         request = self.exchange.request
