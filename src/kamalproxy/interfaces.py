@@ -116,3 +116,16 @@ class IRequestObserver(Interface):
         """
         C{exchange} is over; its status is final.
         """
+
+
+class ITargetObserver(Interface):
+    """
+    Told when a target's health changes (for the log, metrics and the
+    status page).
+    """
+
+    def targetHealthChanged(target, previous, state):  # type: ignore[no-untyped-def]
+        """
+        C{target} (a L{kamalproxy.upstream.targets.Target}) went from
+        C{previous} to C{state} (C{"adding"}, C{"healthy"}, C{"unhealthy"}).
+        """

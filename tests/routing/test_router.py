@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kamalproxy.routing.options import DeployOptions, InvalidOptions, ServiceOptions
+from kamalproxy.routing.options import DeployOptions, HealthCheckConfig, InvalidOptions, ServiceOptions, TargetOptions
 from kamalproxy.routing.router import DeployError, Router
 from kamalproxy.daemon.state import SaveFailed
 from kamalproxy.upstream.targets import ADDING, HEALTHY
@@ -466,3 +466,45 @@ class RouterRenderTests(SynchronousTestCase):
         self.get(b"example.com", b"/api/users?page=2")
         [conn] = self.targets.connections
         self.assertTrue(conn.transport.value().startswith(b"GET /users?page=2 HTTP/1.1\r\n"))
+
+
+class TargetObserverTests(SynchronousTestCase):
+    """
+    L{ITargetObserver}s given to the router hear of every health change of
+    its targets.
+    """
+
+    def test_healthChangesObserved(self) -> None:
+        """
+        A deployed target going healthy, then unhealthy, is reported with
+        its previous and new state.
+        """
+        from kamalproxy.interfaces import ITargetObserver
+        from kamalproxy.testing import MemoryTargets
+        from zope.interface import implementer
+        from zope.interface.verify import verifyObject
+
+        @implementer(ITargetObserver)
+        class Recorder:
+            def __init__(self) -> None:
+                self.changes: list[tuple[str, str, str]] = []
+
+            def targetHealthChanged(self, target: Any, previous: str, state: str) -> None:
+                self.changes.append((target.address, previous, state))
+
+        recorder = Recorder()
+        verifyObject(ITargetObserver, recorder)
+        clock = MemoryReactorClock()
+        targets = MemoryTargets()
+        router = Router(clock, targets.connectorFor, targetObservers=[recorder])
+        self.addCleanup(router.stop)
+        options = DeployOptions(target=TargetOptions(health_check=HealthCheckConfig(interval=1)))
+        deployed = router.deploy("app", ["10.0.0.1:3000"], options)
+        clock.advance(1)
+        self.successResultOf(deployed)
+        targets.health["10.0.0.1:3000"] = 500
+        clock.advance(1)
+        self.assertEqual(
+            recorder.changes,
+            [("10.0.0.1:3000", "adding", "healthy"), ("10.0.0.1:3000", "healthy", "unhealthy")],
+        )

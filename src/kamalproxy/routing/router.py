@@ -30,6 +30,7 @@ from kamalproxy.routing.options import (
     normalizeDeploy,
     toJSON,
 )
+from kamalproxy.interfaces import ITargetObserver
 from kamalproxy.pipeline.chain import buildChain
 from kamalproxy.pipeline.dispatcher import Dispatcher
 from kamalproxy.routing.table import RoutingTable, requestHost
@@ -139,6 +140,8 @@ class Router:
         L{kamalproxy.tls.sni.CertificateSelector}, or L{None} when there is
         no HTTPS listener (then plain HTTP is never redirected).
     @ivar httpsPort: the HTTPS port named in redirects (omitted when 443).
+    @ivar targetObservers: L{ITargetObserver}s told when a target's health
+        changes.
     """
 
     isLeaf = True
@@ -153,6 +156,7 @@ class Router:
         certificates: Any = None,
         httpsPort: int = 443,
         persist: Callable[[list[dict[str, Any]]], None] | None = None,
+        targetObservers: Sequence[ITargetObserver] = (),
     ) -> None:
         self._clock = clock
         self._connectorFor = connectorFor
@@ -164,6 +168,7 @@ class Router:
         self.certificates = certificates
         self.httpsPort = httpsPort
         self._dispatcher: Optional[Dispatcher] = None
+        self.targetObservers = targetObservers
 
     # IResource
 
@@ -361,7 +366,7 @@ class Router:
     # Private
 
     def _makeTarget(self, address: str, options: DeployOptions) -> Target:
-        return Target(self._clock, address, options.target, self._connectorFor)
+        return Target(self._clock, address, options.target, self._connectorFor, self.targetObservers)
 
     def _checkConflicts(self, name: str, options: DeployOptions) -> None:
         table = self._table

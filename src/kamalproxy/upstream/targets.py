@@ -6,13 +6,14 @@ healthy, and how a replaced group is drained.
 
 from __future__ import annotations
 
-from typing import Callable, cast, Iterable, Optional, Protocol
+from typing import Callable, cast, Iterable, Optional, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, DeferredList, FirstError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kamalproxy.interfaces import ITargetObserver
 from kamalproxy.upstream.health import HealthCheck
 from kamalproxy.routing.options import TargetOptions
 from kamalproxy.upstream.client import Connector, UpstreamPool
@@ -53,8 +54,13 @@ class Target:
         address: str,
         options: TargetOptions,
         connectorFor: ConnectorFor,
+        observers: Sequence[ITargetObserver] = (),
     ) -> None:
+        """
+        @param observers: told of every change of this target's health.
+        """
         self.address = address
+        self.observers = observers
         host, _, port = address.rpartition(":")
         self.host = host
         self.port = int(port)
@@ -104,6 +110,8 @@ class Target:
                 state=new,
                 was=was,
             )
+            for observer in self.observers:
+                observer.targetHealthChanged(self, was, new)
             if new == HEALTHY:
                 waiters, self._healthWaiters = self._healthWaiters, []
                 for d in waiters:
