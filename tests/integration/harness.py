@@ -313,6 +313,24 @@ class Daemon:
 
         return self.output.waitForLine(matches, timeout, what).addCallback(json.loads)
 
+    def waitForRequestLogs(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int, timeout: float = 10.0
+    ) -> Deferred:
+        """
+        Fires once C{count} request lines satisfying C{predicate} have been
+        written (a client may read its response before the daemon's log
+        line reaches us).
+        """
+        seen = 0
+
+        def counted(entry: dict[str, Any]) -> bool:
+            nonlocal seen
+            if entry.get("msg") == "Request" and predicate(entry):
+                seen += 1
+            return seen >= count
+
+        return self.waitForLog(counted, timeout, f"{count} request lines")
+
     def waitForMessage(self, fragment: str, timeout: float = 10.0) -> Deferred:
         """
         Fires with the first stdout line containing C{fragment}.

@@ -822,6 +822,7 @@ class HTTP2Tests(TestCase):
             )
             if b"expect" in label:
                 self.assertEqual([dict(h)[b":status"] for h in response.informational], [b"100"])
+        await self.daemon.waitForRequestLogs(lambda e: e["path"] == "/echo", 8)
         logged = [e for e in self.daemon.requestLogs() if e["path"] == "/echo"]
         self.assertEqual({(e["proto"], e["status"]) for e in logged}, {("HTTP/2", 200)})
         self.assertEqual(len(logged), 8)
@@ -1194,6 +1195,7 @@ class HTTP2Tests(TestCase):
         status, version, _, body = await curlH2(self, self.daemon.url("/d"))
         self.assertEqual((status, version), (502, "2"))
         self.assertIn(b"502", body)
+        await self.daemon.waitForRequestLogs(lambda e: e["path"] in ("/a", "/b", "/c", "/d"), 4)
         logged = [(e["path"], e["status"], e["proto"]) for e in self.daemon.requestLogs()]
         for path in ("/a", "/b", "/c", "/d"):
             self.assertIn((path, 502, "HTTP/2"), logged)

@@ -186,6 +186,7 @@ class AutomaticHTTPSTests(TestCase):
             self.assertRegex(result.err, r"issuer: CN\s*=\s*Pebble Intermediate CA")
         seen = a.requests[-1]
         self.assertEqual(seen.headers["x-forwarded-proto"], "https")
+        await daemon.waitForRequestLogs(lambda e: e.get("path") == "/hello", 2)
         logged = [e for e in daemon.requestLogs() if e.get("path") == "/hello"]
         self.assertEqual({(e["scheme"], e["proto"]) for e in logged}, {("https", "HTTP/2")})
 
@@ -362,6 +363,7 @@ class CustomCertificateTests(TestCase):
                 await curlRun(flag, "-H", "Host: h.test", f"http://127.0.0.1:{self.daemon.port}/x")
             )
             self.assertEqual((status, version, json.loads(body)["uri"]), (200, expected, "/x"))
+        await self.daemon.waitForRequestLogs(lambda e: e.get("path") == "/x", 2)
         logged = [e for e in self.daemon.requestLogs() if e.get("path") == "/x"]
         self.assertEqual([(e["scheme"], e["proto"]) for e in logged], [("http", "HTTP/2"), ("http", "HTTP/1.1")])
         h2load = await h2loadRun(self.daemon.port, f"http://h.test:{self.daemon.port}/load")
