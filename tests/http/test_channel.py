@@ -1123,3 +1123,30 @@ class GarbageTests(SynchronousTestCase):
         protocol.dataReceived(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
         self.assertTrue(transport.disconnecting)
+
+
+class PlainResourceTests(SynchronousTestCase):
+    """
+    A L{ProxySite} over a resource that is not the proxy renders it the
+    Twisted way, arguments included.
+    """
+
+    def test_argsParsed(self) -> None:
+        """
+        The resource sees the query string's and a form body's arguments.
+        """
+        seen: list[dict[bytes, list[bytes]]] = []
+
+        class Args(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                seen.append(request.args)
+                return b"ok"
+
+        conn = connect(Args())
+        conn.send(
+            b"POST /f?a=1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 3\r\n\r\nb=2"
+        )
+        self.assertEqual(seen, [{b"a": [b"1"], b"b": [b"2"]}])

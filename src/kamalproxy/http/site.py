@@ -39,6 +39,7 @@ def _bufferWhole(exchange: Exchange) -> None:
     in.
     """
     request = exchange.request
+    request.fullParsing = True  # the resource may read request.args
     content = request.content = bodyFile(exchange.declaredLength, DEFAULT_BUFFER_MEMORY)
     exchange.bodyConsumer = content.write
     exchange.whenComplete(lambda: Request.process(request))
@@ -53,6 +54,7 @@ class ProxyRequest(Request):
     """
 
     exchange: Optional[Exchange] = None
+    fullParsing = False
 
     def gotLength(self, length: Optional[int]) -> None:
         channel = self.channel
@@ -70,10 +72,10 @@ class ProxyRequest(Request):
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         exchange = self.exchange
-        if exchange is None:
-            super().requestReceived(command, path, version)
+        if exchange is not None and exchange.refused:
             return
-        if exchange.refused:
+        if exchange is None or self.fullParsing:
+            super().requestReceived(command, path, version)
             return
         # The head was taken apart when it arrived; Twisted's own parsing of
         # the query and of form bodies is not needed to forward a request.
