@@ -432,10 +432,11 @@ class ResponseErrorTests(SynchronousTestCase):
 
     def test_badChunkSize(self) -> None:
         """
-        A chunk size that is not hexadecimal (or is signed) fails the
-        response after its head was delivered.
+        A chunk size that is not hexadecimal (or is signed, has an
+        underscore, or does not fit in 63 bits) fails the response after its
+        head was delivered.
         """
-        for size in (b"zz", b"-5", b"+5", b"0x5", b""):
+        for size in (b"zz", b"-5", b"+5", b"0x5", b"", b"1_0", b"1" * 16):
             conn = connectedUpstream()
             handler = _get(conn)
             conn.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -469,13 +470,28 @@ class ResponseErrorTests(SynchronousTestCase):
 
     def test_invalidContentLength(self) -> None:
         """
-        A negative or non-numeric C{Content-Length} fails the response.
+        A negative, signed, non-numeric or over-63-bit C{Content-Length}
+        fails the response (Python's C{int} would take C{+5} and C{1_0}).
         """
-        for value in (b"-1", b"ten"):
+        for value in (b"-1", b"ten", b"+5", b"1_0", b"9" * 19):
             conn = connectedUpstream()
             handler = _get(conn)
             conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\n")
             self._assertProtocolError(handler, False)
+
+    def test_leadingZeros(self) -> None:
+        """
+        Leading zeros are allowed in a C{Content-Length} and a chunk size,
+        however many.
+        """
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: " + b"0" * 30 + b"2\r\n\r\nok")
+        self.assertEqual((handler.bodyBytes, handler.done), (b"ok", 1))
+        conn = connectedUpstream()
+        handler = _get(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"0" * 20 + b"2\r\nok\r\n0\r\n\r\n")
+        self.assertEqual((handler.bodyBytes, handler.done), (b"ok", 1))
 
     def test_lostMidBody(self) -> None:
         """

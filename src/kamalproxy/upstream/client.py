@@ -13,6 +13,8 @@ the push producer that a slow client can pause.
 
 from __future__ import annotations
 
+import re
+
 from typing import Callable, Optional, Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -39,6 +41,7 @@ from kamalproxy.upstream.keepalive import DEFAULT_IDLE_TIMEOUT, announcedTimeout
 RawHeaders = list[tuple[bytes, bytes]]
 
 MAX_HEAD_SIZE = 64 * 1024
+_HEX_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 MAX_INTERIM_RESPONSES = 5
 """
 Most interim (1xx) responses accepted before the final one, as Go's
@@ -282,11 +285,12 @@ class UpstreamConnection(Protocol):
             name, value = _field(line)
             lname = name.lower()
             if lname == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise UpstreamProtocolError("bad Content-Length") from None
-                if length < 0 or (contentLength >= 0 and length != contentLength):
+                # Digits only (int() would also take "+5", "1_0" and spaces),
+                # and within 63 bits, as the client side demands.
+                if not value.isdigit() or len(value.lstrip(b"0")) > 18:
+                    raise UpstreamProtocolError("bad Content-Length")
+                length = int(value)
+                if contentLength >= 0 and length != contentLength:
                     raise UpstreamProtocolError("bad Content-Length")
                 contentLength = length
             elif lname == b"transfer-encoding":
@@ -385,7 +389,7 @@ class UpstreamConnection(Protocol):
             if state == 0:
                 size = line.split(b";", 1)[0].strip()
                 try:
-                    if not size or size.startswith((b"-", b"+", b"0x", b"0X")):
+                    if not _HEX_SIZE.fullmatch(size) or len(size.lstrip(b"0")) > 15:
                         raise ValueError(size)
                     length = int(size, 16)
                 except ValueError:
