@@ -425,6 +425,40 @@ class ProtectionTests(SynchronousTestCase):
         self.assertEqual(client.connection._ready, {})
         self.assertEqual(client.connection.streams, {})
 
+    def test_controlBytesInHeaderValueRefused(self) -> None:
+        """
+        A request whose header value holds a control byte (other than
+        HTAB; h2 itself refuses NUL, CR and LF) is reset with
+        PROTOCOL_ERROR and never reaches the resource, as over HTTP/1.1;
+        obs-text passes, and the connection goes on serving.
+        """
+        seen: list[bytes] = []
+
+        class Recorder(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                seen.append(request.getHeader(b"x-name"))
+                return b"ok"
+
+        client = _Client(Recorder())
+        for value in (b"a\x01b", b"a\x7fb", b"Jos\xc3\xa9"):
+            streamID = client.h2.get_next_available_stream_id()
+            client.h2.send_headers(
+                streamID,
+                [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a.test"),
+                 (b":path", b"/"), (b"x-name", value)],
+                end_stream=True,
+            )
+            client.send()
+            events = client.receive()
+            resets = _frames(events, h2.events.StreamReset, streamID)
+            if value.startswith(b"Jos"):
+                self.assertEqual(resets, [])
+            else:
+                self.assertEqual([r.error_code for r in resets], [h2.errors.ErrorCodes.PROTOCOL_ERROR], value)
+        self.assertEqual(seen, [b"Jos\xc3\xa9"])
+
     def test_resetWithQueuedData(self) -> None:
         """
         A stream the client resets while its response waits for window is
