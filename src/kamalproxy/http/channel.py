@@ -51,7 +51,13 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http import H2_ENABLED
 
 from kamalproxy.http import pages
-from kamalproxy.http.fields import connectionTokens
+from kamalproxy.http.fields import (
+    BAD_VALUE_BYTE,
+    FIELD_NAME,
+    MAX_BODY_LENGTH,
+    beyond63Bits,
+    connectionTokens,
+)
 from kamalproxy.http.http2 import switchToHTTP2
 from kamalproxy.twistedcompat import GenericHTTPChannelProtocol
 
@@ -68,15 +74,11 @@ DEFAULT_MAX_CONNECTIONS = 10000
 
 MAX_CHUNK_SIZE_LINE = 4096
 
-MAX_BODY_LENGTH = (1 << 63) - 1
 """The largest C{Content-Length} or chunk size accepted (as Go's 63 bits)."""
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """The HTTP/2 connection preface (RFC 9113 section 3.4), sniffed for h2c."""
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-# Controls but HTAB, and DEL; obs-text (0x80-0xFF) is allowed.
-_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _BAD_TARGET_BYTE = re.compile(rb"[^\x21-\x7e]")
 _BAD_REQUEST_LINE_BYTE = re.compile(rb"[^\x21-\x7e \r\n]")
 _ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)\Z", re.DOTALL)
@@ -127,20 +129,11 @@ def headerLineProblem(line: bytes) -> Optional[str]:
     Why C{line} is not a valid C{name: value} field line, or L{None}.
     """
     name, colon, value = line.partition(b":")
-    if not colon or not _TOKEN.match(name):
+    if not colon or not FIELD_NAME.match(name):
         return "malformed header line"
-    if _BAD_VALUE_BYTE.search(value):
+    if BAD_VALUE_BYTE.search(value):
         return "control byte in a header value"
     return None
-
-
-def beyond63Bits(digits: bytes, base: int) -> bool:
-    """
-    Whether the number C{digits} (in C{base}, digits only) is over
-    L{MAX_BODY_LENGTH}, without converting a huge string.
-    """
-    significant = digits.lstrip(b"0")
-    return len(significant) > 19 or int(significant or b"0", base) > MAX_BODY_LENGTH
 
 
 class ChunkedDecoder:

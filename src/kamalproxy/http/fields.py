@@ -1,14 +1,35 @@
 # -*- test-case-name: tests.http.test_fields -*-
 """
-HTTP field rules used on both sides of the proxy, each in one place: the
-hop-by-hop fields, the tokens of C{Connection}, and the client's address as
-the proxy reports it.
+HTTP field rules used on both sides of the proxy, each in one place: field
+names and the bytes a value may hold, the largest length, the hop-by-hop
+fields, the tokens of C{Connection}, and the client's address as the proxy
+reports it.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Iterable, Optional
+
+FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+"""A field name: a token (RFC 9110 section 5.1)."""
+
+BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+"""Bytes no field value may hold: controls but HTAB, and DEL; obs-text
+(0x80-0xFF) is allowed (RFC 9110 section 5.5)."""
+
+MAX_BODY_LENGTH = (1 << 63) - 1
+"""The largest body length or chunk size accepted, from clients and targets."""
+
+
+def beyond63Bits(digits: bytes, base: int) -> bool:
+    """
+    Whether the number C{digits} (in C{base}, digits only) is over
+    L{MAX_BODY_LENGTH}, without converting a huge string.
+    """
+    significant = digits.lstrip(b"0")
+    return len(significant) > 19 or int(significant or b"0", base) > MAX_BODY_LENGTH
 
 HOP_BY_HOP = frozenset(
     (

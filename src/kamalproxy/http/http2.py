@@ -50,7 +50,6 @@ L{switchToHTTP2} hands a connection over to it, for ALPN C{h2} and h2c.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from typing import Any, Iterable, Optional
 
@@ -68,12 +67,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kamalproxy.http import pages
+from kamalproxy.http.fields import BAD_VALUE_BYTE
 from kamalproxy.twistedcompat import END_STREAM_SENTINEL, H2Connection, H2Stream
 
 _log = Logger()
-
-_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-"""Bytes no field value may hold (HTAB allowed, obs-text passed on)."""
 
 FLUSH_BUDGET = 256 * 1024
 """Most DATA bytes one connection sends per reactor iteration."""
@@ -302,7 +299,7 @@ class ProxyH2Connection(H2Connection):
             self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         self._lastStreamID = streamID
-        if any(_BAD_VALUE_BYTE.search(value) for _, value in event.headers):
+        if any(BAD_VALUE_BYTE.search(value) for _, value in event.headers):
             # h2 refuses NUL, CR and LF in field values; the other control
             # bytes are no more valid in HTTP (RFC 9110 section 5.5) and
             # HTTP/1.1 refuses them too: a malformed request, its stream

@@ -30,19 +30,17 @@ def redirectFor(
     @param httpsPort: the HTTPS port named in redirects (omitted when 443).
     """
     options = service.options.service
-    if path.startswith(CHALLENGE_PATH):
-        return None
+    secure = request.isSecure()
+    mayGoToHTTPS = not secure and options.tls_enabled and options.tls_redirect and certificates is not None
+    if (not mayGoToHTTPS and not options.canonical_host) or path.startswith(CHALLENGE_PATH):
+        return None  # (most requests: nothing to parse)
     header = request.getHeader(b"host") or b""
     host = requestHost(header)
-    secure = request.isSecure()
     canonical = options.canonical_host.encode("ascii").lower()
     toCanonical = bool(canonical) and host != canonical
     target = canonical if toCanonical else host
     toHTTPS = (
-        not secure
-        and options.tls_enabled
-        and options.tls_redirect
-        and certificates is not None
+        mayGoToHTTPS
         and certificates.certificateFor(service, target.decode("ascii", "replace")) is not None
     )
     if not toHTTPS and not toCanonical:

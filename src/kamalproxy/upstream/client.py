@@ -35,7 +35,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from kamalproxy.http.fields import tokensOf
+from kamalproxy.http.fields import beyond63Bits, tokensOf
 from kamalproxy.upstream.keepalive import DEFAULT_IDLE_TIMEOUT, announcedTimeout, idleLimit
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -287,7 +287,7 @@ class UpstreamConnection(Protocol):
             if lname == b"content-length":
                 # Digits only (int() would also take "+5", "1_0" and spaces),
                 # and within 63 bits, as the client side demands.
-                if not value.isdigit() or len(value.lstrip(b"0")) > 18:
+                if not value.isdigit() or beyond63Bits(value, 10):
                     raise UpstreamProtocolError("bad Content-Length")
                 length = int(value)
                 if contentLength >= 0 and length != contentLength:
@@ -389,7 +389,7 @@ class UpstreamConnection(Protocol):
             if state == 0:
                 size = line.split(b";", 1)[0].strip()
                 try:
-                    if not _HEX_SIZE.fullmatch(size) or len(size.lstrip(b"0")) > 15:
+                    if not _HEX_SIZE.fullmatch(size) or beyond63Bits(size, 16):
                         raise ValueError(size)
                     length = int(size, 16)
                 except ValueError:

@@ -31,13 +31,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kamalproxy.http.fields import FIELD_NAME
 from kamalproxy.twistedcompat import H2Stream
 from twisted.web.iweb import IRequest
 
 from kamalproxy.upstream.client import RawHeaders
 
 _PHRASES = {102: b"Processing", 103: b"Early Hints"}
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _LINE_BREAKS = re.compile(rb"[\r\n\x00]")
 
 
@@ -87,7 +87,7 @@ def wellFormed(headers: RawHeaders) -> RawHeaders:
     section 5.5), as Twisted's L{Headers<twisted.web.http_headers.Headers>}
     does for a final response.
     """
-    return [(name, _LINE_BREAKS.sub(b" ", value)) for name, value in headers if _TOKEN.match(name)]
+    return [(name, _LINE_BREAKS.sub(b" ", value)) for name, value in headers if FIELD_NAME.match(name)]
 
 
 def interimHead(status: int, fields: RawHeaders) -> bytes:
