@@ -228,6 +228,28 @@ class ChainTests(SynchronousTestCase):
         self.assertEqual(proxy.site.active, set())
 
 
+class StartedTests(SynchronousTestCase):
+    """
+    What observers can read when a request starts.
+    """
+
+    def test_headKnownAtStart(self) -> None:
+        """
+        When observers hear a request started, its exchange already has its
+        path, query and declared length (metrics label by them).
+        """
+        seen: list[tuple[bytes, bytes, Any]] = []
+
+        class Observer(RecordingObserver):
+            def requestStarted(self, exchange: Exchange) -> None:
+                seen.append((exchange.path, exchange.query, exchange.declaredLength))
+
+        proxy = _Proxy(self)
+        proxy.site.observers += (Observer(),)
+        proxy.protocol.dataReceived(b"POST /x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(seen, [(b"/x", b"?y=1", 2)])
+
+
 class PlainSiteTests(SynchronousTestCase):
     """
     The router mounted in another application's tree under a plain

@@ -59,9 +59,7 @@ class Dispatcher:
         # request answered (and logged) before its body is in.
         path, sep, query = target.partition(b"?")
         request.method, request.uri, request.path, request.clientproto = method, target, path, version
-        exchange = self._start(request, observers)
-        exchange.declaredLength = length
-        exchange.path, exchange.query = path, sep + query
+        exchange = self._start(request, observers, length, path, sep + query)
         self.chain(exchange)
         return exchange
 
@@ -70,17 +68,6 @@ class Dispatcher:
         Run the chain for a C{request} Twisted has read whole, in a
         resource's C{render}; the response is written asynchronously.
         """
-        exchange = getattr(request, "exchange", None)
-        if exchange is None:
-            # A plain request: start its exchange, and learn its end from
-            # Twisted.
-            exchange = self._start(request, observers)
-            request.notifyFinish().addCallbacks(
-                lambda _: exchange.end(), lambda _: exchange.clientGone()
-            )
-        # (A ProxyRequest under a ProxySite over another resource tree has
-        # its exchange, begun when its head arrived.)
-        exchange.complete = True
         path, uri = request.path, request.uri
         prepath = getattr(request, "prepath", None)
         if prepath:
@@ -91,21 +78,46 @@ class Dispatcher:
                 uri, path = uri[len(mount) :], path[len(mount) :]
                 if not path.startswith(b"/"):
                     uri, path = b"/" + uri, b"/" + path
-        exchange.path, exchange.query = path, uri[len(path) :]
+        length = 0
         content = request.content
         if content is not None:
             content.seek(0, 2)
-            exchange.declaredLength = content.tell()
+            length = content.tell()
             content.seek(0)
+        exchange = getattr(request, "exchange", None)
+        if exchange is None:
+            # A plain request: start its exchange, and learn its end from
+            # Twisted.
+            exchange = self._start(request, observers, length, path, uri[len(path) :])
+            request.notifyFinish().addCallbacks(
+                lambda _: exchange.end(), lambda _: exchange.clientGone()
+            )
+        else:
+            # A ProxyRequest under a ProxySite over another resource tree:
+            # its exchange began when its head arrived.
+            exchange.declaredLength, exchange.path, exchange.query = length, path, uri[len(path) :]
+        exchange.complete = True
         self.chain(exchange)
         return NOT_DONE_YET
 
-    def _start(self, request: Any, observers: Sequence[IRequestObserver]) -> Exchange:
-        exchange = request.exchange = Exchange(request)  # also what IExchange(request) returns
-        exchange.clock = self.clock
-        exchange.started = self.clock.seconds()
-        exchange.secure = request.isSecure()
-        exchange.observers = observers
+    def _start(
+        self,
+        request: Any,
+        observers: Sequence[IRequestObserver],
+        length: Optional[int],
+        path: bytes,
+        query: bytes,
+    ) -> Exchange:
+        exchange = request.exchange = Exchange(  # also what IExchange(request) returns
+            request,
+            clock=self.clock,
+            started=self.clock.seconds(),
+            declaredLength=length,
+            secure=request.isSecure(),
+            path=path,
+            query=query,
+            observers=observers,
+        )
         exchange.sink = exchange.requestSink = RequestSink(exchange)
         exchange.begin()
         return exchange
