@@ -126,17 +126,27 @@ class Dispatcher:
 @implementer(IResource)
 class ProxyResource:
     """
-    A L{Dispatcher} as a leaf L{IResource}.
+    A L{Dispatcher} as a leaf L{IResource}: every request below it goes
+    through the pipeline.
 
     @ivar observers: told when each request starts and ends (e.g. a
         L{kamalproxy.observe.requestlog.RequestLogger}).
     """
 
     isLeaf = True
+    observers: Sequence[IRequestObserver] = ()
 
     def __init__(self, dispatcher: Dispatcher, observers: Sequence[IRequestObserver] = ()) -> None:
-        self.dispatcher = dispatcher
+        self._dispatcher: Optional[Dispatcher] = dispatcher
         self.observers = observers
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """
+        The dispatcher requests below this resource go through.
+        """
+        assert self._dispatcher is not None
+        return self._dispatcher
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
         return self

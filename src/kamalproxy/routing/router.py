@@ -16,7 +16,6 @@ from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
@@ -32,7 +31,7 @@ from kamalproxy.routing.options import (
 )
 from kamalproxy.interfaces import ITargetObserver
 from kamalproxy.pipeline.chain import buildChain
-from kamalproxy.pipeline.dispatcher import Dispatcher
+from kamalproxy.pipeline.dispatcher import Dispatcher, ProxyResource
 from kamalproxy.routing.table import RoutingTable, requestHost
 from kamalproxy.routing.service import Service
 from kamalproxy.upstream.targets import ConnectorFor, Target, TargetGroup
@@ -121,7 +120,7 @@ def _errorPagesFor(options: DeployOptions) -> Optional[dict[int, bytes]]:
 
 
 @implementer(IResource)
-class Router:
+class Router(ProxyResource):
     """
     An L{IResource} that routes by host and path prefix to deployed
     services, and the API that changes them.
@@ -144,7 +143,6 @@ class Router:
         changes.
     """
 
-    isLeaf = True
     log = Logger()
 
     def __init__(
@@ -170,20 +168,8 @@ class Router:
         self._dispatcher: Optional[Dispatcher] = None
         self.targetObservers = targetObservers
 
-    # IResource
-
-    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
-        return self
-
-    def putChild(self, path: bytes, child: IResource) -> None:
-        raise NotImplementedError("the router has no children")
-
-    def render(self, request: IRequest) -> Any:
-        """
-        Handle C{request} through the pipeline (for a router mounted in a
-        resource tree under a plain L{twisted.web.server.Site}).
-        """
-        return self.dispatcher.render(request)
+    # IResource (from ProxyResource): a router mounted in a resource tree
+    # under a plain twisted.web.server.Site runs the pipeline over itself.
 
     @property
     def dispatcher(self) -> Dispatcher:
