@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.pipeline.test_chain -*-
 """
-Stage: pick the target the request goes to, round-robin over the
-service's healthy targets (503 when none is healthy or the group is being
+Stage: pick the target the request goes to, round-robin over the healthy
+targets of the exchange's group (the service's, unless a stage before
+chose another) (503 when none is healthy or the group is being
 drained).
 """
 
@@ -13,7 +14,7 @@ from kamalproxy.pipeline.exchange import Exchange
 
 
 def balance(exchange: Exchange, proceed: Callable[[Exchange], None]) -> None:
-    target = exchange.service.group.pick()
+    target = exchange.group.pick()
     if target is None or target.draining:
         exchange.respondWithPage(503)
         return

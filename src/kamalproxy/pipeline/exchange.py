@@ -50,6 +50,9 @@ class Exchange:
     @ivar prefix: the path prefix the route matched.
     @ivar upstreamPath: the request target sent to the target.
     @ivar requestId: the C{X-Request-ID} sent upstream.
+    @ivar group: the L{kamalproxy.upstream.targets.TargetGroup} the target is
+        picked from: the service's group, unless a later stage (a rollout
+        split) chose another.
     @ivar target: the L{kamalproxy.upstream.targets.Target} picked, or L{None}.
     @ivar status: the status to log when it differs from the response's
         (499: the client went away).
@@ -79,6 +82,7 @@ class Exchange:
     prefix: bytes = b"/"
     upstreamPath: bytes = b"/"
     requestId: bytes = b""
+    group: Any = None
     target: Any = None
     status: Optional[int] = None
     errorPages: Optional[dict[int, bytes]] = None

@@ -28,6 +28,7 @@ def route(router: Any) -> Callable[[Exchange, Callable[[Exchange], None]], None]
             return
         service, exchange.prefix = match
         exchange.service = service
+        exchange.group = service.group
         exchange.errorPages = service.errorPages
         proceed(exchange)
 
