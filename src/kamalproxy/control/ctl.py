@@ -38,6 +38,7 @@ from kamalproxy.control.flags import (
     Invocation,
     checkSupported,
     deployRequest,
+    readTargetsOf,
     parseCommandLine,
     usage,
 )
@@ -88,7 +89,8 @@ def serviceRows(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     sorted by service name.
 
     @param services: objects with C{service}, C{hosts}, C{path_prefixes},
-        C{targets}, C{state}, C{tls} and C{certificate}; other keys are
+        C{targets}, C{read_targets} (shown after the targets, as the
+        original does), C{state}, C{tls} and C{certificate}; other keys are
         ignored and missing ones take a blank value.
     """
     rows = []
@@ -99,7 +101,7 @@ def serviceRows(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
                 str(service.get("service", "")),
                 hosts,
                 ",".join(service.get("path_prefixes") or ()),
-                ",".join(service.get("targets") or ()),
+                ",".join([*(service.get("targets") or ()), *(service.get("read_targets") or ())]),
                 str(service.get("state", "")),
                 _tlsCell(service),
             )
@@ -217,6 +219,9 @@ async def _execute(
     name = invocation.verb.name
     if name == "deploy":
         service, targets, deployOptions = deployRequest(invocation)
+        readers = readTargetsOf(invocation)
+        # Sent only when there are some (the argument is optional).
+        extra = {"readTargets": readers} if readers else {}
         timeout = deployOptions.deploy_timeout + deployOptions.drain_timeout + CALL_MARGIN
         await _call(
             reactor,
@@ -226,6 +231,7 @@ async def _execute(
             service=service,
             targets=targets,
             options=json.dumps(options.toJSON(deployOptions)),
+            **extra,
         )
     elif name == "remove":
         await _call(reactor, socketPath, Remove, CALL_MARGIN, service=invocation.service)

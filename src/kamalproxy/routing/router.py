@@ -27,6 +27,7 @@ from kamalproxy.routing.options import (
     ServiceOptions,
     fromJSON,
     normalizeDeploy,
+    normalizeTargets,
     toJSON,
 )
 from kamalproxy.interfaces import ITargetObserver
@@ -36,6 +37,14 @@ from kamalproxy.routing.table import RoutingTable, requestHost
 from kamalproxy.routing.service import Service
 from kamalproxy.upstream.targets import ConnectorFor, Target, TargetGroup
 from kamalproxy.upstream.client import UpstreamConnection, endpointFor
+
+
+CONNECT_TIMEOUT = 5.0
+"""
+Seconds a connection to a target may take to be made; a request whose
+connection times out goes to another healthy target (see
+L{kamalproxy.upstream.forwarding}).
+"""
 
 
 class DeployError(Exception):
@@ -62,7 +71,7 @@ def tcpConnectorFor(reactor: IReactorTCP) -> ConnectorFor:
     factory = _UpstreamFactory()
 
     def connectorFor(host: str, port: int) -> Callable[[], Deferred]:
-        endpoint = endpointFor(reactor, host, port)
+        endpoint = endpointFor(reactor, host, port, CONNECT_TIMEOUT)
         return lambda: endpoint.connect(factory)
 
     return connectorFor
@@ -190,22 +199,29 @@ class Router(ProxyResource):
 
     # Changing services
 
-    async def deploy(self, name: str, targets: Sequence[str], options: DeployOptions) -> None:
+    async def deploy(
+        self,
+        name: str,
+        targets: Sequence[str],
+        options: DeployOptions,
+        readTargets: Sequence[str] = (),
+    ) -> None:
         """
-        Deploy C{name} to C{targets}: wait for them to be healthy (unless
-        C{options.force}), send all new requests to them, then wait for the
-        replaced targets to drain.
+        Deploy C{name} to C{targets} (and the readers C{readTargets}): wait
+        for all of them to be healthy (unless C{options.force}), send all
+        new requests to them, then wait for the replaced targets to drain.
 
         @raise DeployError: nothing was changed.
         @raise InvalidOptions: nothing was changed.
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
         name, normalized, options = normalizeDeploy(name, list(targets), options)
+        readers = normalizeTargets(readTargets)
         self._checkConflicts(name, options)
         errorPages = _errorPagesFor(options)
         certificate, signature = _certificateFor(options)
         _checkAcmeCache(options)
-        group = TargetGroup(self._makeTarget(t, options) for t in normalized)
+        group = self._makeGroup(normalized, readers, options)
         group.startHealthChecks()
         if not options.force:
             try:
@@ -236,7 +252,9 @@ class Router(ProxyResource):
             group.stop()
             raise
         self.log.info(
-            "Deployed {service} to {targets}", service=name, targets=", ".join(normalized)
+            "Deployed {service} to {targets}",
+            service=name,
+            targets=", ".join(normalized + tuple(f"{r} (reader)" for r in readers)),
         )
         if old is not None:
             await old.group.drain(options.drain_timeout)
@@ -268,6 +286,7 @@ class Router(ProxyResource):
                 name, targets, options = normalizeDeploy(
                     entry["name"], list(entry["targets"]), options
                 )
+                readers = normalizeTargets(entry.get("read_targets") or ())
                 self._checkConflicts(name, options)
             except (InvalidOptions, DeployError, KeyError, TypeError, AttributeError) as e:
                 self.log.error("Skipping a saved service that cannot be restored: {error}", error=e)
@@ -290,7 +309,7 @@ class Router(ProxyResource):
                     error=e,
                 )
                 certificate, signature = None, None
-            group = TargetGroup(self._makeTarget(t, options) for t in targets)
+            group = self._makeGroup(targets, readers, options)
             group.markHealthy()
             group.startHealthChecks()
             self.services[name] = Service(self._clock, name, options, group, errorPages)
@@ -353,6 +372,19 @@ class Router(ProxyResource):
 
     def _makeTarget(self, address: str, options: DeployOptions) -> Target:
         return Target(self._clock, address, options.target, self._connectorFor, self.targetObservers)
+
+    def _makeGroup(
+        self, targets: Sequence[str], readers: Sequence[str], options: DeployOptions
+    ) -> TargetGroup:
+        """
+        A new group of C{targets} and C{readers}, balanced as C{options}
+        say; nothing probes it yet.
+        """
+        return TargetGroup(
+            [self._makeTarget(t, options) for t in targets],
+            [self._makeTarget(r, options) for r in readers],
+            options.service.load_balancing,
+        )
 
     def _checkConflicts(self, name: str, options: DeployOptions) -> None:
         table = self._table
@@ -442,6 +474,11 @@ def _snapshotOf(
     place of theirs.
     """
     return [
-        {"name": s.name, "targets": s.group.addresses, "options": toJSON(synced.get(s.name, s.options))}
+        {
+            "name": s.name,
+            "targets": s.group.addresses,
+            "read_targets": s.group.readerAddresses,
+            "options": toJSON(synced.get(s.name, s.options)),
+        }
         for s in sorted(services.values(), key=lambda s: s.name)
     ]
