@@ -845,19 +845,30 @@ class FailoverTests(SynchronousTestCase):
 
     def test_noneLeftGives502(self) -> None:
         """
-        When every target refuses, the client gets the 502 page and every
-        target is marked unhealthy; the next request gets the 503 page.
+        When every target refuses, the client gets the 502 page; every
+        target but the last healthy one is marked unhealthy, so the next
+        requests go to that one (and get a 502 page while it refuses) until
+        its health check fails; a single target is never marked.
         """
         group = _Group(self, [A, B])
         group.targets.refused.update({A, B})
         protocol, client = group.client()
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         self.assertEqual(statusOf(client.value()), 502)
-        self.assertEqual({group.target(A).state, group.target(B).state}, {UNHEALTHY})
+        self.assertEqual((group.target(A).state, group.target(B).state), (HEALTHY, UNHEALTHY))
         self.assertEqual(group.target(A).inflight | group.target(B).inflight, set())
+        attempts = group.targets.attempts
         client.clear()
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        self.assertEqual(statusOf(client.value()), 503)
+        self.assertEqual(statusOf(client.value()), 502)
+        self.assertEqual(group.targets.attempts - attempts, 1)  # to A only
+
+        single = _Group(self, [A])
+        single.targets.refused.add(A)
+        protocol, client = single.client()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(statusOf(client.value()), 502)
+        self.assertEqual(single.target(A).state, HEALTHY)
 
     def test_sentRequestNotMoved(self) -> None:
         """

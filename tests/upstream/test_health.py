@@ -391,6 +391,9 @@ class TargetGroupTests(SynchronousTestCase):
         self.assertEqual([group.pick() for _ in range(3)], [a, b, a])
         a._probed(False, "down")
         self.assertEqual([group.pick() for _ in range(2)], [b, b])
+        self.assertEqual([group.pick(avoid=b) for _ in range(2)], [c, c])
+        c._probed(False, "down")
+        self.assertIsNone(group.pick(avoid=b))
 
     def test_leastRequestsAmongReaders(self) -> None:
         """

@@ -8,11 +8,12 @@ only when the service trusts forwarded headers), C{X-Request-Start} and
 C{X-Request-ID} are added when absent, and C{X-Kamal-Target} names the
 target (after the client's own values when forwarded headers are trusted).
 
-Errors: a target that cannot be connected to (refused, reset, connect
-timeout) is marked unhealthy and the request, of which nothing was sent,
-goes to another healthy target of its group at once (failover); with none
-left, or when a target dies after the request was sent, a 502 page; a target
-slower than the target timeout to send its response head gives a 504 page.
+Errors: when a target cannot be connected to (refused, reset, connect
+timeout), the request, of which nothing was sent, goes to another healthy
+target of its group at once and the target is marked unhealthy (failover);
+with no other one, or when a target dies after the request was sent, a 502
+page; a target slower than the target timeout to send its response head
+gives a 504 page.
 """
 
 from __future__ import annotations
@@ -271,21 +272,23 @@ class Forwarding:
     def _failOver(self, reason: Failure) -> bool:
         """
         No connection to the target could be made, so nothing of the
-        request was sent: mark the target unhealthy and send the request to
-        another healthy target of the group (a reader's read to another
-        reader, else to a writer).
+        request was sent: send the request to another healthy target of the
+        group (a reader's read to another reader, else to a writer), and
+        mark the target unhealthy. The last healthy target is not marked:
+        without another one to go to, requests get a 502, as without
+        failover, until its health check says otherwise.
 
         @return: whether the request moved to another target.
         """
         exchange = self.exchange
         failed = self.target
-        failed.markUnreachable(reason.getErrorMessage())
         group = exchange.group if exchange is not None else None
         if exchange is None or group is None or self._failovers >= len(group.targets):
             return False
-        target = group.pick(failed in group.readers)
-        if target is None or target is failed or target.draining:
+        target = group.pick(failed in group.readers, avoid=failed)
+        if target is None or target.draining:
             return False
+        failed.markUnreachable(reason.getErrorMessage())
         self._failovers += 1
         self.log.info(
             "Unable to connect to {failed} ({error}); request sent to {target}",

@@ -240,24 +240,27 @@ class TargetGroup:
     def readerAddresses(self) -> list[str]:
         return [t.address for t in self.readers]
 
-    def pick(self, read: bool = False) -> Optional[Target]:
+    def pick(self, read: bool = False, avoid: Optional[Target] = None) -> Optional[Target]:
         """
         The next healthy target, or L{None} when none is healthy.
 
         @param read: a read (see L{kamalproxy.pipeline.balance}): a healthy
             reader when there is one, else a writer.
+        @param avoid: a target not to pick (one that just failed).
         """
         if read and self.readers:
-            target = self._pickAmong(self.readers, 1)
+            target = self._pickAmong(self.readers, 1, avoid)
             if target is not None:
                 return target
-        return self._pickAmong(self.writers, 0)
+        return self._pickAmong(self.writers, 0, avoid)
 
-    def _pickAmong(self, targets: list[Target], slot: int) -> Optional[Target]:
+    def _pickAmong(
+        self, targets: list[Target], slot: int, avoid: Optional[Target]
+    ) -> Optional[Target]:
         count = len(targets)
         if count == 1:
             target = targets[0]
-            return target if target.state == HEALTHY else None
+            return target if target.state == HEALTHY and target is not avoid else None
         last = self._next[slot]
         least = self.balancing == LEAST_REQUESTS
         chosen: Optional[Target] = None
@@ -265,7 +268,7 @@ class TargetGroup:
         for step in range(1, count + 1):
             at = (last + step) % count
             target = targets[at]
-            if target.state != HEALTHY:
+            if target.state != HEALTHY or target is avoid:
                 continue
             if not least:
                 chosen, chosenAt = target, at
