@@ -6,7 +6,9 @@ errors, persistence, restore and redeploys.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -83,10 +85,17 @@ class SplitTests(SynchronousTestCase):
     def test_quarterOfTenThousandValues(self) -> None:
         """
         At 25 %, between 23 % and 27 % of 10,000 distinct values go to the
-        rollout group.
+        rollout group: numbers, C{user-<n>} names and UUIDs (as session or
+        user IDs look) alike.
         """
-        used = _share(RolloutSplit(25), _values(10_000))
-        self.assertTrue(2300 <= used <= 2700, used)
+        uuids = [
+            str(uuid.UUID(bytes=hashlib.sha256(b"%d" % i).digest()[:16])).encode()
+            for i in range(10_000)
+        ]
+        for family in (_values(10_000), [b"user-%d" % i for i in range(10_000)], uuids):
+            with self.subTest(first=family[0]):
+                used = _share(RolloutSplit(25), family)
+                self.assertTrue(2300 <= used <= 2700, used)
 
     def test_originalsCases(self) -> None:
         """
