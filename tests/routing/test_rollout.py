@@ -16,6 +16,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.daemon.state import SaveFailed
+from kamalproxy.routing import rollout
 from kamalproxy.routing.options import DeployOptions, HealthCheckConfig, InvalidOptions, TargetOptions
 from kamalproxy.routing.rollout import (
     RolloutSlot,
@@ -128,6 +129,19 @@ class SplitTests(SynchronousTestCase):
         self.assertEqual([RolloutSplit(30).usesRollout(v) for v in values], first)
         self.assertIn(True, first)
         self.assertIn(False, first)
+
+    def test_decisionsRememberedBounded(self) -> None:
+        """
+        A split remembers the side of at most L{rollout.DECISIONS_KEPT}
+        values, and remembered or not, a value gets the same side.
+        """
+        self.patch(rollout, "DECISIONS_KEPT", 3)
+        split = RolloutSplit(50, ["00007"])
+        values = _values(10)
+        first = [split.usesRollout(v) for v in values]
+        self.assertLessEqual(len(split._decided), 3)
+        self.assertEqual([split.usesRollout(v) for v in reversed(values)], first[::-1])
+        self.assertEqual(first, [v == b"00007" or fnv1a32(v) <= splitPoint(50) for v in values])
 
     def test_zeroAndHundred(self) -> None:
         """
