@@ -33,6 +33,7 @@ in reads shorter than 8 (v1) or 16 (v2) bytes.
 from __future__ import annotations
 
 import re
+import socket
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any, Iterable, Optional, Union
 
@@ -107,16 +108,29 @@ class ProxyAllowlist:
     @ivar networks: the allowed networks.
     """
 
+    KNOWN = 1024
+    """Answers remembered (a few balancers connect again and again)."""
+
     def __init__(self, networks: Iterable[Network]) -> None:
         self.networks = tuple(networks)
+        self._known: dict[str, bool] = {}
 
     def allows(self, addr: Optional[IAddress]) -> bool:
         """
         Whether C{addr} (a connection's peer) is in one of the networks;
         never for an address that is not an IP address.
         """
-        address = _ip(getattr(addr, "host", None) or "")
-        return address is not None and any(address in network for network in self.networks)
+        host = getattr(addr, "host", None)
+        if not isinstance(host, str):
+            return False
+        allowed = self._known.get(host)
+        if allowed is None:
+            address = _ip(host)
+            allowed = address is not None and any(address in network for network in self.networks)
+            if len(self._known) >= self.KNOWN:
+                self._known.clear()
+            self._known[host] = allowed
+        return allowed
 
     def __str__(self) -> str:
         return " ".join(map(str, self.networks))
@@ -127,14 +141,14 @@ def _checked(addr: Any) -> IAddress:
     C{addr} from a header, refused unless it is an address of its family
     with a port, and written as Python writes it (IPv6 compressed).
     """
+    family = socket.AF_INET if isinstance(addr, IPv4Address) else socket.AF_INET6
     try:
-        address = ip_address(addr.host)
-    except ValueError:
+        packed = socket.inet_pton(family, addr.host)
+    except (OSError, ValueError):
         raise InvalidProxyHeader() from None
-    family = 4 if isinstance(addr, IPv4Address) else 6
-    if address.version != family or not 0 <= addr.port <= 0xFFFF:
+    if not 0 <= addr.port <= 0xFFFF:
         raise InvalidProxyHeader()
-    return type(addr)("TCP", str(address), addr.port)  # type: ignore[no-any-return]
+    return type(addr)("TCP", socket.inet_ntop(family, packed), addr.port)  # type: ignore[no-any-return]
 
 
 def _clientAddress(info: Any) -> Optional[IAddress]:
