@@ -353,6 +353,18 @@ class ConnectionTests(SynchronousTestCase):
         fast.dataReceived(GET)
         self.assertEqual(len(self.proxy.upstreamRequests()), 1)
 
+    def test_closedTransport(self) -> None:
+        """
+        Once closed, the layer (HTTP's transport) says it is not connected,
+        as the site's shutdown reads it.
+        """
+        protocol, transport = self.proxy.connect()
+        protocol.dataReceived(V1 + GET)
+        channel = protocol.wrappedProtocol.wrappedProtocol._channel
+        self.assertTrue(channel.transport.connected)
+        transport.loseConnection()
+        self.assertFalse(channel.transport.connected)
+
     def test_lostBeforeHeader(self) -> None:
         """
         A connection lost before its header leaves no timer (HTTP's

@@ -262,6 +262,7 @@ class ProxyHeaderProtocol(ProtocolWrapper):
         self._timer = None
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = False  # as a real transport says once closed (read at shutdown)
         self._cancelTimer()
         if self._header is None:
             super().connectionLost(reason)
