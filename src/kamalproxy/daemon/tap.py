@@ -232,7 +232,6 @@ class Options(usage.Options):
         if bundle is not None and not os.path.isfile(bundle):
             raise usage.UsageError(f"`--acme-ca-bundle`: no such file: {bundle}")
 
-
     def _proxyProtocolOptions(self, env: Mapping[str, str]) -> None:
         """
         C{--proxy-protocol} (C{PROXY_PROTOCOL}) and its allowlist
