@@ -65,6 +65,22 @@ GenericHTTPChannelProtocol = _importPrivate("twisted.web.http", "_GenericHTTPCha
     "_GenericHTTPChannelProtocol"
 ]
 
+# The PROXY protocol (listen/proxyprotocol.py): Twisted's parsers of a whole
+# v1 line and a whole v2 header, and the error they raise. Framing, the
+# allowlist and the header timeout are ours: Twisted's HAProxyProtocolWrapper
+# closes a header split into reads shorter than 8 (v1) or 16 (v2) bytes and
+# has neither.
+_v1 = _importPrivate("twisted.protocols.haproxy._v1parser", "V1Parser")["V1Parser"]
+_v2 = _importPrivate("twisted.protocols.haproxy._v2parser", "V2Parser")["V2Parser"]
+InvalidProxyHeader = _importPrivate("twisted.protocols.haproxy._exceptions", "InvalidProxyHeader")[
+    "InvalidProxyHeader"
+]
+require(_v2, "PREFIX", "V2Parser")
+require(_v1.parse(b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2"), "source destination", "V1Parser.parse()")
+parseProxyV1 = _v1.parse
+parseProxyV2 = _v2.parse
+PROXY_V2_SIGNATURE: bytes = _v2.PREFIX
+
 # --- private attributes ----------------------------------------------------
 
 # Headers keeps its fields in a dict keyed by lower-case name; the request
@@ -179,6 +195,10 @@ __all__ = [
     "H2Connection",
     "H2Stream",
     "IncompatibleTwisted",
+    "InvalidProxyHeader",
+    "PROXY_V2_SIGNATURE",
+    "parseProxyV1",
+    "parseProxyV2",
     "rawHeaders",
     "require",
     "requestHead",

@@ -485,12 +485,6 @@ class UnsupportedTests(SynchronousTestCase):
             ("pause s --drain-timeout 5s --max-pause 10s", "pause"),
             ("stop s --drain-timeout=5s --message=Maintenance", "stop"),
             ("resume s", "resume"),
-            (
-                "rollout deploy s --target web --read-target r --deploy-timeout 1s",
-                "rollout deploy",
-            ),
-            ("rollout set s --percent 10 --list a,b", "rollout set"),
-            ("rollout stop s", "rollout stop"),
         ]:
             with self.subTest(line=line):
                 self.assertEqual(commandError(self, line), f"`{verb}` is not supported yet")

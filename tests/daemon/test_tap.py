@@ -539,3 +539,103 @@ class TLSOptionsTests(SynchronousTestCase):
         """
         self.assertRaises(usage.UsageError, self.config, "--acme-eab-kid", "kid")
         self.assertRaises(usage.UsageError, self.config, "--acme-ca-bundle", "/nonexistent.pem")
+
+
+class ProxyProtocolOptionsTests(SynchronousTestCase):
+    """
+    C{--proxy-protocol} and C{--proxy-protocol-from}, and where
+    L{buildService} puts the PROXY layer in both listeners.
+    """
+
+    def setUp(self) -> None:
+        self.directory = tempDir(self)
+        self.socketPath = os.path.join(self.directory, "kp.sock")
+        self.stateDir = os.path.join(self.directory, "state")
+
+    def config(self, *argv: str, environ: Mapping[str, str] = {}) -> dict[str, Any]:
+        return _parse(
+            ["--http-endpoint", "tcp:8080", "--socket", self.socketPath, "--state-dir", self.stateDir, *argv],
+            environ,
+        )
+
+    def test_offByDefault(self) -> None:
+        """
+        Without the flag the listeners take no PROXY header: the connection
+        limit wraps the site (and TLS) directly.
+        """
+        config = self.config()
+        self.assertFalse(config["proxy-protocol"])
+        reactor = MemoryReactorClock()
+        service = buildService(config, reactor)
+        self.addCleanup(service.router.stop)
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(_, limited, _, _), (_, limitedTLS, _, _)] = reactor.tcpServers
+        self.assertIs(limited.wrappedFactory, service.site)
+        self.assertIs(limitedTLS.wrappedFactory.wrappedFactory, service.site)
+
+    def test_allowlist(self) -> None:
+        """
+        C{--proxy-protocol-from} is repeatable (commas allowed); loopback
+        is the default; C{PROXY_PROTOCOL} and C{PROXY_PROTOCOL_FROM} (or
+        their C{KAMAL_PROXY_} forms) stand in for the flags.
+        """
+        from ipaddress import ip_network
+
+        self.assertEqual(
+            self.config("--proxy-protocol")["proxy-protocol-from"],
+            (ip_network("127.0.0.0/8"), ip_network("::1/128")),
+        )
+        config = self.config("--proxy-protocol", "--proxy-protocol-from", "10.0.0.0/8",
+                             "--proxy-protocol-from=192.168.0.0/16,fd00::/8")
+        self.assertEqual(
+            config["proxy-protocol-from"],
+            tuple(map(ip_network, ["10.0.0.0/8", "192.168.0.0/16", "fd00::/8"])),
+        )
+        config = self.config(environ={"KAMAL_PROXY_PROXY_PROTOCOL": "true", "PROXY_PROTOCOL_FROM": "10.0.0.0/8"})
+        self.assertTrue(config["proxy-protocol"])
+        self.assertEqual(config["proxy-protocol-from"], (ip_network("10.0.0.0/8"),))
+
+    def test_invalid(self) -> None:
+        """
+        An invalid CIDR, from a flag or the environment, is a usage error
+        naming it; so is an allowlist without C{--proxy-protocol}.
+        """
+        for argv, environ, message in (
+            (["--proxy-protocol", "--proxy-protocol-from", "10.0.0.0/33"], {}, "invalid CIDR: '10.0.0.0/33'"),
+            (["--proxy-protocol"], {"PROXY_PROTOCOL_FROM": "lb.internal"}, "invalid CIDR: 'lb.internal'"),
+            (["--proxy-protocol-from", "10.0.0.0/8"], {}, "`--proxy-protocol-from` needs `--proxy-protocol`"),
+        ):
+            with self.assertRaises(usage.UsageError) as caught:
+                self.config(*argv, environ=environ)
+            self.assertIn(message, str(caught.exception))
+
+    def test_listeners(self) -> None:
+        """
+        With C{--proxy-protocol} both listeners read the header inside the
+        connection limit and outside TLS, with one policy: the allowlist
+        given, the header due within C{--http-read-timeout}. The start-up
+        line names the allowlist.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from kamalproxy.listen.proxyprotocol import ProxyProtocolFactory
+
+        events: list[dict[str, Any]] = []
+        self.patch(ProxyService, "log", Logger(observer=events.append))
+        reactor = MemoryReactorClock()
+        config = self.config("--proxy-protocol", "--proxy-protocol-from", "10.0.0.0/8", "--http-read-timeout", "5s")
+        service = buildService(config, reactor)
+        self.addCleanup(service.router.stop)
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(_, limited, _, _), (_, limitedTLS, _, _)] = reactor.tcpServers
+        proxied, proxiedTLS = limited.wrappedFactory, limitedTLS.wrappedFactory
+        self.assertIsInstance(proxied, ProxyProtocolFactory)
+        self.assertIsInstance(proxiedTLS, ProxyProtocolFactory)
+        self.assertIs(proxied.wrappedFactory, service.site)
+        self.assertIsInstance(proxiedTLS.wrappedFactory, TLSMemoryBIOFactory)
+        self.assertIs(proxiedTLS.wrappedFactory.wrappedFactory, service.site)
+        self.assertIs(proxied.policy, proxiedTLS.policy)
+        self.assertEqual((str(proxied.policy.allowlist), proxied.policy.timeout), ("10.0.0.0/8", 5.0))
+        self.assertIn("PROXY protocol from 10.0.0.0/8", formatEvent(events[0]))

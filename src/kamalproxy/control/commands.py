@@ -81,6 +81,48 @@ class List(amp.Command):
     errors = _ERRORS
 
 
+class RolloutDeploy(amp.Command):
+    """
+    Install C{targets} in the rollout slot of C{service} once they are
+    healthy; answers after a replaced rollout group has drained.
+    """
+
+    arguments = [
+        (b"service", amp.Unicode()),
+        (b"targets", amp.ListOf(amp.Unicode())),
+        (b"readers", amp.ListOf(amp.Unicode())),
+        (b"deploy_timeout", amp.Float()),
+        (b"drain_timeout", amp.Float()),
+    ]
+    response = []  # type: ignore[var-annotated]
+    errors = _ERRORS
+
+
+class RolloutSet(amp.Command):
+    """
+    Split the traffic of C{service}: C{percent} of the C{kamal-rollout}
+    cookie values, and those in C{allowlist}, go to the rollout group.
+    """
+
+    arguments = [
+        (b"service", amp.Unicode()),
+        (b"percent", amp.Integer()),
+        (b"allowlist", amp.ListOf(amp.Unicode())),
+    ]
+    response = []  # type: ignore[var-annotated]
+    errors = _ERRORS
+
+
+class RolloutStop(amp.Command):
+    """
+    Send all the traffic of C{service} to its main group again.
+    """
+
+    arguments = [(b"service", amp.Unicode())]
+    response = []  # type: ignore[var-annotated]
+    errors = _ERRORS
+
+
 __all__ = [
     "CommandFailed",
     "ControlError",
@@ -88,5 +130,8 @@ __all__ = [
     "InvalidArguments",
     "List",
     "Remove",
+    "RolloutDeploy",
+    "RolloutSet",
+    "RolloutStop",
     "StateNotSaved",
 ]

@@ -6,6 +6,9 @@ UNIX control socket, the way the original's C{kamal-proxy deploy ...} does.
     kamal-proxy-ctl [--socket PATH] deploy app-web --target=172.1.0.2:80 ...
     kamal-proxy-ctl remove app-web
     kamal-proxy-ctl list
+    kamal-proxy-ctl rollout deploy app-web --target=172.1.0.3:80
+    kamal-proxy-ctl rollout set app-web --percent=25 --list=staff-1,staff-2
+    kamal-proxy-ctl rollout stop app-web
 
 Every command blocks until the daemon has finished. On any failure one line,
 C{Error: <reason>}, goes to stderr and the exit code is 1.
@@ -32,7 +35,15 @@ from twisted.python.failure import Failure
 from kamalproxy import versionLine
 
 from kamalproxy.routing import options
-from kamalproxy.control.commands import ControlError, Deploy, List, Remove
+from kamalproxy.control.commands import (
+    ControlError,
+    Deploy,
+    List,
+    Remove,
+    RolloutDeploy,
+    RolloutSet,
+    RolloutStop,
+)
 from kamalproxy.control.flags import (
     FlagError,
     Invocation,
@@ -40,9 +51,12 @@ from kamalproxy.control.flags import (
     deployRequest,
     readTargetsOf,
     parseCommandLine,
+    rolloutDeployRequest,
+    rolloutSetRequest,
     usage,
 )
 from kamalproxy.daemon.paths import defaultSocketPath
+from kamalproxy.routing.rollout import describeSplit
 
 PROG = "kamal-proxy-ctl"
 
@@ -83,6 +97,28 @@ def _tlsCell(service: Mapping[str, Any]) -> str:
     return f"yes (until {certificate})"
 
 
+def _targetCell(service: Mapping[str, Any]) -> str:
+    """
+    The service's targets (its read targets after its writers, as the
+    original lists them), then its rollout when it has one: C{web-1:80
+    (rollout: web-2:80, 25%, list a,b)}, or C{(rollout: web-2:80, no
+    split)} when no traffic is split to it.
+    """
+    cell = _targetList(service)
+    rollout = service.get("rollout")
+    if not isinstance(rollout, Mapping):
+        return cell
+    if "percentage" in rollout:
+        split = describeSplit(rollout["percentage"], rollout.get("allowlist") or ())
+    else:
+        split = "no split"
+    return f"{cell} (rollout: {_targetList(rollout)}, {split})"
+
+
+def _targetList(described: Mapping[str, Any]) -> str:
+    return ",".join([*(described.get("targets") or ()), *(described.get("read_targets") or ())])
+
+
 def serviceRows(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     """
     The rows of the C{list} table for the daemon's service descriptions,
@@ -101,7 +137,7 @@ def serviceRows(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
                 str(service.get("service", "")),
                 hosts,
                 ",".join(service.get("path_prefixes") or ()),
-                ",".join([*(service.get("targets") or ()), *(service.get("read_targets") or ())]),
+                _targetCell(service),
                 str(service.get("state", "")),
                 _tlsCell(service),
             )
@@ -242,6 +278,32 @@ async def _execute(
         except ValueError as e:
             raise _Failed(str(e)) from None
         stdout.write(formatServiceTable(services))
+    elif name == "rollout deploy":
+        service, targets, readers, deployTimeout, drainTimeout = rolloutDeployRequest(invocation)
+        await _call(
+            reactor,
+            socketPath,
+            RolloutDeploy,
+            deployTimeout + drainTimeout + CALL_MARGIN,
+            service=service,
+            targets=targets,
+            readers=readers,
+            deploy_timeout=deployTimeout,
+            drain_timeout=drainTimeout,
+        )
+    elif name == "rollout set":
+        service, percent, allowlist = rolloutSetRequest(invocation)
+        await _call(
+            reactor,
+            socketPath,
+            RolloutSet,
+            CALL_MARGIN,
+            service=service,
+            percent=percent,
+            allowlist=allowlist,
+        )
+    elif name == "rollout stop":
+        await _call(reactor, socketPath, RolloutStop, CALL_MARGIN, service=invocation.service)
     else:  # pragma: no cover - checkSupported refuses every other verb
         raise _Failed(f"`{name}` is not supported yet")
 

@@ -50,8 +50,10 @@ from kamalproxy.routing.options import (
     ServiceOptions,
     TargetOptions,
     normalizeDeploy,
+    normalizeTarget,
     normalizeTargets,
 )
+from kamalproxy.routing.rollout import checkPercentage
 
 BOOL = "bool"
 STRING = "string"
@@ -303,9 +305,12 @@ _REPLACE_DRAIN_FLAG = Flag(
     "Maximum time to allow existing connections to drain before removing old target",
 )
 
+_TARGET_FLAG = Flag("target", STRINGS, (), "Target host(s) to deploy")
+_READ_TARGET_FLAG = Flag("read-target", STRINGS, (), "Read-only target host(s) to deploy")
+
 _DEPLOY_FLAGS = (
-    Flag("target", STRINGS, (), "Target host(s) to deploy"),
-    Flag("read-target", STRINGS, (), "Read-only target host(s) to deploy"),
+    _TARGET_FLAG,
+    _READ_TARGET_FLAG,
     Flag("host", STRINGS, (), "Host(s) to serve this target on (empty for wildcard)"),
     Flag("path-prefix", STRINGS, (), "Deploy the service below the specified path(s)"),
     Flag(
@@ -507,13 +512,7 @@ VERBS: tuple[Verb, ...] = (
     Verb(
         "rollout deploy",
         "Deploy the rollout target",
-        (
-            Flag("target", STRINGS, (), "Target host(s) to deploy"),
-            Flag("read-target", STRINGS, (), "Read-only target host(s) to deploy"),
-            _DEPLOY_TIMEOUT_FLAG,
-            _REPLACE_DRAIN_FLAG,
-        ),
-        supported=False,
+        (_TARGET_FLAG, _READ_TARGET_FLAG, _DEPLOY_TIMEOUT_FLAG, _REPLACE_DRAIN_FLAG),
     ),
     Verb(
         "rollout set",
@@ -522,9 +521,8 @@ VERBS: tuple[Verb, ...] = (
             Flag("percent", INT, 0, "Percentage of traffic to send to the new target"),
             Flag("list", STRINGS, (), "Rollout to specific values"),
         ),
-        supported=False,
     ),
-    Verb("rollout stop", "Stops rollout of a service", supported=False),
+    Verb("rollout stop", "Stops rollout of a service"),
 )
 
 GROUPS: Mapping[str, str] = {"rollout": "Manage rollout settings"}
@@ -707,8 +705,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
     assert invocation.verb is not None and invocation.service is not None
     values = invocation.values
     given = invocation.given
-    if "target" not in given:
-        raise FlagError('required flag(s) "target" not set')
+    _requireTarget(given)
     if "max-request-body" in given and "buffer-requests" not in given:
         raise FlagError("max-request-body can only be set when request buffering is enabled")
     if "max-response-body" in given and "buffer-responses" not in given:
@@ -776,6 +773,56 @@ def readTargetsOf(invocation: Invocation) -> list[str]:
         return list(normalizeTargets(invocation.values.get("read-target", ())))
     except InvalidOptions as e:
         raise FlagError(str(e)) from None
+
+
+def _requireTarget(given: Sequence[str]) -> None:
+    if "target" not in given:
+        raise FlagError('required flag(s) "target" not set')
+
+
+def rolloutDeployRequest(invocation: Invocation) -> tuple[str, list[str], list[str], float, float]:
+    """
+    Turn a parsed C{rollout deploy} into what the daemon's C{RolloutDeploy}
+    command takes: the service, the normalised targets and read targets,
+    the deploy and drain timeouts.
+
+    @raise FlagError: with the first problem found (C{--target} missing, a
+        feature not built, a bad target or timeout).
+    """
+    assert invocation.service is not None
+    values = invocation.values
+    _requireTarget(invocation.given)
+    checkSupported(invocation)
+    try:
+        targets = [normalizeTarget(t) for t in values["target"]]
+        readers = [normalizeTarget(t) for t in values["read-target"]]
+    except InvalidOptions as e:
+        raise FlagError(str(e)) from None
+    if not targets:
+        raise FlagError("at least one target is required")
+    for label, name in (("deploy timeout", "deploy-timeout"), ("drain timeout", "drain-timeout")):
+        if values[name] < 0:
+            raise FlagError(f"{label} must not be negative")
+    return invocation.service, targets, readers, values["deploy-timeout"], values["drain-timeout"]
+
+
+def rolloutSetRequest(invocation: Invocation) -> tuple[str, int, list[str]]:
+    """
+    Turn a parsed C{rollout set} into what the daemon's C{RolloutSet}
+    command takes: the service, the percentage and the allowlist. One of
+    C{--percent} and C{--list} is required, as in the original.
+
+    @raise FlagError: neither is given, or the percentage is not 0 to 100.
+    """
+    assert invocation.service is not None
+    given = invocation.given
+    if "percent" not in given and "list" not in given:
+        raise FlagError("at least one of the flags in the group [percent list] is required")
+    try:
+        percent = checkPercentage(invocation.values["percent"])
+    except InvalidOptions as e:
+        raise FlagError(str(e)) from None
+    return invocation.service, percent, list(invocation.values["list"])
 
 
 def parseDeploy(args: Sequence[str]) -> tuple[str, list[str], DeployOptions]:
@@ -914,5 +961,7 @@ __all__ = [
     "parseCommandLine",
     "parseDeploy",
     "readTargetsOf",
+    "rolloutDeployRequest",
+    "rolloutSetRequest",
     "usage",
 ]

@@ -7,7 +7,7 @@ router's public methods, and the factory served on the control socket.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import fail
 from twisted.internet.interfaces import IPushProducer
@@ -22,13 +22,18 @@ from kamalproxy.control.commands import (
     InvalidArguments,
     List,
     Remove,
+    RolloutDeploy,
+    RolloutSet,
+    RolloutStop,
     StateNotSaved,
 )
 from kamalproxy.routing.options import DeployOptions, InvalidOptions, fromJSON
 from kamalproxy.routing.router import DeployError, Router
 from kamalproxy.daemon.state import SaveFailed
 
-_COMMANDS: dict[bytes, type[amp.Command]] = {c.commandName: c for c in (Deploy, Remove, List)}
+_COMMANDS: dict[bytes, type[amp.Command]] = {
+    c.commandName: c for c in (Deploy, Remove, List, RolloutDeploy, RolloutSet, RolloutStop)
+}
 
 
 def argumentProblem(command: type[amp.Command], box: amp.AmpBox) -> str | None:
@@ -122,6 +127,48 @@ class ControlLocator(amp.CommandLocator):
             raise CommandFailed(str(e)) from None
         except SaveFailed as e:
             raise self._notSaved("Remove", service, e) from None
+        return {}
+
+    @RolloutDeploy.responder
+    async def rolloutDeploy(
+        self,
+        service: str,
+        targets: list[str],
+        readers: list[str],
+        deploy_timeout: float,
+        drain_timeout: float,
+    ) -> dict[str, Any]:
+        try:
+            await self.router.rolloutDeploy(service, targets, readers, deploy_timeout, drain_timeout)
+        except (InvalidOptions, DeployError) as e:
+            self.log.info("Rollout deploy of {service} failed: {error}", service=service, error=str(e))
+            raise CommandFailed(str(e)) from None
+        except SaveFailed as e:
+            raise self._notSaved("Rollout deploy", service, e) from None
+        return {}
+
+    @RolloutSet.responder
+    def rolloutSet(self, service: str, percent: int, allowlist: list[str]) -> dict[str, Any]:
+        return self._change(
+            "Rollout set", service, lambda: self.router.rolloutSet(service, percent, allowlist)
+        )
+
+    @RolloutStop.responder
+    def rolloutStop(self, service: str) -> dict[str, Any]:
+        return self._change("Rollout stop", service, lambda: self.router.rolloutStop(service))
+
+    def _change(self, verb: str, service: str, change: Callable[[], object]) -> dict[str, Any]:
+        """
+        Make a quick C{change} to C{service}, answering a refusal with
+        L{CommandFailed} and a change that could not be saved with
+        L{StateNotSaved}.
+        """
+        try:
+            change()
+        except (InvalidOptions, DeployError) as e:
+            raise CommandFailed(str(e)) from None
+        except SaveFailed as e:
+            raise self._notSaved(verb, service, e) from None
         return {}
 
     def _notSaved(self, verb: str, service: str, error: SaveFailed) -> StateNotSaved:

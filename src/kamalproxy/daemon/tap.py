@@ -33,6 +33,7 @@ from kamalproxy.routing.durations import parseDuration
 from kamalproxy.routing.options import ServiceOptions
 from kamalproxy.daemon.paths import defaultSocketPath, defaultStateDir
 from kamalproxy.listen.connlimit import ConnectionLimitFactory, ConnectionLimiter
+from kamalproxy.listen.proxyprotocol import DEFAULT_ALLOWED, ProxyAllowlist, ProxyProtocol, parseNetworks
 from kamalproxy.observe.requestlog import RequestLogger
 from kamalproxy.routing.router import Router, tcpConnectorFor
 from kamalproxy.http.site import ProxySite
@@ -163,11 +164,22 @@ class Options(usage.Options):
         ["debug", None, "Log debug messages."],
         ["http3", None, "Serve HTTP/3 (not supported yet)."],
         ["h2c", None, "Serve cleartext HTTP/2 (prior knowledge) on the HTTP port too."],
+        ["proxy-protocol", None, "Every HTTP and HTTPS connection opens with a PROXY protocol header (v1 or v2) naming the client; only from --proxy-protocol-from."],
     ]
 
     def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
         super().__init__()
         self.environ = os.environ if environ is None else environ
+        self["proxy-protocol-from"] = ()
+
+    def opt_proxy_protocol_from(self, value: str) -> None:
+        """
+        Addresses (CIDR, repeatable) allowed to send PROXY protocol headers. [default: 127.0.0.0/8, ::1/128]
+        """
+        try:
+            self["proxy-protocol-from"] += parseNetworks([value])
+        except ValueError as e:
+            raise usage.UsageError(f"`--proxy-protocol-from`: {e}") from None
 
     def opt_version(self) -> None:
         """
@@ -190,12 +202,7 @@ class Options(usage.Options):
                     self[key] = convert(raw) if raw is not None else default
                 except ValueError:
                     self[key] = default  # as the original: unparsable env values fall back
-        if not self["debug"]:
-            raw = _fromEnv(env, "DEBUG")
-            try:
-                self["debug"] = bool(raw is not None and _bool(raw))
-            except ValueError:
-                self["debug"] = False
+        self["debug"] = self["debug"] or _envFlag(env, "DEBUG")
         if self["bind"] is None:
             self["bind"] = _fromEnv(env, "BIND") or ""
         if self["socket"] is None:
@@ -210,12 +217,8 @@ class Options(usage.Options):
             self["http-endpoint"] = tcpEndpoint(self["http-port"], self["bind"])
         if self["https-endpoint"] is None:
             self["https-endpoint"] = tcpEndpoint(self["https-port"], self["bind"])
-        if not self["h2c"]:
-            raw = _fromEnv(env, "H2C_ENABLED")
-            try:
-                self["h2c"] = bool(raw is not None and _bool(raw))
-            except ValueError:
-                self["h2c"] = False
+        self["h2c"] = self["h2c"] or _envFlag(env, "H2C_ENABLED")
+        self._proxyProtocolOptions(env)
         for key, name in (
             ("acme-directory", "ACME_DIRECTORY"),
             ("acme-eab-kid", "EAB_KID"),
@@ -228,6 +231,46 @@ class Options(usage.Options):
         bundle = self["acme-ca-bundle"]
         if bundle is not None and not os.path.isfile(bundle):
             raise usage.UsageError(f"`--acme-ca-bundle`: no such file: {bundle}")
+
+    def _proxyProtocolOptions(self, env: Mapping[str, str]) -> None:
+        """
+        C{--proxy-protocol} (C{PROXY_PROTOCOL}) and its allowlist
+        (C{PROXY_PROTOCOL_FROM}, comma-separated), loopback unless given.
+        """
+        self["proxy-protocol"] = self["proxy-protocol"] or _envFlag(env, "PROXY_PROTOCOL")
+        raw = _fromEnv(env, "PROXY_PROTOCOL_FROM")
+        if not self["proxy-protocol-from"] and raw is not None:
+            try:
+                self["proxy-protocol-from"] = parseNetworks([raw])
+            except ValueError as e:
+                raise usage.UsageError(f"`PROXY_PROTOCOL_FROM`: {e}") from None
+        if self["proxy-protocol-from"] and not self["proxy-protocol"]:
+            raise usage.UsageError("`--proxy-protocol-from` needs `--proxy-protocol`")
+        self["proxy-protocol-from"] = self["proxy-protocol-from"] or parseNetworks(DEFAULT_ALLOWED)
+
+
+def _envFlag(environ: Mapping[str, str], name: str) -> bool:
+    """
+    A boolean from the environment (L{_fromEnv}); unset or unparsable is
+    false.
+    """
+    raw = _fromEnv(environ, name)
+    try:
+        return raw is not None and _bool(raw)
+    except ValueError:
+        return False
+
+
+def proxyProtocolLayer(config: Mapping[str, Any], clock: Any, limits: channel.ChannelLimits) -> Any:
+    """
+    What each listener's factory is wrapped in, inside the connection
+    limit and outside TLS: the PROXY protocol with C{--proxy-protocol}
+    (its header due within the read timeout), else nothing.
+    """
+    if not config.get("proxy-protocol"):
+        return lambda factory: factory
+    allowlist = ProxyAllowlist(config["proxy-protocol-from"])
+    return ProxyProtocol(clock, allowlist, limits.readTimeout or channel.DEFAULT_READ_TIMEOUT).wrap
 
 
 def ipv6Available() -> bool:
@@ -375,8 +418,9 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     site.displayTracebacks = False
     service = ProxyService(router, site, listening=_listening(config, socketPath))
     limiter = ConnectionLimiter(reactor, site.limits.maxConnections)  # across both listeners
+    proxied = proxyProtocolLayer(config, reactor, site.limits)
     listener = strports.service(
-        config["http-endpoint"], ConnectionLimitFactory(site, limiter), reactor=reactor
+        config["http-endpoint"], ConnectionLimitFactory(proxied(site), limiter), reactor=reactor
     )
     listener._raiseSynchronously = True  # a port in use stops the start, loudly
     listener.setServiceParent(service)
@@ -385,7 +429,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         tlsFactory = TLSMemoryBIOFactory(selector.serverOptions(), False, site)
         httpsListener = StreamServerEndpointService(
             endpoints.serverFromString(reactor, httpsEndpoint),
-            ConnectionLimitFactory(tlsFactory, limiter),
+            ConnectionLimitFactory(proxied(tlsFactory), limiter),
         )
         httpsListener._raiseSynchronously = True
         httpsListener.setServiceParent(service)
@@ -421,6 +465,8 @@ def _listening(config: Mapping[str, Any], socketPath: str) -> str:
     if config.get("https-endpoint"):
         parts.append(f"HTTPS on {where(config['https-endpoint'])}")
     parts.append(f"control socket {socketPath}")
+    if config.get("proxy-protocol"):
+        parts.append(f"PROXY protocol from {ProxyAllowlist(config['proxy-protocol-from'])}")
     return ", ".join(parts)
 
 

@@ -3,22 +3,19 @@
 C{--max-connections}: the outermost factory of every listener counts the
 connections open across all of them and closes new ones beyond the limit at
 once, before TLS or HTTP sees them. Whatever it wraps (the site, TLS around
-the site, and later a PROXY protocol parser) needs no special case.
+the site, the PROXY protocol layer) needs no special case.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from kamalproxy.http.channel import formatAddress
-
-_log = Logger()
+from kamalproxy.listen.refusals import RefusalReport
 
 
 class ConnectionLimiter:
@@ -31,10 +28,11 @@ class ConnectionLimiter:
         self.clock = clock
         self.maximum = maximum
         self.open = 0
-        self.refused = 0
-        self._unreported = 0
-        self._lastPeer = "?"
-        self._report: Optional[IDelayedCall] = None
+        self.report = RefusalReport(
+            clock,
+            "Refused {count} connections over the limit of {maximum} (last from {peer})",
+            maximum=maximum,
+        )
 
     def admit(self, addr: Optional[IAddress]) -> bool:
         """
@@ -42,22 +40,8 @@ class ConnectionLimiter:
         """
         if not self.maximum or self.open < self.maximum:
             return True
-        self.refused += 1
-        self._unreported += 1
-        self._lastPeer = formatAddress(addr)
-        if self._report is None:
-            self._report = self.clock.callLater(1.0, self._reportRefused)
+        self.report.refuse(addr)
         return False
-
-    def _reportRefused(self) -> None:
-        self._report = None
-        _log.info(
-            "Refused {count} connections over the limit of {maximum} (last from {peer})",
-            count=self._unreported,
-            maximum=self.maximum,
-            peer=self._lastPeer,
-        )
-        self._unreported = 0
 
     def opened(self) -> None:
         self.open += 1

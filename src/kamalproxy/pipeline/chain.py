@@ -23,6 +23,7 @@ from kamalproxy.pipeline.bodylimits import limitBody
 from kamalproxy.pipeline.challenge import answerChallenges
 from kamalproxy.pipeline.forward import forward
 from kamalproxy.pipeline.responsebuffer import bufferResponses
+from kamalproxy.pipeline.rollout import splitRollout
 from kamalproxy.pipeline.route import route
 from kamalproxy.pipeline.tlsgate import secureChannel
 
@@ -62,8 +63,10 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
          (413), the body is buffered (memory, then disk) or streamed;
       5. response buffering wraps the response sink when the service
          buffers responses;
-      6. balance: a healthy target is picked (503 when there is none);
-      7. forward: the request is sent to the target and its response
+      6. rollout split: a request the service's rollout split selects (by
+         its C{kamal-rollout} cookie) goes to the rollout group;
+      7. balance: a healthy target is picked (503 when there is none);
+      8. forward: the request is sent to the target and its response
          flows back out through the sinks.
 
     C{router} supplies the routes, the ACME responder, the certificate
@@ -76,6 +79,7 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
         secureChannel(router),
         limitBody,
         bufferResponses,
+        splitRollout,
         balance,
         last=send,
     )

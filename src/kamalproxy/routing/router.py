@@ -22,6 +22,8 @@ from zope.interface import implementer
 from kamalproxy.routing.durations import formatDuration
 from kamalproxy.http.errorpages import loadErrorPages
 from kamalproxy.routing.options import (
+    DEFAULT_DEPLOY_TIMEOUT,
+    DEFAULT_DRAIN_TIMEOUT,
     DeployOptions,
     InvalidOptions,
     ServiceOptions,
@@ -33,6 +35,7 @@ from kamalproxy.routing.options import (
 from kamalproxy.interfaces import ITargetObserver
 from kamalproxy.pipeline.chain import buildChain
 from kamalproxy.pipeline.dispatcher import Dispatcher, ProxyResource
+from kamalproxy.routing.rollout import RolloutSlot, RolloutSplit, checkPercentage
 from kamalproxy.routing.table import RoutingTable, requestHost
 from kamalproxy.routing.service import Service
 from kamalproxy.upstream.targets import ConnectorFor, Target, TargetGroup
@@ -224,17 +227,7 @@ class Router(ProxyResource):
         group = self._makeGroup(normalized, readers, options)
         group.startHealthChecks()
         if not options.force:
-            try:
-                await group.whenHealthy().addTimeout(options.deploy_timeout, self._clock)
-            except TimeoutError:
-                group.stop()
-                raise DeployError(
-                    "target failed to become healthy within configured timeout "
-                    f"({formatDuration(options.deploy_timeout)})"
-                ) from None
-            except BaseException:
-                group.stop()
-                raise
+            await self._waitHealthy(group, options.deploy_timeout)
         try:
             self._checkConflicts(name, options)
         except DeployError:
@@ -246,6 +239,7 @@ class Router(ProxyResource):
         service.tlsCertificateSignature = signature
         if old is not None:
             service.state = old.state
+            service.rollout = old.rollout
         try:
             self._commit({**self.services, name: service})
         except BaseException:
@@ -271,7 +265,8 @@ class Router(ProxyResource):
         if service is None:
             raise DeployError("service not found")
         self._commit({n: s for n, s in self.services.items() if n != name})
-        service.group.stop()
+        for group in service.groups:
+            group.stop()
         self.log.info("Removed {service}", service=name)
 
     def restore(self, snapshot: Iterable[dict[str, Any]]) -> None:
@@ -315,6 +310,7 @@ class Router(ProxyResource):
             self.services[name] = Service(self._clock, name, options, group, errorPages)
             self.services[name].tlsCertificate = certificate
             self.services[name].tlsCertificateSignature = signature
+            self.services[name].rollout = self._restoredRollout(name, entry, options)
             self.log.info("Restored {service}", service=name)
         self._rebuild()
 
@@ -366,9 +362,164 @@ class Router(ProxyResource):
         Stop every health check and close idle connections (shutdown); fires
         once they are closed.
         """
-        return DeferredList([s.group.stop() for s in self.services.values()])
+        return DeferredList([g.stop() for s in self.services.values() for g in s.groups])
+
+    # Rollouts
+
+    async def rolloutDeploy(
+        self,
+        name: str,
+        targets: Sequence[str],
+        readTargets: Sequence[str] = (),
+        deployTimeout: float = DEFAULT_DEPLOY_TIMEOUT,
+        drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
+    ) -> None:
+        """
+        Install C{targets} in the rollout slot of service C{name}, with the
+        service's current target options, once they are all healthy (there
+        is no forcing); no request moves until L{rolloutSet}. A rollout
+        group it replaces is drained before this returns.
+
+        @param readTargets: read-only targets (see L{TargetGroup}).
+        @raise DeployError: C{"service not found"}, or the targets did not
+            become healthy in time; nothing was changed.
+        @raise InvalidOptions: bad targets or timeouts; nothing was changed.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        service = self.services.get(name)
+        if service is None:
+            raise DeployError("service not found")
+        normalized = list(normalizeTargets(targets))
+        readers = normalizeTargets(readTargets)
+        if not normalized:
+            raise InvalidOptions("at least one target is required")
+        for label, value in (("deploy timeout", deployTimeout), ("drain timeout", drainTimeout)):
+            if value < 0:
+                raise InvalidOptions(f"{label} must not be negative")
+        self.log.info(
+            "Deploying for rollout {service} to {targets}", service=name, targets=", ".join(normalized)
+        )
+        group = self._makeGroup(normalized, readers, service.options)
+        group.startHealthChecks()
+        await self._waitHealthy(group, deployTimeout)
+        service = self.services.get(name)  # removed or redeployed meanwhile?
+        if service is None:
+            group.stop()
+            raise DeployError("service not found")
+        replaced = service.rollout
+        split = None if replaced is None else replaced.split
+        try:
+            self._setRollout(service, RolloutSlot(group, split))
+        except BaseException:
+            group.stop()
+            raise
+        self.log.info(
+            "Deployed for rollout {service} to {targets}", service=name, targets=", ".join(normalized)
+        )
+        if replaced is not None:
+            await replaced.group.drain(drainTimeout)
+
+    def rolloutSet(self, name: str, percent: int, allowlist: Sequence[str] = ()) -> None:
+        """
+        Send to the rollout group of service C{name} the requests whose
+        C{kamal-rollout} cookie is in C{allowlist} or among C{percent} per
+        cent of the values (see L{kamalproxy.routing.rollout}); replaces
+        any earlier split.
+
+        @raise InvalidOptions: C{percent} is not 0 to 100.
+        @raise DeployError: C{"service not found"}, C{"rollout target not
+            set"}; nothing was changed.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        checkPercentage(percent)
+        service = self.services.get(name)
+        if service is None:
+            raise DeployError("service not found")
+        slot = service.rollout
+        if slot is None:
+            raise DeployError("rollout target not set")
+        split = RolloutSplit(percent, allowlist)
+        self._setRollout(service, attr.evolve(slot, split=split))
+        self.log.info("Set rollout split for {service}: {split}", service=name, split=split.describe())
+
+    def rolloutStop(self, name: str) -> None:
+        """
+        Send every request of service C{name} to its main group again. The
+        rollout group stays installed (and saved), its targets probed.
+
+        @raise DeployError: C{"service not found"}; nothing was changed.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        service = self.services.get(name)
+        if service is None:
+            raise DeployError("service not found")
+        slot = service.rollout
+        self._setRollout(service, None if slot is None else attr.evolve(slot, split=None))
+        self.log.info("Stopped rollout for {service}", service=name)
 
     # Private
+
+    async def _waitHealthy(self, group: TargetGroup, timeout: float) -> None:
+        """
+        Wait until every target of C{group} is healthy.
+
+        @raise DeployError: not within C{timeout} seconds (the original's
+            message); C{group} is stopped, as on any other failure.
+        """
+        try:
+            await group.whenHealthy().addTimeout(timeout, self._clock)
+        except TimeoutError:
+            group.stop()
+            raise DeployError(
+                "target failed to become healthy within configured timeout "
+                f"({formatDuration(timeout)})"
+            ) from None
+        except BaseException:
+            group.stop()
+            raise
+
+    def _setRollout(self, service: Service, slot: Optional[RolloutSlot]) -> None:
+        """
+        Give C{service} the rollout C{slot}: save the snapshot that leaves
+        (L{persist}), then make the change, then tell L{onChange}. When
+        saving raises, nothing has changed.
+        """
+        if self.persist is not None:
+            snapshot = self.snapshot()
+            for entry in snapshot:
+                if entry["name"] == service.name:
+                    entry.pop("rollout_targets", None)
+                    entry.pop("rollout_controller", None)
+                    entry.update(slot.toJSON() if slot is not None else {})
+            self.persist(snapshot)
+        service.rollout = slot
+        if self.onChange is not None:
+            self.onChange(self.snapshot())
+
+    def _restoredRollout(
+        self, name: str, entry: dict[str, Any], options: DeployOptions
+    ) -> Optional[RolloutSlot]:
+        """
+        The rollout slot saved in a snapshot C{entry}, its targets healthy at
+        once while their health checks resume; L{None} when there is none
+        or it cannot be read (logged).
+        """
+        if not entry.get("rollout_targets"):
+            return None
+        try:
+            targets = normalizeTargets(entry["rollout_targets"])
+            readers = normalizeTargets(entry.get("rollout_readers") or ())
+            saved = entry.get("rollout_controller")
+            split = None if saved is None else RolloutSplit.fromJSON(saved)
+        except (InvalidOptions, TypeError, AttributeError) as e:
+            self.log.error(
+                "Restored {service} without its rollout: {error}", service=name, error=e
+            )
+            return None
+        group = self._makeGroup(targets, readers, options)
+        group.markHealthy()
+        group.startHealthChecks()
+        return RolloutSlot(group, split)
 
     def _makeTarget(self, address: str, options: DeployOptions) -> Target:
         return Target(self._clock, address, options.target, self._connectorFor, self.targetObservers)
@@ -479,6 +630,7 @@ def _snapshotOf(
             "targets": s.group.addresses,
             "read_targets": s.group.readerAddresses,
             "options": toJSON(synced.get(s.name, s.options)),
+            **(s.rollout.toJSON() if s.rollout is not None else {}),
         }
         for s in sorted(services.values(), key=lambda s: s.name)
     ]

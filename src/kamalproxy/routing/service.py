@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.routing.test_router -*-
 """
-A deployed service: its options and the target group it currently forwards
-to.
+A deployed service: its options, the target group it currently forwards
+to, and its rollout slot.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any, Optional
 from twisted.internet.interfaces import IReactorTime
 
 from kamalproxy.routing.options import DeployOptions
+from kamalproxy.routing.rollout import RolloutSlot
 from kamalproxy.upstream.targets import TargetGroup
 
 RUNNING = "running"
@@ -19,6 +20,9 @@ RUNNING = "running"
 class Service:
     """
     A named service; its group is replaced in one assignment on deploy.
+
+    @ivar rollout: the rollout group and split (L{None}: no C{rollout
+        deploy} yet), replaced in one assignment on each change.
     """
 
     def __init__(
@@ -41,9 +45,19 @@ class Service:
         self.errorPages = errorPages
         self.tlsCertificate: Any = None  # a custom certificate (kamalproxy.tls.sni.LoadedCertificate)
         self.tlsCertificateSignature: Any = None  # of its files when loaded (kamalproxy.tls.reload)
+        self.rollout: Optional[RolloutSlot] = None
 
     def __repr__(self) -> str:
         return f"<Service {self.name} {self.group.addresses}>"
+
+    @property
+    def groups(self) -> list[TargetGroup]:
+        """
+        Every target group of the service: the main one, then the rollout
+        group if there is one.
+        """
+        rollout = self.rollout
+        return [self.group] if rollout is None else [self.group, rollout.group]
 
     def bindings(self) -> list[tuple[str, str]]:
         """
@@ -56,7 +70,7 @@ class Service:
         """
         What C{list} shows about this service.
         """
-        return {
+        described = {
             "service": self.name,
             "hosts": list(self.options.service.hosts),
             "path_prefixes": list(self.options.service.path_prefixes),
@@ -66,3 +80,6 @@ class Service:
             "state": self.state,
             "tls": self.options.service.tls_enabled,
         }
+        if self.rollout is not None:
+            described["rollout"] = self.rollout.describe()
+        return described
