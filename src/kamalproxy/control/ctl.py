@@ -5,6 +5,9 @@ UNIX control socket, the way the original's C{kamal-proxy deploy ...} does.
 
     kamal-proxy-ctl [--socket PATH] deploy app-web --target=172.1.0.2:80 ...
     kamal-proxy-ctl remove app-web
+    kamal-proxy-ctl stop app-web --drain-timeout=10s --message="Back soon"
+    kamal-proxy-ctl pause app-web --max-pause=30s
+    kamal-proxy-ctl resume app-web
     kamal-proxy-ctl list
 
 Every command blocks until the daemon has finished. On any failure one line,
@@ -32,7 +35,7 @@ from twisted.python.failure import Failure
 from kamalproxy import versionLine
 
 from kamalproxy.routing import options
-from kamalproxy.control.commands import ControlError, Deploy, List, Remove
+from kamalproxy.control.commands import ControlError, Deploy, List, Pause, Remove, Resume, Stop
 from kamalproxy.control.flags import (
     FlagError,
     Invocation,
@@ -229,6 +232,25 @@ async def _execute(
         )
     elif name == "remove":
         await _call(reactor, socketPath, Remove, CALL_MARGIN, service=invocation.service)
+    elif name in ("pause", "stop"):
+        values = invocation.values
+        drain = values["drain-timeout"]
+        command, extra = (
+            (Pause, {"max_pause": values["max-pause"]})
+            if name == "pause"
+            else (Stop, {"message": values["message"]})
+        )
+        await _call(
+            reactor,
+            socketPath,
+            command,
+            drain + CALL_MARGIN,
+            service=invocation.service,
+            drain_timeout=drain,
+            **extra,
+        )
+    elif name == "resume":
+        await _call(reactor, socketPath, Resume, CALL_MARGIN, service=invocation.service)
     elif name == "list":
         answer = await _call(reactor, socketPath, List, CALL_MARGIN)
         try:

@@ -11,9 +11,10 @@ from typing import Any, Optional
 from twisted.internet.interfaces import IReactorTime
 
 from kamalproxy.routing.options import DeployOptions
+from kamalproxy.routing.pausing import RUNNING, PauseController
 from kamalproxy.upstream.targets import TargetGroup
 
-RUNNING = "running"
+__all__ = ["RUNNING", "Service"]
 
 
 class Service:
@@ -37,13 +38,20 @@ class Service:
         self.name = name
         self.options = options
         self.group = group
-        self.state = RUNNING
+        self.pause = PauseController(clock)  # kept across redeploys (Router.deploy)
         self.errorPages = errorPages
         self.tlsCertificate: Any = None  # a custom certificate (kamalproxy.tls.sni.LoadedCertificate)
         self.tlsCertificateSignature: Any = None  # of its files when loaded (kamalproxy.tls.reload)
 
     def __repr__(self) -> str:
         return f"<Service {self.name} {self.group.addresses}>"
+
+    @property
+    def state(self) -> str:
+        """
+        C{running}, C{paused} or C{stopped} (see L{PauseController}).
+        """
+        return self.pause.state
 
     def bindings(self) -> list[tuple[str, str]]:
         """
