@@ -71,5 +71,6 @@ class Service:
             "targets": self.group.addresses,
             "health": {t.address: t.state for t in self.group.targets},
             "state": self.state,
+            "held": len(self.pause.queue),
             "tls": self.options.service.tls_enabled,
         }
