@@ -68,17 +68,21 @@ def kamal(daemon: Daemon, *args: str) -> Deferred:
     return kamalProxy(*args, env={"KAMAL_PROXY_SOCKET": daemon.socket})
 
 
-def h2Many(port: int, path: bytes, count: int) -> Deferred:
+def h2Many(port: int, path: bytes, count: int, reset: int = 0) -> Deferred:
     """
     C{count} GETs of C{path} as concurrent streams of one HTTP/2 (h2c)
-    connection, from a client in a thread; fires with C{(status,
-    X-Version)} of each, in order.
+    connection, from a client in a thread, the first C{reset} of them
+    reset at once; fires with C{(status, X-Version)} of each other one, in
+    order.
     """
 
     def scenario() -> list[tuple[int, Any]]:
         client = H2Client(port, timeout=40)
         try:
             streams = [client.request(b"GET", b"%s?h2=%d" % (path, n)) for n in range(count)]
+            for stream in streams[:reset]:
+                client.reset(stream)
+            streams = streams[reset:]
             client.pump(client.finished(*streams))
             return [(client.responses[s].status, client.responses[s].header(b"x-version")) for s in streams]
         finally:
@@ -207,13 +211,16 @@ class PauseTests(TestCase):
     async def test_stopReleasesHeld(self) -> None:
         """
         C{stop} answers the held HTTP/1.1 and HTTP/2 requests with the 503
-        maintenance page at once.
+        maintenance page at once; a held HTTP/2 stream the client resets
+        is forgotten (logged 499) and not counted as held.
         """
         daemon, app = await self.startProxy()
         self.assertEqual((await kamal(daemon, "pause", "app-web")).code, 0)
         http1 = [Deferred.fromCoroutine(fetch(daemon.url(f"/held/{n}"), timeout=20)) for n in range(5)]
-        http2 = h2Many(daemon.port, b"/held2", 5)
+        http2 = h2Many(daemon.port, b"/held2", 6, reset=1)
+        await daemon.waitForRequestLogs(lambda e: e["status"] == 499, 1)
         await waitHeld(daemon, "app-web", 10)
+        self.assertEqual((await describe(daemon, "app-web"))["held"], 10)
         stopped = await kamal(daemon, "stop", "app-web", '--drain-timeout=10s', "--message=Bye")
         self.assertEqual(stopped.code, 0, stopped.err)
         for status, _, body in await gatherResults(http1):

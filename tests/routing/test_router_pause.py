@@ -171,3 +171,32 @@ class RouterPauseTests(SynchronousTestCase):
         self.assertTrue(request.cancelled)
         self.assertEqual(target.inflight, set())
         self.assertFalse(target.draining)
+
+    def test_heldAcrossRedeploy(self) -> None:
+        """
+        A request held while the service is redeployed goes, after
+        C{resume}, to the new targets (the old ones are drained).
+        """
+        self.successResultOf(self.pause())
+        protocol, client, _ = proxyConnection(self.router, self.clock)
+        protocol.dataReceived(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(len(self.router.services["app"].pause.queue), 1)
+        self.successResultOf(self.deploy("app", [NEW]))
+        self.assertEqual(self.router.services["app"].state, "paused")
+        self.router.resume("app")
+        self.clock.advance(0)
+        [conn] = self.targets.connections
+        self.assertEqual(conn.transport.address, NEW)  # type: ignore[union-attr]
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(statusOf(client.value()), 200)
+
+    def test_deployNotSavedKeepsOwner(self) -> None:
+        """
+        A redeploy that cannot be saved leaves held requests with the
+        service as it was.
+        """
+        old = self.router.services["app"]
+        self.successResultOf(self.pause())
+        self.full = True
+        self.failureResultOf(self.deploy("app", [NEW]), SaveFailed)
+        self.assertIs(old.pause.owner, old)

@@ -113,6 +113,10 @@ class _HeldRequest:
         exchange.bodyConsumer = self.consumer
         chunks, self.chunks = self.chunks, []
         if outcome == PROCEED:
+            owner = exchange.service.pause.owner
+            if owner is not None and owner is not exchange.service:
+                # Redeployed while held: on to the new targets.
+                exchange.service, exchange.group, exchange.errorPages = owner, owner.group, owner.errorPages
             if exchange.complete:
                 if chunks:
                     exchange.request.content = BytesIO(b"".join(chunks))

@@ -82,6 +82,9 @@ class PauseController:
     @ivar maxPause: how long (seconds) a request is held at most.
     @ivar queue: the waiters, in arrival order (a dict used as an ordered
         set: forgetting one is O(1)).
+    @ivar owner: the service this controller belongs to now (a redeploy
+        hands the controller, held requests included, to the new
+        L{kamalproxy.routing.service.Service}).
     """
 
     def __init__(self, clock: IReactorTime, maxWaiters: int = MAX_WAITERS) -> None:
@@ -91,6 +94,7 @@ class PauseController:
         self.message = ""
         self.maxPause = DEFAULT_MAX_PAUSE
         self.queue: dict[Waiter, None] = {}
+        self.owner: Any = None
         self._releasing: Optional[IDelayedCall] = None
 
     def __repr__(self) -> str:

@@ -237,6 +237,7 @@ class Router(ProxyResource):
         except BaseException:
             group.stop()
             raise
+        service.pause.owner = service  # requests held meanwhile go to the new targets
         self.log.info(
             "Deployed {service} to {targets}", service=name, targets=", ".join(normalized)
         )

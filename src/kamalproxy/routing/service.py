@@ -39,6 +39,7 @@ class Service:
         self.options = options
         self.group = group
         self.pause = PauseController(clock)  # kept across redeploys (Router.deploy)
+        self.pause.owner = self
         self.errorPages = errorPages
         self.tlsCertificate: Any = None  # a custom certificate (kamalproxy.tls.sni.LoadedCertificate)
         self.tlsCertificateSignature: Any = None  # of its files when loaded (kamalproxy.tls.reload)
