@@ -252,9 +252,7 @@ class Router(ProxyResource):
         @raise DeployError: no such service.
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
-        service = self.services.get(name)
-        if service is None:
-            raise DeployError("service not found")
+        service = self._serviceNamed(name)
         self._commit({n: s for n, s in self.services.items() if n != name})
         service.group.stop()
         self.log.info("Removed {service}", service=name)
@@ -271,7 +269,8 @@ class Router(ProxyResource):
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
         _checkTimeouts(drainTimeout, maxPause)
-        service = self._pausable(name, {"state": PAUSED, "message": "", "max_pause": maxPause})
+        service = self._serviceNamed(name)
+        self._savePause(service, {"state": PAUSED, "message": "", "max_pause": maxPause})
         service.pause.pause(maxPause)
         self.log.info("Paused {service}", service=name)
         await service.group.settle(drainTimeout)
@@ -287,8 +286,8 @@ class Router(ProxyResource):
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
         _checkTimeouts(drainTimeout)
-        maxPause = self.services[name].pause.maxPause if name in self.services else 0.0
-        service = self._pausable(name, {"state": STOPPED, "message": message, "max_pause": maxPause})
+        service = self._serviceNamed(name)
+        self._savePause(service, {"state": STOPPED, "message": message, "max_pause": service.pause.maxPause})
         service.pause.stop(message)
         self.log.info("Stopped {service}", service=name)
         await service.group.settle(drainTimeout)
@@ -301,7 +300,8 @@ class Router(ProxyResource):
         @raise DeployError: no such service.
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
-        service = self._pausable(name, None)
+        service = self._serviceNamed(name)
+        self._savePause(service, None)
         if service.pause.state == RUNNING:
             return
         service.pause.resume()
@@ -406,20 +406,22 @@ class Router(ProxyResource):
     def _makeTarget(self, address: str, options: DeployOptions) -> Target:
         return Target(self._clock, address, options.target, self._connectorFor, self.targetObservers)
 
-    def _pausable(self, name: str, pause: Optional[dict[str, Any]]) -> Service:
+    def _serviceNamed(self, name: str) -> Service:
         """
-        The service C{name}, once the snapshot with C{pause} as its pause
-        state (L{None}: running) is saved.
-
         @raise DeployError: no such service.
         """
         service = self.services.get(name)
         if service is None:
             raise DeployError("service not found")
-        current = service.pause.snapshot()
-        if pause != current and self.persist is not None:
-            self.persist(_snapshotOf(self.services, {}, {name: pause}))
         return service
+
+    def _savePause(self, service: Service, pause: Optional[dict[str, Any]]) -> None:
+        """
+        Save the snapshot with C{pause} as C{service}'s pause state
+        (L{None}: running), unless that is its state already.
+        """
+        if pause != service.pause.snapshot() and self.persist is not None:
+            self.persist(_snapshotOf(self.services, {}, {service.name: pause}))
 
     def _checkConflicts(self, name: str, options: DeployOptions) -> None:
         table = self._table
