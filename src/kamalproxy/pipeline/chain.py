@@ -22,6 +22,7 @@ from kamalproxy.pipeline.balance import balance
 from kamalproxy.pipeline.bodylimits import limitBody
 from kamalproxy.pipeline.challenge import answerChallenges
 from kamalproxy.pipeline.forward import forward
+from kamalproxy.pipeline.pausegate import pauseGate
 from kamalproxy.pipeline.responsebuffer import bufferResponses
 from kamalproxy.pipeline.rollout import splitRollout
 from kamalproxy.pipeline.route import route
@@ -59,6 +60,9 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
          matches);
       3. TLS gate: TLS to a service without TLS is refused (503), plain
          HTTP redirected to HTTPS, other hosts to the canonical host;
+      3a. pause gate: a stopped service answers 503 (maintenance page), a
+         paused one holds the request until resumed; its health-check
+         path answers 200;
       4. body limits: a declared body over the maximum is refused at once
          (413), the body is buffered (memory, then disk) or streamed;
       5. response buffering wraps the response sink when the service
@@ -77,6 +81,7 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
         answerChallenges(router),
         route(router),
         secureChannel(router),
+        pauseGate,
         limitBody,
         bufferResponses,
         splitRollout,

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.routing.test_router -*-
 """
 The router: the root resource that sends each request to its service, and
-the one place where services are deployed, removed and restored.
+the one place where services are deployed, removed, paused, stopped,
+resumed and restored.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from kamalproxy.pipeline.chain import buildChain
 from kamalproxy.pipeline.dispatcher import Dispatcher, ProxyResource
 from kamalproxy.routing.rollout import RolloutSlot, RolloutSplit, checkPercentage
 from kamalproxy.routing.table import RoutingTable, requestHost
+from kamalproxy.routing.pausing import PAUSED, RUNNING, STOPPED
 from kamalproxy.routing.service import Service
 from kamalproxy.upstream.targets import ConnectorFor, Target, TargetGroup
 from kamalproxy.upstream.client import UpstreamConnection, endpointFor
@@ -223,13 +225,14 @@ class Router(ProxyResource):
         service.tlsCertificate = certificate
         service.tlsCertificateSignature = signature
         if old is not None:
-            service.state = old.state
+            service.pause = old.pause  # pause state, stop message and held requests
             service.rollout = old.rollout
         try:
             self._commit({**self.services, name: service})
         except BaseException:
             group.stop()
             raise
+        service.pause.owner = service  # requests held meanwhile go to the new targets
         self.log.info(
             "Deployed {service} to {targets}", service=name, targets=", ".join(normalized)
         )
@@ -244,13 +247,61 @@ class Router(ProxyResource):
         @raise DeployError: no such service.
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
-        service = self.services.get(name)
-        if service is None:
-            raise DeployError("service not found")
+        service = self._serviceNamed(name)
         self._commit({n: s for n, s in self.services.items() if n != name})
         for group in service.groups:
             group.stop()
         self.log.info("Removed {service}", service=name)
+
+    async def pause(self, name: str, drainTimeout: float, maxPause: float) -> None:
+        """
+        Hold new requests for C{name} (each at most C{maxPause} seconds)
+        until L{resume}, then wait for the requests in flight to finish
+        (survivors are cancelled after C{drainTimeout} seconds). A service
+        already paused keeps its held requests and takes the new
+        C{maxPause}.
+
+        @raise DeployError: no such service.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        _checkTimeouts(drainTimeout, maxPause)
+        service = self._serviceNamed(name)
+        self._savePause(service, {"state": PAUSED, "message": "", "max_pause": maxPause})
+        service.pause.pause(maxPause)
+        self.log.info("Paused {service}", service=name)
+        await DeferredList([group.settle(drainTimeout) for group in service.groups])
+
+    async def stopServing(self, name: str, drainTimeout: float, message: str = "") -> None:
+        """
+        Answer new requests for C{name} with the 503 maintenance page
+        showing C{message}, and held ones with 503; then wait for the
+        requests in flight to finish (survivors are cancelled after
+        C{drainTimeout} seconds).
+
+        @raise DeployError: no such service.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        _checkTimeouts(drainTimeout)
+        service = self._serviceNamed(name)
+        self._savePause(service, {"state": STOPPED, "message": message, "max_pause": service.pause.maxPause})
+        service.pause.stop(message)
+        self.log.info("Stopped {service}", service=name)
+        await DeferredList([group.settle(drainTimeout) for group in service.groups])
+
+    def resume(self, name: str) -> None:
+        """
+        Serve C{name} again; held requests go on in arrival order. Nothing
+        happens for a running service.
+
+        @raise DeployError: no such service.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        service = self._serviceNamed(name)
+        self._savePause(service, None)
+        if service.pause.state == RUNNING:
+            return
+        service.pause.resume()
+        self.log.info("Resumed {service}", service=name)
 
     def restore(self, snapshot: Iterable[dict[str, Any]]) -> None:
         """
@@ -290,6 +341,7 @@ class Router(ProxyResource):
             group.markHealthy()
             group.startHealthChecks()
             self.services[name] = Service(self._clock, name, options, group, errorPages)
+            self.services[name].pause.restore(entry.get("pause"))
             self.services[name].tlsCertificate = certificate
             self.services[name].tlsCertificateSignature = signature
             self.services[name].rollout = self._restoredRollout(name, entry, options)
@@ -508,6 +560,23 @@ class Router(ProxyResource):
     def _makeTarget(self, address: str, options: DeployOptions) -> Target:
         return Target(self._clock, address, options.target, self._connectorFor, self.targetObservers)
 
+    def _serviceNamed(self, name: str) -> Service:
+        """
+        @raise DeployError: no such service.
+        """
+        service = self.services.get(name)
+        if service is None:
+            raise DeployError("service not found")
+        return service
+
+    def _savePause(self, service: Service, pause: Optional[dict[str, Any]]) -> None:
+        """
+        Save the snapshot with C{pause} as C{service}'s pause state
+        (L{None}: running), unless that is its state already.
+        """
+        if pause != service.pause.snapshot() and self.persist is not None:
+            self.persist(_snapshotOf(self.services, {}, {service.name: pause}))
+
     def _checkConflicts(self, name: str, options: DeployOptions) -> None:
         table = self._table
         hosts = options.service.hosts or ("",)
@@ -540,6 +609,16 @@ class Router(ProxyResource):
         for name, options in synced.items():
             self.services[name].options = options
         self._table = table
+
+
+def _checkTimeouts(drainTimeout: float, maxPause: float = 0.0) -> None:
+    """
+    @raise DeployError: a negative drain timeout or maximum pause.
+    """
+    if drainTimeout < 0:
+        raise DeployError("drain timeout must not be negative")
+    if maxPause < 0:
+        raise DeployError("max pause must not be negative")
 
 
 def _tableOf(services: dict[str, Service]) -> RoutingTable[Service]:
@@ -589,18 +668,23 @@ def _syncedTLSOptions(
 
 
 def _snapshotOf(
-    services: dict[str, Service], synced: dict[str, DeployOptions]
+    services: dict[str, Service],
+    synced: dict[str, DeployOptions],
+    pauses: Optional[dict[str, Optional[dict[str, Any]]]] = None,
 ) -> list[dict[str, Any]]:
     """
-    L{Router.snapshot} of C{services}, with the options in C{synced} in
-    place of theirs.
+    L{Router.snapshot} of C{services}, with the options in C{synced} and
+    the pause states in C{pauses} in place of theirs. A service not running
+    has its pause state under C{"pause"}
+    (L{kamalproxy.routing.pausing.PauseController.snapshot}).
     """
-    return [
-        {
-            "name": s.name,
-            "targets": s.group.addresses,
-            "options": toJSON(synced.get(s.name, s.options)),
-            **(s.rollout.toJSON() if s.rollout is not None else {}),
-        }
-        for s in sorted(services.values(), key=lambda s: s.name)
-    ]
+    entries = []
+    for s in sorted(services.values(), key=lambda s: s.name):
+        entry = {"name": s.name, "targets": s.group.addresses, "options": toJSON(synced.get(s.name, s.options))}
+        if s.rollout is not None:
+            entry.update(s.rollout.toJSON())
+        pause = pauses[s.name] if pauses is not None and s.name in pauses else s.pause.snapshot()
+        if pause is not None:
+            entry["pause"] = pause
+        entries.append(entry)
+    return entries
