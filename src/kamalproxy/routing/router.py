@@ -33,9 +33,17 @@ from kamalproxy.routing.options import (
     normalizeTarget,
     toJSON,
 )
-from kamalproxy.interfaces import ITargetObserver
+from kamalproxy.interfaces import IDeployObserver, ITargetObserver
 from kamalproxy.pipeline.chain import buildChain
 from kamalproxy.pipeline.dispatcher import Dispatcher, ProxyResource
+from kamalproxy.routing.deploys import (
+    DEPLOY,
+    FAILED,
+    ROLLOUT,
+    SUCCEEDED,
+    DeployRecord,
+    tellDeployObservers,
+)
 from kamalproxy.routing.rollout import RolloutSlot, RolloutSplit, checkPercentage
 from kamalproxy.routing.table import RoutingTable, requestHost
 from kamalproxy.routing.pausing import PAUSED, RUNNING, STOPPED
@@ -147,6 +155,8 @@ class Router(ProxyResource):
     @ivar httpsPort: the HTTPS port named in redirects (omitted when 443).
     @ivar targetObservers: L{ITargetObserver}s told when a target's health
         changes.
+    @ivar deployObservers: L{IDeployObserver}s told when a deploy or rollout
+        deploy ends (L{kamalproxy.routing.deploys.DeployRecord}).
     """
 
     log = Logger()
@@ -161,6 +171,7 @@ class Router(ProxyResource):
         httpsPort: int = 443,
         persist: Callable[[list[dict[str, Any]]], None] | None = None,
         targetObservers: Sequence[ITargetObserver] = (),
+        deployObservers: Sequence[IDeployObserver] = (),
     ) -> None:
         self._clock = clock
         self._connectorFor = connectorFor
@@ -173,6 +184,7 @@ class Router(ProxyResource):
         self.httpsPort = httpsPort
         self._dispatcher: Optional[Dispatcher] = None
         self.targetObservers = targetObservers
+        self.deployObservers = deployObservers
 
     # IResource (from ProxyResource): a router mounted in a resource tree
     # under a plain twisted.web.server.Site runs the pipeline over itself.
@@ -200,12 +212,33 @@ class Router(ProxyResource):
         """
         Deploy C{name} to C{targets}: wait for them to be healthy (unless
         C{options.force}), send all new requests to them, then wait for the
-        replaced targets to drain.
+        replaced targets to drain. L{deployObservers} are told how it went.
 
         @raise DeployError: nothing was changed.
         @raise InvalidOptions: nothing was changed.
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
+        await self._observed(DEPLOY, name, targets, self._deploy(name, targets, options))
+
+    async def _observed(self, kind: str, name: str, targets: Sequence[str], change: Any) -> None:
+        """
+        Await the deploy C{change}, then tell L{deployObservers} how it went.
+        """
+        started = self._clock.seconds()
+        outcome, error = SUCCEEDED, ""
+        try:
+            await change
+        except BaseException as e:
+            outcome, error = FAILED, str(e) or type(e).__name__
+            raise
+        finally:
+            if self.deployObservers:
+                record = DeployRecord(
+                    name, kind, tuple(targets), started, self._clock.seconds() - started, outcome, error
+                )
+                tellDeployObservers(self.deployObservers, record)
+
+    async def _deploy(self, name: str, targets: Sequence[str], options: DeployOptions) -> None:
         name, normalized, options = normalizeDeploy(name, list(targets), options)
         self._checkConflicts(name, options)
         errorPages = _errorPagesFor(options)
@@ -421,6 +454,21 @@ class Router(ProxyResource):
         @raise InvalidOptions: bad targets or timeouts; nothing was changed.
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
+        await self._observed(
+            ROLLOUT,
+            name,
+            targets,
+            self._rolloutDeploy(name, targets, readTargets, deployTimeout, drainTimeout),
+        )
+
+    async def _rolloutDeploy(
+        self,
+        name: str,
+        targets: Sequence[str],
+        readTargets: Sequence[str],
+        deployTimeout: float,
+        drainTimeout: float,
+    ) -> None:
         service = self.services.get(name)
         if service is None:
             raise DeployError("service not found")
