@@ -129,3 +129,16 @@ class ITargetObserver(Interface):
         C{target} (a L{kamalproxy.upstream.targets.Target}) went from
         C{previous} to C{state} (C{"adding"}, C{"healthy"}, C{"unhealthy"}).
         """
+
+
+class IDeployObserver(Interface):
+    """
+    Told when a deploy or rollout deploy ends, whether it succeeded or
+    failed (for metrics and the status page).
+    """
+
+    def deployFinished(record):  # type: ignore[no-untyped-def]
+        """
+        A deploy is over; C{record} is a
+        L{kamalproxy.routing.deploys.DeployRecord}.
+        """

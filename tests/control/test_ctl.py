@@ -32,7 +32,17 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import kamalproxy
 from kamalproxy.control import cli
 from kamalproxy.control import ctl
-from kamalproxy.control.commands import CommandFailed, ControlError, Deploy, List, Remove, StateNotSaved
+from kamalproxy.control.commands import (
+    CommandFailed,
+    ControlError,
+    Deploy,
+    List,
+    Pause,
+    Remove,
+    Resume,
+    StateNotSaved,
+    Stop,
+)
 from kamalproxy.routing.options import DeployOptions, fromJSON
 from kamalproxy.daemon.paths import defaultSocketPath, defaultStateDir
 
@@ -192,6 +202,21 @@ class RecordingLocator(amp.CommandLocator):
     @Remove.responder
     def remove(self, service: str) -> Deferred[dict[str, Any]]:
         self.calls.append(("remove", {"service": service}))
+        return self._answer({})
+
+    @Pause.responder
+    def pause(self, service: str, drain_timeout: float, max_pause: float) -> Deferred[dict[str, Any]]:
+        self.calls.append(("pause", {"service": service, "drain_timeout": drain_timeout, "max_pause": max_pause}))
+        return self._answer({})
+
+    @Stop.responder
+    def stop(self, service: str, drain_timeout: float, message: str) -> Deferred[dict[str, Any]]:
+        self.calls.append(("stop", {"service": service, "drain_timeout": drain_timeout, "message": message}))
+        return self._answer({})
+
+    @Resume.responder
+    def resume(self, service: str) -> Deferred[dict[str, Any]]:
+        self.calls.append(("resume", {"service": service}))
         return self._answer({})
 
     @List.responder
@@ -474,15 +499,42 @@ class RoundTripTests(TestCase):
         self.assertEqual(code, 1)
         self.assertEqual(self.stderr.getvalue(), f"Error: {ctl.cannotConnect(stale)}\n")
 
-    async def test_unsupportedVerb(self) -> None:
+    async def test_stopPauseResume(self) -> None:
         """
-        Verbs not built are refused without contacting the daemon.
+        Kamal's C{stop}, C{pause} and C{resume} command lines send the
+        service with the drain timeout, message and maximum pause in
+        seconds; the defaults are 30 s and an empty message.
         """
-        self.assertEqual(await self.ctl("pause", "s", "--max-pause=5s"), 1)
+        self.assertEqual(await self.ctl("stop", "app-web", '--drain-timeout=10s', "--message=Hi"), 0)
+        self.assertEqual(await self.ctl("pause", "app-web", "--drain-timeout=30s", "--max-pause=1m"), 0)
+        self.assertEqual(await self.ctl("resume", "app-web"), 0)
+        self.assertEqual(await self.ctl("stop", "app-web"), 0)
+        self.assertEqual(await self.ctl("pause", "app-web"), 0)
         self.assertEqual(
-            self.stderr.getvalue().splitlines()[0], "Error: `pause` is not supported yet"
+            self.locator.calls,
+            [
+                ("stop", {"service": "app-web", "drain_timeout": 10.0, "message": "Hi"}),
+                ("pause", {"service": "app-web", "drain_timeout": 30.0, "max_pause": 60.0}),
+                ("resume", {"service": "app-web"}),
+                ("stop", {"service": "app-web", "drain_timeout": 30.0, "message": ""}),
+                ("pause", {"service": "app-web", "drain_timeout": 30.0, "max_pause": 30.0}),
+            ],
         )
-        self.assertEqual(self.locator.calls, [])
+        self.assertEqual((self.stdout.getvalue(), self.stderr.getvalue()), ("", ""))
+
+    async def test_stopPauseResumeFail(self) -> None:
+        """
+        The daemon's refusal of C{stop}, C{pause} or C{resume} is one
+        C{Error:} line and exit 1.
+        """
+        self.locator.failure = "service not found"
+        for argv in (["stop", "nope"], ["pause", "nope"], ["resume", "nope"]):
+            self.assertEqual(await self.ctl(*argv), 1)
+        self.assertEqual(self.stderr.getvalue(), "Error: service not found\n" * 3)
+        self.locator.failure = "cannot save state: No space left on device"
+        self.locator.failureType = StateNotSaved
+        self.assertEqual(await self.ctl("resume", "app"), 1)
+        self.assertTrue(self.stderr.getvalue().endswith("Error: cannot save state: No space left on device\n"))
 
     async def test_help(self) -> None:
         """

@@ -476,24 +476,11 @@ class UnsupportedTests(SynchronousTestCase):
             'invalid argument "maybe" for "--tls" flag: expected true or false',
         )
 
-    def test_unsupportedVerbs(self) -> None:
+    def test_verbUnknownFlag(self) -> None:
         """
-        The original's other verbs are recognised, with their flags, and
-        refused by name.
+        A verb of a group reports an unknown flag by name.
         """
-        for line, verb in [
-            ("pause s --drain-timeout 5s --max-pause 10s", "pause"),
-            ("stop s --drain-timeout=5s --message=Maintenance", "stop"),
-            ("resume s", "resume"),
-        ]:
-            with self.subTest(line=line):
-                self.assertEqual(commandError(self, line), f"`{verb}` is not supported yet")
-
-    def test_unsupportedVerbUnknownFlag(self) -> None:
-        """
-        An unsupported verb still reports an unknown flag first.
-        """
-        self.assertEqual(commandError(self, "pause s --bogus"), "unknown flag: --bogus")
+        self.assertEqual(commandError(self, "rollout stop s --bogus"), "unknown flag: --bogus")
 
 
 class CommandLineTests(SynchronousTestCase):
@@ -692,4 +679,47 @@ class ReadersAndBalancingFlagsTests(SynchronousTestCase):
         invocation = parseCommandLine(shlex.split("deploy s --target web --read-target=http://x"))
         self.assertEqual(
             str(self.assertRaises(FlagError, readTargetsOf, invocation)), "http://x :invalid host pattern"
+        )
+
+
+class PauseVerbsTests(SynchronousTestCase):
+    """
+    C{stop}, C{pause} and C{resume} read Kamal's command lines.
+    """
+
+    def test_kamalCommandLines(self) -> None:
+        """
+        The lines Kamal runs (C{kamal app maintenance}, C{kamal app live})
+        and a pause with its flags are accepted and read as the original
+        reads them.
+        """
+        stop = parseCommandLine(shlex.split('stop app-web --drain-timeout="10s" --message="Hi"'))
+        checkSupported(stop)
+        self.assertEqual(
+            (stop.service, stop.values["drain-timeout"], stop.values["message"]), ("app-web", 10.0, "Hi")
+        )
+        resume = parseCommandLine(shlex.split("resume app-web"))
+        checkSupported(resume)
+        self.assertEqual(resume.service, "app-web")
+        pause = parseCommandLine(shlex.split("pause app-web --drain-timeout=30s --max-pause=1m30s"))
+        checkSupported(pause)
+        self.assertEqual((pause.values["drain-timeout"], pause.values["max-pause"]), (30.0, 90.0))
+
+    def test_defaults(self) -> None:
+        """
+        Without flags: a 30 s drain, a 30 s maximum pause, no message.
+        """
+        pause = parseCommandLine(["pause", "s"])
+        stop = parseCommandLine(["stop", "s"])
+        self.assertEqual((pause.values["drain-timeout"], pause.values["max-pause"]), (30.0, 30.0))
+        self.assertEqual((stop.values["drain-timeout"], stop.values["message"]), (30.0, ""))
+
+    def test_badValues(self) -> None:
+        """
+        A bad duration or a second service name is refused in one line.
+        """
+        self.assertIn("--max-pause", commandError(self, "pause s --max-pause=soon"))
+        self.assertEqual(
+            commandError(self, "resume a b"),
+            "resume takes one service name, got 2: 'a', 'b' (usage: resume <service> [flags])",
         )

@@ -21,8 +21,11 @@ from kamalproxy.control.commands import (
     Deploy,
     InvalidArguments,
     List,
+    Pause,
     Remove,
+    Resume,
     StateNotSaved,
+    Stop,
 )
 from kamalproxy.control.server import ControlFactory, ControlLocator
 from kamalproxy.routing.router import Router
@@ -254,6 +257,68 @@ class ControlServerTests(SynchronousTestCase):
         d = self.call(Remove, service="app")
         self.assertEqual(self.failureResultOf(d, StateNotSaved).getErrorMessage(), DISK_FULL)
         self.assertEqual(list(self.router.services), ["app"])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_stopPauseResume(self) -> None:
+        """
+        C{Stop}, C{Pause} and C{Resume} change the service's state, which
+        C{List} shows, and answer once nothing is in flight.
+        """
+        self.successResultOf(self.call(Deploy, service="app", targets=[TARGET], options="{}"))
+
+        def state() -> str:
+            [entry] = json.loads(self.successResultOf(self.call(List))["services"])
+            return str(entry["state"])
+
+        self.assertEqual(self.successResultOf(self.call(Stop, service="app", drain_timeout=5.0, message="Hi")), {})
+        self.assertEqual((state(), self.router.services["app"].pause.message), ("stopped", "Hi"))
+        self.successResultOf(self.call(Pause, service="app", drain_timeout=5.0, max_pause=7.0))
+        self.assertEqual((state(), self.router.services["app"].pause.maxPause), ("paused", 7.0))
+        self.successResultOf(self.call(Resume, service="app"))
+        self.assertEqual(state(), "running")
+
+    def test_stopPauseResumeUnknown(self) -> None:
+        """
+        Each fails with L{CommandFailed} C{"service not found"} for a
+        service that does not exist.
+        """
+        for command, arguments in (
+            (Stop, {"drain_timeout": 1.0, "message": ""}),
+            (Pause, {"drain_timeout": 1.0, "max_pause": 1.0}),
+            (Resume, {}),
+        ):
+            d = self.call(command, service="nope", **arguments)
+            self.assertEqual(self.failureResultOf(d, CommandFailed).getErrorMessage(), "service not found")
+
+    def test_negativeTimeout(self) -> None:
+        """
+        A negative drain timeout or maximum pause is refused; the service
+        keeps running.
+        """
+        self.successResultOf(self.call(Deploy, service="app", targets=[TARGET], options="{}"))
+        d = self.call(Pause, service="app", drain_timeout=1.0, max_pause=-1.0)
+        self.assertEqual(self.failureResultOf(d, CommandFailed).getErrorMessage(), "max pause must not be negative")
+        d = self.call(Stop, service="app", drain_timeout=-1.0, message="")
+        self.assertEqual(self.failureResultOf(d, CommandFailed).getErrorMessage(), "drain timeout must not be negative")
+        self.assertEqual(self.router.services["app"].state, "running")
+
+    def test_stopNotSaved(self) -> None:
+        """
+        A stop, pause or resume whose state cannot be saved fails with
+        L{StateNotSaved}; the service's state is unchanged.
+        """
+        self.successResultOf(self.call(Deploy, service="app", targets=[TARGET], options="{}"))
+        self.router.persist = _diskFull
+        d = self.call(Stop, service="app", drain_timeout=1.0, message="Hi")
+        self.assertEqual(self.failureResultOf(d, StateNotSaved).getErrorMessage(), DISK_FULL)
+        d = self.call(Pause, service="app", drain_timeout=1.0, max_pause=1.0)
+        self.failureResultOf(d, StateNotSaved)
+        self.assertEqual(self.router.services["app"].state, "running")
+        self.router.persist = None
+        self.successResultOf(self.call(Pause, service="app", drain_timeout=1.0, max_pause=1.0))
+        self.router.persist = _diskFull
+        self.failureResultOf(self.call(Resume, service="app"), StateNotSaved)
+        self.assertEqual(self.router.services["app"].state, "paused")
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_debugLinePerCommand(self) -> None:

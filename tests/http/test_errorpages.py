@@ -61,3 +61,14 @@ class ErrorPagesTests(SynchronousTestCase):
         self.assertEqual(pages.renderPage(request, 502, loaded), b"<h1>our 502</h1>")
         self.assertEqual(request.responseCode, 502)
         self.assertEqual(pages.renderPage(request, 504, loaded), pages.pageFor(504))
+
+    def test_builtInPageShowsMessage(self) -> None:
+        """
+        Without a page of the service's own, the built-in page shows the
+        message (a stopped service's) escaped in a paragraph of its own;
+        without a message it is the page as shipped.
+        """
+        page = pages.pageBody(503, None, "Back <soon>")
+        self.assertIn(b'<p class="message">Back &lt;soon&gt;</p>\n</main>', page)
+        self.assertEqual(pages.pageBody(503, None, ""), pages.pageFor(503))
+        self.assertEqual(pages.pageBody(503, {404: b"x"}, ""), pages.pageFor(503))

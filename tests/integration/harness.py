@@ -620,8 +620,11 @@ class Backend:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "Backend":
-        self._listener = reactor.listenTCP(0, self._factory, interface="127.0.0.1")
+    def start(self, port: int = 0) -> "Backend":
+        """
+        Listen on C{port} (default: any free port).
+        """
+        self._listener = reactor.listenTCP(port, self._factory, interface="127.0.0.1")
         self.port = self._listener.getHost().port
         return self
 
@@ -686,11 +689,12 @@ class Backend:
             d.cancel()
 
 
-def startBackend(testCase: TestCase, version: str, healthStatus: int = 200) -> Backend:
+def startBackend(testCase: TestCase, version: str, healthStatus: int = 200, port: int = 0) -> Backend:
     """
-    A running L{Backend}, stopped in C{testCase}'s cleanup.
+    A running L{Backend} (on C{port}, if given), stopped in C{testCase}'s
+    cleanup.
     """
-    backend = Backend(version, healthStatus).start()
+    backend = Backend(version, healthStatus).start(port)
     testCase.addCleanup(backend.stop)
     return backend
 

@@ -13,6 +13,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from kamalproxy.interfaces import IDeployObserver
+from kamalproxy.routing.deploys import DEPLOY, FAILED, ROLLOUT, SUCCEEDED, DeployRecord
 from kamalproxy.routing.options import DeployOptions, HealthCheckConfig, InvalidOptions, ServiceOptions, TargetOptions
 from kamalproxy.routing.router import DeployError, Router
 from kamalproxy.daemon.state import SaveFailed
@@ -554,3 +559,75 @@ class TargetObserverTests(SynchronousTestCase):
             recorder.changes,
             [("10.0.0.1:3000", "adding", "healthy"), ("10.0.0.1:3000", "healthy", "unhealthy")],
         )
+
+
+class DeployObserverTests(SynchronousTestCase):
+    """
+    L{Router}'s C{deployObservers} hear of every deploy and rollout deploy
+    once it is over, with its outcome and duration.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.clock.advance(1000)
+        self.targets = FakeTargets()
+        self.records: list[DeployRecord] = []
+        observer = _RecordingDeploys(self.records)
+        verifyObject(IDeployObserver, observer)
+        self.router = Router(self.clock, self.targets.connectorFor, deployObservers=[observer])
+        self.addCleanup(self.router.stop)
+
+    def test_succeeded(self) -> None:
+        """
+        A deploy whose targets become healthy two seconds later is recorded
+        as succeeded, taking two seconds.
+        """
+        self.targets.health[OLD] = 503
+        d = Deferred.fromCoroutine(self.router.deploy("app", [OLD], DeployOptions()))
+        self.targets.health[OLD] = 200
+        self.clock.advance(2)
+        self.successResultOf(d)
+        self.assertEqual(
+            self.records, [DeployRecord("app", DEPLOY, (OLD,), 1000.0, 2.0, SUCCEEDED)]
+        )
+
+    def test_failed(self) -> None:
+        """
+        A deploy that times out is recorded as failed, with its reason.
+        """
+        self.targets.health[OLD] = None
+        d = Deferred.fromCoroutine(self.router.deploy("app", [OLD], DeployOptions()))
+        self.clock.advance(30)
+        self.failureResultOf(d, DeployError)
+        [record] = self.records
+        self.assertEqual((record.outcome, record.duration), (FAILED, 30.0))
+        self.assertEqual(
+            record.error, "target failed to become healthy within configured timeout (30s)"
+        )
+
+    def test_rollout(self) -> None:
+        """
+        A rollout deploy is recorded as one, and so is a refused one.
+        """
+        self.successResultOf(Deferred.fromCoroutine(self.router.deploy("app", [OLD], DeployOptions())))
+        self.successResultOf(Deferred.fromCoroutine(self.router.rolloutDeploy("app", [NEW])))
+        self.failureResultOf(
+            Deferred.fromCoroutine(self.router.rolloutDeploy("other", [NEW])), DeployError
+        )
+        self.assertEqual(
+            [(r.service, r.kind, r.outcome, r.error) for r in self.records],
+            [
+                ("app", DEPLOY, SUCCEEDED, ""),
+                ("app", ROLLOUT, SUCCEEDED, ""),
+                ("other", ROLLOUT, FAILED, "service not found"),
+            ],
+        )
+
+
+@implementer(IDeployObserver)
+class _RecordingDeploys:
+    def __init__(self, records: list[DeployRecord]) -> None:
+        self.records = records
+
+    def deployFinished(self, record: DeployRecord) -> None:
+        self.records.append(record)

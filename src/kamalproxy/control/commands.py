@@ -71,6 +71,48 @@ class Remove(amp.Command):
     errors = _ERRORS
 
 
+class Pause(amp.Command):
+    """
+    Hold new requests for C{service} (each for at most C{max_pause}
+    seconds); answers once the requests in flight are done (at most
+    C{drain_timeout} seconds).
+    """
+
+    arguments = [
+        (b"service", amp.Unicode()),
+        (b"drain_timeout", amp.Float()),
+        (b"max_pause", amp.Float()),
+    ]
+    response = []  # type: ignore[var-annotated]
+    errors = _ERRORS
+
+
+class Stop(amp.Command):
+    """
+    Answer new and held requests for C{service} with the 503 maintenance
+    page showing C{message}; answers once the requests in flight are done
+    (at most C{drain_timeout} seconds).
+    """
+
+    arguments = [
+        (b"service", amp.Unicode()),
+        (b"drain_timeout", amp.Float()),
+        (b"message", amp.Unicode()),
+    ]
+    response = []  # type: ignore[var-annotated]
+    errors = _ERRORS
+
+
+class Resume(amp.Command):
+    """
+    Serve C{service} again after a pause or a stop.
+    """
+
+    arguments = [(b"service", amp.Unicode())]
+    response = []  # type: ignore[var-annotated]
+    errors = _ERRORS
+
+
 class List(amp.Command):
     """
     Describe every deployed service.
@@ -129,9 +171,12 @@ __all__ = [
     "Deploy",
     "InvalidArguments",
     "List",
+    "Pause",
     "Remove",
     "RolloutDeploy",
     "RolloutSet",
     "RolloutStop",
+    "Resume",
     "StateNotSaved",
+    "Stop",
 ]

@@ -5,6 +5,9 @@ UNIX control socket, the way the original's C{kamal-proxy deploy ...} does.
 
     kamal-proxy-ctl [--socket PATH] deploy app-web --target=172.1.0.2:80 ...
     kamal-proxy-ctl remove app-web
+    kamal-proxy-ctl stop app-web --drain-timeout=10s --message="Back soon"
+    kamal-proxy-ctl pause app-web --max-pause=30s
+    kamal-proxy-ctl resume app-web
     kamal-proxy-ctl list
     kamal-proxy-ctl rollout deploy app-web --target=172.1.0.3:80
     kamal-proxy-ctl rollout set app-web --percent=25 --list=staff-1,staff-2
@@ -39,10 +42,13 @@ from kamalproxy.control.commands import (
     ControlError,
     Deploy,
     List,
+    Pause,
     Remove,
+    Resume,
     RolloutDeploy,
     RolloutSet,
     RolloutStop,
+    Stop,
 )
 from kamalproxy.control.flags import (
     FlagError,
@@ -271,6 +277,25 @@ async def _execute(
         )
     elif name == "remove":
         await _call(reactor, socketPath, Remove, CALL_MARGIN, service=invocation.service)
+    elif name in ("pause", "stop"):
+        values = invocation.values
+        drain = values["drain-timeout"]
+        command, extra = (
+            (Pause, {"max_pause": values["max-pause"]})
+            if name == "pause"
+            else (Stop, {"message": values["message"]})
+        )
+        await _call(
+            reactor,
+            socketPath,
+            command,
+            drain + CALL_MARGIN,
+            service=invocation.service,
+            drain_timeout=drain,
+            **extra,
+        )
+    elif name == "resume":
+        await _call(reactor, socketPath, Resume, CALL_MARGIN, service=invocation.service)
     elif name == "list":
         answer = await _call(reactor, socketPath, List, CALL_MARGIN)
         try:

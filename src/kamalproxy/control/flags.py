@@ -497,7 +497,6 @@ VERBS: tuple[Verb, ...] = (
                 "How long to enqueue requests before shedding load",
             ),
         ),
-        supported=False,
     ),
     Verb(
         "stop",
@@ -506,9 +505,8 @@ VERBS: tuple[Verb, ...] = (
             _DRAIN_FLAG,
             Flag("message", STRING, "", "Message to display to clients while stopped"),
         ),
-        supported=False,
     ),
-    Verb("resume", "Resume a service", supported=False),
+    Verb("resume", "Resume a service"),
     Verb(
         "rollout deploy",
         "Deploy the rollout target",

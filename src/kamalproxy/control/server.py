@@ -21,18 +21,22 @@ from kamalproxy.control.commands import (
     Deploy,
     InvalidArguments,
     List,
+    Pause,
     Remove,
     RolloutDeploy,
     RolloutSet,
     RolloutStop,
+    Resume,
     StateNotSaved,
+    Stop,
 )
 from kamalproxy.routing.options import DeployOptions, InvalidOptions, fromJSON
 from kamalproxy.routing.router import DeployError, Router
 from kamalproxy.daemon.state import SaveFailed
 
 _COMMANDS: dict[bytes, type[amp.Command]] = {
-    c.commandName: c for c in (Deploy, Remove, List, RolloutDeploy, RolloutSet, RolloutStop)
+    c.commandName: c
+    for c in (Deploy, Remove, List, Pause, Stop, Resume, RolloutDeploy, RolloutSet, RolloutStop)
 }
 
 
@@ -170,6 +174,36 @@ class ControlLocator(amp.CommandLocator):
         except SaveFailed as e:
             raise self._notSaved(verb, service, e) from None
         return {}
+
+    @Pause.responder
+    async def pause(self, service: str, drain_timeout: float, max_pause: float) -> dict[str, Any]:
+        await self._paused("Pause", service, self.router.pause(service, drain_timeout, max_pause))
+        return {}
+
+    @Stop.responder
+    async def stop(self, service: str, drain_timeout: float, message: str) -> dict[str, Any]:
+        await self._paused("Stop", service, self.router.stopServing(service, drain_timeout, message))
+        return {}
+
+    @Resume.responder
+    async def resume(self, service: str) -> dict[str, Any]:
+        async def resuming() -> None:
+            self.router.resume(service)
+
+        await self._paused("Resume", service, resuming())
+        return {}
+
+    async def _paused(self, verb: str, service: str, change: Any) -> None:
+        """
+        Carry out a pause, stop or resume, turning its errors into the
+        command's declared ones.
+        """
+        try:
+            await change
+        except DeployError as e:
+            raise CommandFailed(str(e)) from None
+        except SaveFailed as e:
+            raise self._notSaved(verb, service, e) from None
 
     def _notSaved(self, verb: str, service: str, error: SaveFailed) -> StateNotSaved:
         """

@@ -5,6 +5,7 @@ The proxy's own error pages (C{pages/<status>.html}), read once at import.
 
 from __future__ import annotations
 
+import html
 from importlib.resources import files
 from typing import Optional
 
@@ -31,11 +32,16 @@ def pageBody(status: int, custom: Optional[dict[int, bytes]] = None, message: st
     """
     The page for C{status}: the service's own template (C{custom}, see
     L{kamalproxy.http.errorpages}) filled in with C{message}, else the built-in
-    one.
+    one, with C{message} (HTML-escaped) in a paragraph of its own when there
+    is one (the maintenance page of a stopped service).
     """
     if custom and status in custom:
         return renderTemplate(custom[status], message)
-    return _PAGES[status]
+    page = _PAGES[status]
+    if message:
+        paragraph = b'<p class="message">' + html.escape(message).encode("utf-8") + b"</p>\n"
+        page = page.replace(b"</main>", paragraph + b"</main>", 1)
+    return page
 
 
 def renderPage(

@@ -22,6 +22,7 @@ from kamalproxy.pipeline.balance import balance
 from kamalproxy.pipeline.bodylimits import limitBody
 from kamalproxy.pipeline.challenge import answerChallenges
 from kamalproxy.pipeline.forward import forward
+from kamalproxy.pipeline.pausegate import pauseGate
 from kamalproxy.pipeline.responsebuffer import bufferResponses
 from kamalproxy.pipeline.rollout import splitRollout
 from kamalproxy.pipeline.route import route
@@ -59,14 +60,17 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
          matches);
       3. TLS gate: TLS to a service without TLS is refused (503), plain
          HTTP redirected to HTTPS, other hosts to the canonical host;
-      4. body limits: a declared body over the maximum is refused at once
+      4. pause gate: a stopped service answers 503 (maintenance page), a
+         paused one holds the request until resumed; its health-check
+         path answers 200;
+      5. body limits: a declared body over the maximum is refused at once
          (413), the body is buffered (memory, then disk) or streamed;
-      5. response buffering wraps the response sink when the service
+      6. response buffering wraps the response sink when the service
          buffers responses;
-      6. rollout split: a request the service's rollout split selects (by
+      7. rollout split: a request the service's rollout split selects (by
          its C{kamal-rollout} cookie) goes to the rollout group;
-      7. balance: a healthy target is picked (503 when there is none);
-      8. forward: the request is sent to the target and its response
+      8. balance: a healthy target is picked (503 when there is none);
+      9. forward: the request is sent to the target and its response
          flows back out through the sinks.
 
     C{router} supplies the routes, the ACME responder, the certificate
@@ -77,6 +81,7 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
         answerChallenges(router),
         route(router),
         secureChannel(router),
+        pauseGate,
         limitBody,
         bufferResponses,
         splitRollout,

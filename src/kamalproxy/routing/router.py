@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.routing.test_router -*-
 """
 The router: the root resource that sends each request to its service, and
-the one place where services are deployed, removed and restored.
+the one place where services are deployed, removed, paused, stopped,
+resumed and restored.
 """
 
 from __future__ import annotations
@@ -32,11 +33,20 @@ from kamalproxy.routing.options import (
     normalizeTargets,
     toJSON,
 )
-from kamalproxy.interfaces import ITargetObserver
+from kamalproxy.interfaces import IDeployObserver, ITargetObserver
 from kamalproxy.pipeline.chain import buildChain
 from kamalproxy.pipeline.dispatcher import Dispatcher, ProxyResource
+from kamalproxy.routing.deploys import (
+    DEPLOY,
+    FAILED,
+    ROLLOUT,
+    SUCCEEDED,
+    DeployRecord,
+    tellDeployObservers,
+)
 from kamalproxy.routing.rollout import RolloutSlot, RolloutSplit, checkPercentage
 from kamalproxy.routing.table import RoutingTable, requestHost
+from kamalproxy.routing.pausing import PAUSED, RUNNING, STOPPED
 from kamalproxy.routing.service import Service
 from kamalproxy.upstream.targets import ConnectorFor, Target, TargetGroup
 from kamalproxy.upstream.client import UpstreamConnection, endpointFor
@@ -153,6 +163,8 @@ class Router(ProxyResource):
     @ivar httpsPort: the HTTPS port named in redirects (omitted when 443).
     @ivar targetObservers: L{ITargetObserver}s told when a target's health
         changes.
+    @ivar deployObservers: L{IDeployObserver}s told when a deploy or rollout
+        deploy ends (L{kamalproxy.routing.deploys.DeployRecord}).
     """
 
     log = Logger()
@@ -167,6 +179,7 @@ class Router(ProxyResource):
         httpsPort: int = 443,
         persist: Callable[[list[dict[str, Any]]], None] | None = None,
         targetObservers: Sequence[ITargetObserver] = (),
+        deployObservers: Sequence[IDeployObserver] = (),
     ) -> None:
         self._clock = clock
         self._connectorFor = connectorFor
@@ -179,6 +192,7 @@ class Router(ProxyResource):
         self.httpsPort = httpsPort
         self._dispatcher: Optional[Dispatcher] = None
         self.targetObservers = targetObservers
+        self.deployObservers = deployObservers
 
     # IResource (from ProxyResource): a router mounted in a resource tree
     # under a plain twisted.web.server.Site runs the pipeline over itself.
@@ -213,11 +227,41 @@ class Router(ProxyResource):
         Deploy C{name} to C{targets} (and the readers C{readTargets}): wait
         for all of them to be healthy (unless C{options.force}), send all
         new requests to them, then wait for the replaced targets to drain.
+        L{deployObservers} are told how it went.
 
         @raise DeployError: nothing was changed.
         @raise InvalidOptions: nothing was changed.
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
+        await self._observed(
+            DEPLOY, name, targets, self._deploy(name, targets, options, readTargets)
+        )
+
+    async def _observed(self, kind: str, name: str, targets: Sequence[str], change: Any) -> None:
+        """
+        Await the deploy C{change}, then tell L{deployObservers} how it went.
+        """
+        started = self._clock.seconds()
+        outcome, error = SUCCEEDED, ""
+        try:
+            await change
+        except BaseException as e:
+            outcome, error = FAILED, str(e) or type(e).__name__
+            raise
+        finally:
+            if self.deployObservers:
+                record = DeployRecord(
+                    name, kind, tuple(targets), started, self._clock.seconds() - started, outcome, error
+                )
+                tellDeployObservers(self.deployObservers, record)
+
+    async def _deploy(
+        self,
+        name: str,
+        targets: Sequence[str],
+        options: DeployOptions,
+        readTargets: Sequence[str] = (),
+    ) -> None:
         name, normalized, options = normalizeDeploy(name, list(targets), options)
         readers = normalizeTargets(readTargets)
         self._checkConflicts(name, options)
@@ -238,13 +282,14 @@ class Router(ProxyResource):
         service.tlsCertificate = certificate
         service.tlsCertificateSignature = signature
         if old is not None:
-            service.state = old.state
+            service.pause = old.pause  # pause state, stop message and held requests
             service.rollout = old.rollout
         try:
             self._commit({**self.services, name: service})
         except BaseException:
             group.stop()
             raise
+        service.pause.owner = service  # requests held meanwhile go to the new targets
         self.log.info(
             "Deployed {service} to {targets}",
             service=name,
@@ -261,13 +306,61 @@ class Router(ProxyResource):
         @raise DeployError: no such service.
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
-        service = self.services.get(name)
-        if service is None:
-            raise DeployError("service not found")
+        service = self._serviceNamed(name)
         self._commit({n: s for n, s in self.services.items() if n != name})
         for group in service.groups:
             group.stop()
         self.log.info("Removed {service}", service=name)
+
+    async def pause(self, name: str, drainTimeout: float, maxPause: float) -> None:
+        """
+        Hold new requests for C{name} (each at most C{maxPause} seconds)
+        until L{resume}, then wait for the requests in flight to finish
+        (survivors are cancelled after C{drainTimeout} seconds). A service
+        already paused keeps its held requests and takes the new
+        C{maxPause}.
+
+        @raise DeployError: no such service.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        _checkTimeouts(drainTimeout, maxPause)
+        service = self._serviceNamed(name)
+        self._savePause(service, {"state": PAUSED, "message": "", "max_pause": maxPause})
+        service.pause.pause(maxPause)
+        self.log.info("Paused {service}", service=name)
+        await DeferredList([group.settle(drainTimeout) for group in service.groups])
+
+    async def stopServing(self, name: str, drainTimeout: float, message: str = "") -> None:
+        """
+        Answer new requests for C{name} with the 503 maintenance page
+        showing C{message}, and held ones with 503; then wait for the
+        requests in flight to finish (survivors are cancelled after
+        C{drainTimeout} seconds).
+
+        @raise DeployError: no such service.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        _checkTimeouts(drainTimeout)
+        service = self._serviceNamed(name)
+        self._savePause(service, {"state": STOPPED, "message": message, "max_pause": service.pause.maxPause})
+        service.pause.stop(message)
+        self.log.info("Stopped {service}", service=name)
+        await DeferredList([group.settle(drainTimeout) for group in service.groups])
+
+    def resume(self, name: str) -> None:
+        """
+        Serve C{name} again; held requests go on in arrival order. Nothing
+        happens for a running service.
+
+        @raise DeployError: no such service.
+        @raise Exception: whatever L{persist} raised; nothing was changed.
+        """
+        service = self._serviceNamed(name)
+        self._savePause(service, None)
+        if service.pause.state == RUNNING:
+            return
+        service.pause.resume()
+        self.log.info("Resumed {service}", service=name)
 
     def restore(self, snapshot: Iterable[dict[str, Any]]) -> None:
         """
@@ -308,6 +401,7 @@ class Router(ProxyResource):
             group.markHealthy()
             group.startHealthChecks()
             self.services[name] = Service(self._clock, name, options, group, errorPages)
+            self.services[name].pause.restore(entry.get("pause"))
             self.services[name].tlsCertificate = certificate
             self.services[name].tlsCertificateSignature = signature
             self.services[name].rollout = self._restoredRollout(name, entry, options)
@@ -386,6 +480,21 @@ class Router(ProxyResource):
         @raise InvalidOptions: bad targets or timeouts; nothing was changed.
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
+        await self._observed(
+            ROLLOUT,
+            name,
+            targets,
+            self._rolloutDeploy(name, targets, readTargets, deployTimeout, drainTimeout),
+        )
+
+    async def _rolloutDeploy(
+        self,
+        name: str,
+        targets: Sequence[str],
+        readTargets: Sequence[str],
+        deployTimeout: float,
+        drainTimeout: float,
+    ) -> None:
         service = self.services.get(name)
         if service is None:
             raise DeployError("service not found")
@@ -537,6 +646,23 @@ class Router(ProxyResource):
             options.service.load_balancing,
         )
 
+    def _serviceNamed(self, name: str) -> Service:
+        """
+        @raise DeployError: no such service.
+        """
+        service = self.services.get(name)
+        if service is None:
+            raise DeployError("service not found")
+        return service
+
+    def _savePause(self, service: Service, pause: Optional[dict[str, Any]]) -> None:
+        """
+        Save the snapshot with C{pause} as C{service}'s pause state
+        (L{None}: running), unless that is its state already.
+        """
+        if pause != service.pause.snapshot() and self.persist is not None:
+            self.persist(_snapshotOf(self.services, {}, {service.name: pause}))
+
     def _checkConflicts(self, name: str, options: DeployOptions) -> None:
         table = self._table
         hosts = options.service.hosts or ("",)
@@ -569,6 +695,16 @@ class Router(ProxyResource):
         for name, options in synced.items():
             self.services[name].options = options
         self._table = table
+
+
+def _checkTimeouts(drainTimeout: float, maxPause: float = 0.0) -> None:
+    """
+    @raise DeployError: a negative drain timeout or maximum pause.
+    """
+    if drainTimeout < 0:
+        raise DeployError("drain timeout must not be negative")
+    if maxPause < 0:
+        raise DeployError("max pause must not be negative")
 
 
 def _tableOf(services: dict[str, Service]) -> RoutingTable[Service]:
@@ -618,19 +754,28 @@ def _syncedTLSOptions(
 
 
 def _snapshotOf(
-    services: dict[str, Service], synced: dict[str, DeployOptions]
+    services: dict[str, Service],
+    synced: dict[str, DeployOptions],
+    pauses: Optional[dict[str, Optional[dict[str, Any]]]] = None,
 ) -> list[dict[str, Any]]:
     """
-    L{Router.snapshot} of C{services}, with the options in C{synced} in
-    place of theirs.
+    L{Router.snapshot} of C{services}, with the options in C{synced} and
+    the pause states in C{pauses} in place of theirs. A service not running
+    has its pause state under C{"pause"}
+    (L{kamalproxy.routing.pausing.PauseController.snapshot}).
     """
-    return [
-        {
+    entries = []
+    for s in sorted(services.values(), key=lambda s: s.name):
+        entry = {
             "name": s.name,
             "targets": s.group.addresses,
             "read_targets": s.group.readerAddresses,
             "options": toJSON(synced.get(s.name, s.options)),
-            **(s.rollout.toJSON() if s.rollout is not None else {}),
         }
-        for s in sorted(services.values(), key=lambda s: s.name)
-    ]
+        if s.rollout is not None:
+            entry.update(s.rollout.toJSON())
+        pause = pauses[s.name] if pauses is not None and s.name in pauses else s.pause.snapshot()
+        if pause is not None:
+            entry["pause"] = pause
+        entries.append(entry)
+    return entries

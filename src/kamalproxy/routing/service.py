@@ -11,10 +11,11 @@ from typing import Any, Optional
 from twisted.internet.interfaces import IReactorTime
 
 from kamalproxy.routing.options import DeployOptions
+from kamalproxy.routing.pausing import RUNNING, PauseController
 from kamalproxy.routing.rollout import RolloutSlot
 from kamalproxy.upstream.targets import TargetGroup
 
-RUNNING = "running"
+__all__ = ["RUNNING", "Service"]
 
 
 class Service:
@@ -41,7 +42,8 @@ class Service:
         self.name = name
         self.options = options
         self.group = group
-        self.state = RUNNING
+        self.pause = PauseController(clock)  # kept across redeploys (Router.deploy)
+        self.pause.owner = self
         self.errorPages = errorPages
         self.tlsCertificate: Any = None  # a custom certificate (kamalproxy.tls.sni.LoadedCertificate)
         self.tlsCertificateSignature: Any = None  # of its files when loaded (kamalproxy.tls.reload)
@@ -58,6 +60,13 @@ class Service:
         """
         rollout = self.rollout
         return [self.group] if rollout is None else [self.group, rollout.group]
+
+    @property
+    def state(self) -> str:
+        """
+        C{running}, C{paused} or C{stopped} (see L{PauseController}).
+        """
+        return self.pause.state
 
     def bindings(self) -> list[tuple[str, str]]:
         """
@@ -78,6 +87,7 @@ class Service:
             "read_targets": self.group.readerAddresses,
             "health": {t.address: t.state for t in self.group.targets},
             "state": self.state,
+            "held": len(self.pause.queue),
             "tls": self.options.service.tls_enabled,
         }
         if self.rollout is not None:

@@ -165,8 +165,19 @@ class Target:
         """
         self.draining = True
         self.healthCheck.stop()
-        if not self.inflight:
+
+        def close(result: None) -> None:
             self.pool.close()
+
+        return self.settle(timeout).addCallback(close)
+
+    def settle(self, timeout: float) -> Deferred:
+        """
+        Fire once the requests in flight are done, cancelling the survivors
+        after C{timeout} seconds (504, or a cut response); unlike
+        L{drain}, the target stays in service (C{pause} and C{stop}).
+        """
+        if not self.inflight:
             return succeed(None)
         d: Deferred = Deferred()
         self._idleWaiters.append(d)
@@ -188,10 +199,8 @@ class Target:
         def done(result: None) -> None:
             if call.active():
                 call.cancel()
-            self.pool.close()
 
-        d.addCallback(done)
-        return d
+        return d.addCallback(done)
 
     def stop(self) -> Deferred:
         """
@@ -317,6 +326,13 @@ class TargetGroup:
         Drain every target (see L{Target.drain}).
         """
         return DeferredList([t.drain(timeout) for t in self.targets])
+
+    def settle(self, timeout: float) -> Deferred:
+        """
+        Wait for the requests in flight on every target (see
+        L{Target.settle}); the targets stay in service.
+        """
+        return DeferredList([t.settle(timeout) for t in self.targets])
 
     def stop(self) -> Deferred:
         """
