@@ -139,6 +139,16 @@ class TableTests(SynchronousTestCase):
         """
         self.assertEqual(ctl.serviceRows([{"service": "x"}]), [("x", "*", "", "", "", "no")])
 
+    def test_readersInTargetColumn(self) -> None:
+        """
+        Read targets are listed in the Target column after the writers, as
+        the original lists every target of the service.
+        """
+        [row] = ctl.serviceRows(
+            [{"service": "x", "targets": ["w:80"], "read_targets": ["r1:80", "r2:80"]}]
+        )
+        self.assertEqual(row[3], "w:80,r1:80,r2:80")
+
     def test_formatTable(self) -> None:
         """
         L{formatTable} leaves no trailing spaces and handles no rows.
@@ -178,8 +188,13 @@ class RecordingLocator(amp.CommandLocator):
         return succeed(result)
 
     @Deploy.responder
-    def deploy(self, service: str, targets: list[str], options: str) -> Deferred[dict[str, Any]]:
-        self.calls.append(("deploy", {"service": service, "targets": targets, "options": options}))
+    def deploy(
+        self, service: str, targets: list[str], options: str, readTargets: list[str] | None = None
+    ) -> Deferred[dict[str, Any]]:
+        arguments: dict[str, Any] = {"service": service, "targets": targets, "options": options}
+        if readTargets is not None:
+            arguments["readTargets"] = readTargets
+        self.calls.append(("deploy", arguments))
         if self.pending is not None:
             return self.pending
         return self._answer({})
@@ -294,6 +309,33 @@ class RoundTripTests(TestCase):
         self.assertTrue(options.target.buffer_requests)
         self.assertTrue(options.target.forward_headers)
         self.assertEqual(options.deploy_timeout, 30.0)
+        self.assertNotIn("readTargets", args)
+
+    async def test_deployReaders(self) -> None:
+        """
+        C{deploy} with C{--read-target} sends the normalised readers, and the
+        reader options (writer affinity, WebSockets to readers, the load
+        balancing policy) in the options.
+        """
+        code = await self.ctl(
+            "deploy",
+            "app-web",
+            "--target=web-1",
+            "--read-target=web-2:3000",
+            "--read-target",
+            "web-3",
+            "--writer-affinity-timeout=5s",
+            "--read-target-websockets",
+            "--load-balancing=least-requests",
+        )
+        self.assertEqual((code, self.stderr.getvalue()), (0, ""))
+        [(name, args)] = self.locator.calls
+        self.assertEqual(args["targets"], ["web-1:80"])
+        self.assertEqual(args["readTargets"], ["web-2:3000", "web-3:80"])
+        service = fromJSON(DeployOptions, json.loads(args["options"])).service
+        self.assertEqual(service.writer_affinity_timeout, 5.0)
+        self.assertTrue(service.read_targets_accept_websockets)
+        self.assertEqual(service.load_balancing, "least-requests")
 
     async def test_deployWaits(self) -> None:
         """
@@ -388,11 +430,11 @@ class RoundTripTests(TestCase):
         """
         A flag error prints the reason, then a hint about C{--help}.
         """
-        code = await self.ctl("deploy", "s", "--target", "web", "--read-target=web2")
+        code = await self.ctl("deploy", "s", "--target", "web", "--scope-cookie-paths")
         self.assertEqual(code, 1)
         self.assertEqual(
             self.stderr.getvalue().splitlines(),
-            ["Error: `--read-target` is not supported yet", 'Run "kamal-proxy-ctl --help" for usage.'],
+            ["Error: `--scope-cookie-paths` is not supported yet", 'Run "kamal-proxy-ctl --help" for usage.'],
         )
         self.assertEqual(self.locator.calls, [])
 

@@ -27,6 +27,7 @@ from kamalproxy.control.flags import (
     parseBool,
     parseCommandLine,
     parseDeploy,
+    readTargetsOf,
     usage,
 )
 from kamalproxy.routing.options import (
@@ -398,9 +399,6 @@ class UnsupportedTests(SynchronousTestCase):
     """
 
     unsupportedValues = {
-        "read-target": "web2",
-        "writer-affinity-timeout": "2s",
-        "read-target-websockets": None,
         "exclude-metrics-path": "/up",
         "client-ip-header": "CF-Connecting-IP",
         "scope-cookie-paths": None,
@@ -604,7 +602,8 @@ class UsageTests(SynchronousTestCase):
         deployHelp = usage("kamal-proxy", "deploy")
         self.assertIn("--deploy-timeout duration", deployHelp)
         self.assertIn("(default 30s)", deployHelp)
-        self.assertRegex(deployHelp, r"--read-target strings +Read-only.*\(not supported yet\)")
+        self.assertRegex(deployHelp, r"--scope-cookie-paths +Scope.*\(not supported yet\)")
+        self.assertRegex(deployHelp, r"--read-target strings +Read-only target host\(s\) to deploy\n")
 
     def test_topLevel(self) -> None:
         """
@@ -632,6 +631,55 @@ class UsageTests(SynchronousTestCase):
         for verb in VERBS:
             for flag in verb.flags:
                 self.assertIn(flag.kind, {BOOL, STRING, STRINGS, DURATION, INT})
+
+
+class ReadersAndBalancingFlagsTests(SynchronousTestCase):
+    """
+    C{--read-target}, C{--writer-affinity-timeout},
+    C{--read-target-websockets} and C{--load-balancing}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Without the flags: no readers, 1s writer affinity, WebSockets to
+        writers, round-robin.
+        """
+        invocation = parseCommandLine(shlex.split(KAMAL_LINE))
+        self.assertEqual(readTargetsOf(invocation), [])
+        service = deployRequest(invocation)[2].service
+        self.assertEqual(service.writer_affinity_timeout, 1.0)
+        self.assertFalse(service.read_targets_accept_websockets)
+        self.assertEqual(service.load_balancing, "round-robin")
+
+    def test_given(self) -> None:
+        """
+        The flags as Kamal would write them.
+        """
+        invocation = parseCommandLine(
+            shlex.split(
+                KAMAL_LINE + ' --read-target="172.1.0.3:80" --read-target="172.1.0.4"'
+                ' --writer-affinity-timeout="3s" --read-target-websockets'
+                ' --load-balancing="least-requests"'
+            )
+        )
+        self.assertEqual(readTargetsOf(invocation), ["172.1.0.3:80", "172.1.0.4:80"])
+        service = deployRequest(invocation)[2].service
+        self.assertEqual(service.writer_affinity_timeout, 3.0)
+        self.assertTrue(service.read_targets_accept_websockets)
+        self.assertEqual(service.load_balancing, "least-requests")
+
+    def test_errors(self) -> None:
+        """
+        A bad policy or read target is one line naming it.
+        """
+        self.assertEqual(
+            deployError(self, "deploy s --target web --load-balancing=fastest"),
+            "invalid load balancing policy: 'fastest' (expected round-robin or least-requests)",
+        )
+        invocation = parseCommandLine(shlex.split("deploy s --target web --read-target=http://x"))
+        self.assertEqual(
+            str(self.assertRaises(FlagError, readTargetsOf, invocation)), "http://x :invalid host pattern"
+        )
 
 
 class PauseVerbsTests(SynchronousTestCase):

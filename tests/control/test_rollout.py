@@ -84,8 +84,8 @@ class FlagTests(SynchronousTestCase):
 
     def test_deployErrors(self) -> None:
         """
-        C{--target} is required (cobra's message); a bad target is refused;
-        C{--read-target} is not built yet.
+        C{--target} is required (cobra's message); a bad target or read
+        target is refused.
         """
         self.assertEqual(
             _error(self, rolloutDeployRequest, "rollout deploy s"),
@@ -96,8 +96,12 @@ class FlagTests(SynchronousTestCase):
             "a b :invalid host pattern",
         )
         self.assertEqual(
-            _error(self, rolloutDeployRequest, "rollout deploy s --target web --read-target r"),
-            "`--read-target` is not supported yet",
+            _error(self, rolloutDeployRequest, "rollout deploy s --target web --read-target 'r 1'"),
+            "r 1 :invalid host pattern",
+        )
+        self.assertEqual(
+            rolloutDeployRequest(_parsed("rollout deploy s --target web --read-target rd")),
+            ("s", ["web:80"], ["rd:80"], 30.0, 30.0),
         )
         self.assertEqual(
             _error(self, rolloutDeployRequest, "rollout deploy s --target= "),

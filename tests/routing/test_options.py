@@ -23,6 +23,7 @@ from kamalproxy.routing.options import (
     normalizeHost,
     normalizePathPrefix,
     normalizeTarget,
+    normalizeTargets,
     toJSON,
     validateServiceName,
 )
@@ -323,3 +324,50 @@ class DescribeTimeoutTests(SynchronousTestCase):
         """
         self.assertEqual(describeTimeout(30), "30s")
         self.assertEqual(describeTimeout(90), "1m30s")
+
+
+class BalancingOptionsTests(SynchronousTestCase):
+    """
+    The load balancing policy and the writer affinity timeout are checked.
+    """
+
+    def test_policies(self) -> None:
+        """
+        C{round-robin} (the default) and C{least-requests} are accepted;
+        anything else is refused in one line.
+        """
+        self.assertEqual(DeployOptions().service.load_balancing, "round-robin")
+        for policy in ("round-robin", "least-requests"):
+            options = DeployOptions(service=ServiceOptions(load_balancing=policy))
+            self.assertEqual(normalizeDeploy("s", ["web"], options)[2].service.load_balancing, policy)
+        e = self.assertRaises(
+            InvalidOptions,
+            normalizeDeploy,
+            "s",
+            ["web"],
+            DeployOptions(service=ServiceOptions(load_balancing="random")),
+        )
+        self.assertEqual(
+            str(e), "invalid load balancing policy: 'random' (expected round-robin or least-requests)"
+        )
+
+    def test_writerAffinityTimeout(self) -> None:
+        """
+        The writer affinity timeout defaults to 1s and must not be negative.
+        """
+        self.assertEqual(DeployOptions().service.writer_affinity_timeout, 1.0)
+        e = self.assertRaises(
+            InvalidOptions,
+            normalizeDeploy,
+            "s",
+            ["web"],
+            DeployOptions(service=ServiceOptions(writer_affinity_timeout=-1)),
+        )
+        self.assertEqual(str(e), "writer affinity timeout must not be negative")
+
+    def test_readTargets(self) -> None:
+        """
+        Read targets are checked and normalised as targets are.
+        """
+        self.assertEqual(normalizeTargets(["web-2", "web-3:3000", "web-2:80"]), ("web-2:80", "web-3:3000"))
+        self.assertRaises(InvalidOptions, normalizeTargets, ["bad target"])

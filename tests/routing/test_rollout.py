@@ -365,15 +365,15 @@ class RouterRolloutTests(SynchronousTestCase):
 
     def test_deployRefusesBadArguments(self) -> None:
         """
-        Bad targets, no target, read targets (not built) and negative
-        timeouts are refused with one line; nothing is probed.
+        Bad targets or read targets, no target and negative timeouts are
+        refused with one line; nothing is probed.
         """
         self.successResultOf(self.deploy([MAIN]))
         probes = len(self.targets.probes)
         for kwargs, message in [
             ({"targets": ("bad target",)}, "bad target :invalid host pattern"),
             ({"targets": ()}, "at least one target is required"),
-            ({"readTargets": ("r:80",)}, "`--read-target` is not supported yet"),
+            ({"readTargets": ("bad reader",)}, "bad reader :invalid host pattern"),
             ({"deployTimeout": -1}, "deploy timeout must not be negative"),
             ({"drainTimeout": -1}, "drain timeout must not be negative"),
         ]:
@@ -382,6 +382,29 @@ class RouterRolloutTests(SynchronousTestCase):
                 self.assertEqual(failure.getErrorMessage(), message)
         self.assertEqual(self.targets.probes[probes:], [])
         self.assertIsNone(self.router.services["app"].rollout)
+
+    def test_deployReaders(self) -> None:
+        """
+        A rollout group may have readers: they are waited for, saved as
+        C{rollout_readers}, restored, and described.
+        """
+        reader = "10.0.0.7:3000"
+        self.successResultOf(self.deploy([MAIN]))
+        self.targets.health[reader] = 503
+        d = self.rolloutDeploy(readTargets=(reader,))
+        self.assertNoResult(d)
+        self.targets.health[reader] = 200
+        self.clock.advance(1)
+        self.successResultOf(d)
+        group = self.router.services["app"].rollout.group
+        self.assertEqual((group.addresses, group.readerAddresses), ([ROLLOUT], [reader]))
+        [entry] = self.router.snapshot()
+        self.assertEqual((entry["rollout_targets"], entry["rollout_readers"]), ([ROLLOUT], [reader]))
+        self.assertEqual(self.router.describe()[0]["rollout"]["read_targets"], [reader])
+        restored = Router(MemoryReactorClock(), FakeTargets().connectorFor)
+        self.addCleanup(restored.stop)
+        restored.restore(self.router.snapshot())
+        self.assertEqual(restored.services["app"].rollout.group.readerAddresses, [reader])
 
     def test_deployUsesServiceTargetOptions(self) -> None:
         """

@@ -347,6 +347,52 @@ class RouterDeployTests(SynchronousTestCase):
         self.assertTrue(service.group.targets[0].healthCheck.running)
         self.assertEqual(len(self.changes), 1)
 
+    def test_deployReaders(self) -> None:
+        """
+        A deploy with readers waits for the readers to be healthy too, and
+        the snapshot, a restore from it and C{describe} keep them apart
+        from the writers, with the balancing options.
+        """
+        reader = "10.0.0.9:3000"
+        self.targets.health[reader] = 503
+        options = attr.evolve(
+            _options("example.com"),
+            service=attr.evolve(
+                _options("example.com").service,
+                load_balancing="least-requests",
+                writer_affinity_timeout=2.0,
+            ),
+        )
+        d = Deferred.fromCoroutine(self.router.deploy("app", [OLD], options, ["10.0.0.9:3000"]))
+        self.assertNoResult(d)
+        self.targets.health[reader] = 200
+        self.clock.advance(1)
+        self.successResultOf(d)
+        group = self.router.services["app"].group
+        self.assertEqual((group.addresses, group.readerAddresses), ([OLD], [reader]))
+        self.assertEqual(group.balancing, "least-requests")
+        [entry] = self.router.snapshot()
+        self.assertEqual((entry["targets"], entry["read_targets"]), ([OLD], [reader]))
+        [described] = self.router.describe()
+        self.assertEqual((described["targets"], described["read_targets"]), ([OLD], [reader]))
+
+        restored = Router(MemoryReactorClock(), FakeTargets(defaultHealth=None).connectorFor)
+        self.addCleanup(restored.stop)
+        restored.restore(json.loads(json.dumps(self.router.snapshot())))
+        group = restored.services["app"].group
+        self.assertEqual((group.addresses, group.readerAddresses), ([OLD], [reader]))
+        self.assertEqual([t.state for t in group.targets], [HEALTHY, HEALTHY])
+        self.assertEqual(restored.services["app"].options, self.router.services["app"].options)
+
+    def test_deployBadReader(self) -> None:
+        """
+        A bad read target refuses the deploy with the target's own message.
+        """
+        d = Deferred.fromCoroutine(self.router.deploy("app", [OLD], DeployOptions(), ["http://x"]))
+        failure = self.failureResultOf(d, InvalidOptions)
+        self.assertEqual(failure.getErrorMessage(), "http://x :invalid host pattern")
+        self.assertEqual(self.router.services, {})
+
     def test_snapshotRestore(self) -> None:
         """
         A snapshot, through JSON, restores the same services into a new

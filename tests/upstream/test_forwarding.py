@@ -9,7 +9,8 @@ from __future__ import annotations
 import uuid
 from typing import Any, Optional
 
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost, TimeoutError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -18,7 +19,7 @@ from twisted.web.server import Request
 from kamalproxy.upstream.forwarding import endToEndHeaders, requestHeaders
 from kamalproxy.routing.options import TargetOptions
 from kamalproxy.routing.router import Router
-from kamalproxy.upstream.targets import Target
+from kamalproxy.upstream.targets import HEALTHY, UNHEALTHY, Target
 from kamalproxy.upstream.client import RawHeaders, UpstreamConnection
 
 from .._helpers import DummyChannel, FakeTargets, proxyConnection, statusOf
@@ -668,3 +669,216 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual(proxy.upstream.transport.producerState, "paused")
         producer.resumeProducing()
         self.assertEqual(proxy.upstream.transport.producerState, "producing")
+
+
+A = "10.0.0.1:3000"
+B = "10.0.0.2:3000"
+C = "10.0.0.3:3000"
+
+
+class _Group:
+    """
+    A L{Router} with one service on several healthy fake targets (probed
+    every second), and client connections to a site in front of it.
+    """
+
+    def __init__(
+        self,
+        case: SynchronousTestCase,
+        targets: list[str],
+        readers: tuple[str, ...] = (),
+        **targetOptions: Any,
+    ) -> None:
+        self.clock = MemoryReactorClock()
+        self.targets = FakeTargets()
+        self.changes: list[tuple[str, str, str]] = []
+        self.hanging: dict[str, list[Deferred]] = {}
+        self.router = Router(self.clock, self.connectorFor, targetObservers=[self])
+        self.router.restore(
+            [
+                {
+                    "name": "app",
+                    "targets": targets,
+                    "read_targets": list(readers),
+                    "options": {"target": targetOptions},
+                }
+            ]
+        )
+        case.addCleanup(self.router.stop)
+
+    def connectorFor(self, host: str, port: int) -> Any:
+        """
+        L{FakeTargets}' connections, except that a target in C{hanging}
+        never answers a connection attempt.
+        """
+        address = f"{host}:{port}"
+        connect = self.targets.connectorFor(host, port)
+
+        def connectOrHang() -> Deferred:
+            if address in self.hanging:
+                d: Deferred = Deferred()
+                self.hanging[address].append(d)
+                return d
+            return connect()
+
+        return connectOrHang
+
+    def targetHealthChanged(self, target: Target, previous: str, state: str) -> None:
+        self.changes.append((target.address, previous, state))
+
+    def target(self, address: str) -> Target:
+        [target] = [t for t in self.router.services["app"].group.targets if t.address == address]
+        return target
+
+    def client(self) -> tuple[Any, Any]:
+        protocol, transport, _ = proxyConnection(self.router, self.clock)
+        return protocol, transport
+
+    def lastRequestTo(self) -> tuple[str, bytes]:
+        conn = self.targets.connections[-1]
+        return conn.transport.address, conn.transport.value()  # type: ignore[union-attr]
+
+
+class FailoverTests(SynchronousTestCase):
+    """
+    A request whose target cannot be connected to goes to another healthy
+    target at once, and the target is marked unhealthy until a probe passes.
+    """
+
+    def test_refusedGoesToAnother(self) -> None:
+        """
+        A refused connection sends the request, a write as well, to the
+        next healthy target, named in C{X-Kamal-Target}; the refusing
+        target is unhealthy (its observers told) and gets no more requests
+        until a probe passes again.
+        """
+        group = _Group(self, [A, B, C], buffer_requests=True)
+        group.targets.refused.add(B)  # the first one picked
+        protocol, client = group.client()
+        protocol.dataReceived(b"POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+        address, sent = group.lastRequestTo()
+        self.assertEqual(address, C)
+        self.assertTrue(sent.startswith(b"POST /form HTTP/1.1\r\n"))
+        self.assertTrue(sent.endswith(b"\r\n\r\nhello"))
+        self.assertIn(b"\r\nX-Kamal-Target: 10.0.0.3:3000\r\n", sent)
+        self.assertEqual(sent.count(b"X-Kamal-Target"), 1)
+        self.assertEqual(group.target(B).state, UNHEALTHY)
+        self.assertEqual(group.changes, [(B, HEALTHY, UNHEALTHY)])
+        self.assertEqual((len(group.target(B).inflight), len(group.target(C).inflight)), (0, 1))
+        group.targets.connections[-1].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(statusOf(client.value()), 200)
+
+        attempts = group.targets.attempts
+        for _ in range(4):
+            protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            self.assertNotEqual(group.lastRequestTo()[0], B)
+            group.targets.connections[-1].dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(group.targets.attempts - attempts, 1)  # A's first connection; none to B
+
+        group.targets.refused.discard(B)
+        group.clock.advance(1)  # B's next probe passes
+        self.assertEqual(group.target(B).state, HEALTHY)
+        self.assertEqual(group.changes[-1], (B, UNHEALTHY, HEALTHY))
+
+    def test_connectTimeoutGoesToAnother(self) -> None:
+        """
+        A connection attempt that times out sends the request on to
+        another target.
+        """
+        group = _Group(self, [A, B])
+        group.hanging[B] = []
+        protocol, client = group.client()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        [attempt] = group.hanging[B]
+        attempt.errback(TimeoutError("connect timed out"))
+        self.assertEqual(group.lastRequestTo()[0], A)
+        self.assertEqual(group.target(B).state, UNHEALTHY)
+
+    def test_streamedBodyGoesToAnother(self) -> None:
+        """
+        A request whose body is still arriving goes to another target with
+        all of its body.
+        """
+        group = _Group(self, [A, B])
+        group.targets.refused.add(B)
+        protocol, client = group.client()
+        protocol.dataReceived(b"PUT /up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhello")
+        protocol.dataReceived(b"world")
+        address, sent = group.lastRequestTo()
+        self.assertEqual(address, A)
+        self.assertTrue(sent.endswith(b"\r\n\r\nhelloworld"), sent)
+        group.targets.connections[-1].dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(statusOf(client.value()), 201)
+
+    def test_staleConnectionThenRefused(self) -> None:
+        """
+        A read sent on a kept-alive connection its target closed is
+        retried on a new connection; when that is refused (the target is
+        gone), the read goes to another target.
+        """
+        group = _Group(self, [A, B])
+        protocol, client = group.client()
+        for _ in range(2):  # one kept-alive connection to each target
+            protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            group.targets.connections[-1].dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        client.clear()
+        stale = group.target(B).pool.idle[0]
+        group.targets.refused.add(B)
+        protocol.dataReceived(b"GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertIn(b"GET /again", stale.transport.value())  # type: ignore[union-attr]
+        stale.transport.loseConnection()  # type: ignore[union-attr]
+        self.assertEqual(group.target(B).state, UNHEALTHY)
+        self.assertEqual(group.target(A).pool.idle, [])  # its idle connection carries the read
+        address, sent = group.lastRequestTo()
+        self.assertEqual(address, A)
+        self.assertIn(b"GET /again", sent)
+
+    def test_readerToReader(self) -> None:
+        """
+        A read whose reader refuses goes to another reader.
+        """
+        group = _Group(self, [A], readers=(B, C))
+        group.targets.refused.add(C)  # the first reader picked
+        protocol, client = group.client()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(group.lastRequestTo()[0], B)
+
+    def test_noneLeftGives502(self) -> None:
+        """
+        When every target refuses, the client gets the 502 page; every
+        target but the last healthy one is marked unhealthy, so the next
+        requests go to that one (and get a 502 page while it refuses) until
+        its health check fails; a single target is never marked.
+        """
+        group = _Group(self, [A, B])
+        group.targets.refused.update({A, B})
+        protocol, client = group.client()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(statusOf(client.value()), 502)
+        self.assertEqual((group.target(A).state, group.target(B).state), (HEALTHY, UNHEALTHY))
+        self.assertEqual(group.target(A).inflight | group.target(B).inflight, set())
+        attempts = group.targets.attempts
+        client.clear()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(statusOf(client.value()), 502)
+        self.assertEqual(group.targets.attempts - attempts, 1)  # to A only
+
+        single = _Group(self, [A])
+        single.targets.refused.add(A)
+        protocol, client = single.client()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(statusOf(client.value()), 502)
+        self.assertEqual(single.target(A).state, HEALTHY)
+
+    def test_sentRequestNotMoved(self) -> None:
+        """
+        A write that reached its target is never sent to another one: when
+        the target dies before answering, the client gets the 502 page.
+        """
+        group = _Group(self, [A, B])
+        protocol, client = group.client()
+        protocol.dataReceived(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
+        connections = len(group.targets.connections)
+        group.targets.connections[-1].transport.loseConnection()  # type: ignore[union-attr]
+        self.assertEqual(statusOf(client.value()), 502)
+        self.assertEqual(len(group.targets.connections), connections)

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.upstream.health import HealthCheck
-from kamalproxy.routing.options import HealthCheckConfig, TargetOptions
+from kamalproxy.routing.options import LEAST_REQUESTS, HealthCheckConfig, TargetOptions
 from kamalproxy.upstream.targets import ADDING, HEALTHY, UNHEALTHY, Target, TargetGroup
 from kamalproxy.upstream.client import UpstreamConnection
 
@@ -343,6 +343,90 @@ class TargetGroupTests(SynchronousTestCase):
         d = group.whenHealthy()
         d.cancel()
         self.failureResultOf(d, CancelledError)
+
+    def _readers(self, writers: int, readers: int, **kwargs: object) -> TargetGroup:
+        targets, clock = FakeTargets(), Clock()
+        group = TargetGroup(
+            [_target(clock, targets, f"10.0.0.{i}:3000") for i in range(writers)],
+            [_target(clock, targets, f"10.0.1.{i}:3000") for i in range(readers)],
+            **kwargs,  # type: ignore[arg-type]
+        )
+        group.markHealthy()
+        return group
+
+    def test_readers(self) -> None:
+        """
+        A read goes to the healthy readers in turn, else to a writer; any
+        other request to a writer. L{TargetGroup.targets} holds both kinds;
+        L{TargetGroup.addresses} names the writers only.
+        """
+        group = self._readers(1, 2)
+        [w] = group.writers
+        r1, r2 = group.readers
+        self.assertEqual(group.targets, [w, r1, r2])
+        self.assertEqual(group.addresses, ["10.0.0.0:3000"])
+        self.assertEqual(group.readerAddresses, ["10.0.1.0:3000", "10.0.1.1:3000"])
+        self.assertEqual([group.pick(read=True) for _ in range(4)], [r2, r1, r2, r1])
+        self.assertEqual([group.pick() for _ in range(2)], [w, w])
+        r1._probed(False, "down")
+        self.assertEqual([group.pick(read=True) for _ in range(2)], [r2, r2])
+        r2._probed(False, "down")
+        self.assertIs(group.pick(read=True), w)
+        w._probed(False, "down")
+        self.assertIsNone(group.pick(read=True))
+
+    def test_leastRequests(self) -> None:
+        """
+        With L{LEAST_REQUESTS}, the healthy target with the fewest requests
+        in flight is picked; among equals, in turn.
+        """
+        group = self._readers(3, 0, balancing=LEAST_REQUESTS)
+        a, b, c = group.targets
+        self.assertEqual([group.pick() for _ in range(4)], [b, c, a, b])
+        a.started(_Request())
+        b.started(_Request())
+        self.assertEqual([group.pick() for _ in range(2)], [c, c])
+        c.started(_Request())
+        c.started(_Request())
+        self.assertEqual([group.pick() for _ in range(3)], [a, b, a])
+        a._probed(False, "down")
+        self.assertEqual([group.pick() for _ in range(2)], [b, b])
+        self.assertEqual([group.pick(avoid=b) for _ in range(2)], [c, c])
+        c._probed(False, "down")
+        self.assertIsNone(group.pick(avoid=b))
+
+    def test_leastRequestsAmongReaders(self) -> None:
+        """
+        Least-requests picks among the readers for reads too.
+        """
+        group = self._readers(1, 2, balancing=LEAST_REQUESTS)
+        r1, r2 = group.readers
+        r2.started(_Request())
+        self.assertEqual([group.pick(read=True) for _ in range(2)], [r1, r1])
+
+    def test_markUnreachable(self) -> None:
+        """
+        L{Target.markUnreachable} makes a healthy target unhealthy, telling
+        its observers as a failed probe does; its next passing probe makes
+        it healthy again.
+        """
+        clock, targets = Clock(), FakeTargets()
+        changes: list[tuple[str, str]] = []
+
+        class Observer:
+            def targetHealthChanged(self, target: Target, previous: str, state: str) -> None:
+                changes.append((previous, state))
+
+        target = Target(
+            clock, "10.0.0.1:3000", TargetOptions(), targets.connectorFor, [Observer()]  # type: ignore[list-item]
+        )
+        target.healthCheck.start()
+        self.assertEqual(target.state, HEALTHY)
+        target.markUnreachable("Connection refused")
+        self.assertEqual(target.state, UNHEALTHY)
+        clock.advance(1)
+        self.assertEqual(target.state, HEALTHY)
+        self.assertEqual(changes, [(ADDING, HEALTHY), (HEALTHY, UNHEALTHY), (UNHEALTHY, HEALTHY)])
 
     def test_inflightCount(self) -> None:
         """

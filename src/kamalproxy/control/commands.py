@@ -47,14 +47,15 @@ _ERRORS: dict[type[Exception], bytes] = {
 
 class Deploy(amp.Command):
     """
-    Deploy C{service} to C{targets}; answers once traffic has moved and the
-    old targets are drained.
+    Deploy C{service} to C{targets} (and the readers C{readTargets});
+    answers once traffic has moved and the old targets are drained.
     """
 
     arguments = [
         (b"service", amp.Unicode()),
         (b"targets", amp.ListOf(amp.Unicode())),
         (b"options", amp.Unicode()),  # JSON of DeployOptions
+        (b"readTargets", amp.ListOf(amp.Unicode(), optional=True)),
     ]
     response = []  # type: ignore[var-annotated]
     errors = _ERRORS

@@ -55,6 +55,7 @@ from kamalproxy.control.flags import (
     Invocation,
     checkSupported,
     deployRequest,
+    readTargetsOf,
     parseCommandLine,
     rolloutDeployRequest,
     rolloutSetRequest,
@@ -104,11 +105,12 @@ def _tlsCell(service: Mapping[str, Any]) -> str:
 
 def _targetCell(service: Mapping[str, Any]) -> str:
     """
-    The service's targets, then its rollout when it has one:
-    C{web-1:80 (rollout: web-2:80, 25%, list a,b)}, or C{(rollout:
-    web-2:80, no split)} when no traffic is split to it.
+    The service's targets (its read targets after its writers, as the
+    original lists them), then its rollout when it has one: C{web-1:80
+    (rollout: web-2:80, 25%, list a,b)}, or C{(rollout: web-2:80, no
+    split)} when no traffic is split to it.
     """
-    cell = ",".join(service.get("targets") or ())
+    cell = _targetList(service)
     rollout = service.get("rollout")
     if not isinstance(rollout, Mapping):
         return cell
@@ -116,7 +118,11 @@ def _targetCell(service: Mapping[str, Any]) -> str:
         split = describeSplit(rollout["percentage"], rollout.get("allowlist") or ())
     else:
         split = "no split"
-    return f"{cell} (rollout: {','.join(rollout.get('targets') or ())}, {split})"
+    return f"{cell} (rollout: {_targetList(rollout)}, {split})"
+
+
+def _targetList(described: Mapping[str, Any]) -> str:
+    return ",".join([*(described.get("targets") or ()), *(described.get("read_targets") or ())])
 
 
 def serviceRows(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
@@ -125,7 +131,8 @@ def serviceRows(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     sorted by service name.
 
     @param services: objects with C{service}, C{hosts}, C{path_prefixes},
-        C{targets}, C{state}, C{tls} and C{certificate}; other keys are
+        C{targets}, C{read_targets} (shown after the targets, as the
+        original does), C{state}, C{tls} and C{certificate}; other keys are
         ignored and missing ones take a blank value.
     """
     rows = []
@@ -254,6 +261,9 @@ async def _execute(
     name = invocation.verb.name
     if name == "deploy":
         service, targets, deployOptions = deployRequest(invocation)
+        readers = readTargetsOf(invocation)
+        # Sent only when there are some (the argument is optional).
+        extra = {"readTargets": readers} if readers else {}
         timeout = deployOptions.deploy_timeout + deployOptions.drain_timeout + CALL_MARGIN
         await _call(
             reactor,
@@ -263,6 +273,7 @@ async def _execute(
             service=service,
             targets=targets,
             options=json.dumps(options.toJSON(deployOptions)),
+            **extra,
         )
     elif name == "remove":
         await _call(reactor, socketPath, Remove, CALL_MARGIN, service=invocation.service)

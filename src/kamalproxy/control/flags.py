@@ -41,6 +41,9 @@ from kamalproxy.routing.options import (
     DEFAULT_HEALTH_CHECK_PATH,
     DEFAULT_HEALTH_CHECK_TIMEOUT,
     DEFAULT_TARGET_TIMEOUT,
+    DEFAULT_WRITER_AFFINITY_TIMEOUT,
+    LOAD_BALANCING_POLICIES,
+    ROUND_ROBIN,
     DeployOptions,
     HealthCheckConfig,
     InvalidOptions,
@@ -48,6 +51,7 @@ from kamalproxy.routing.options import (
     TargetOptions,
     normalizeDeploy,
     normalizeTarget,
+    normalizeTargets,
 )
 from kamalproxy.routing.rollout import checkPercentage
 
@@ -58,7 +62,6 @@ DURATION = "duration"
 INT = "int"
 
 DEFAULT_PAUSE_TIMEOUT = 30.0
-DEFAULT_WRITER_AFFINITY_TIMEOUT = 1.0
 
 
 class FlagError(ValueError):
@@ -303,9 +306,7 @@ _REPLACE_DRAIN_FLAG = Flag(
 )
 
 _TARGET_FLAG = Flag("target", STRINGS, (), "Target host(s) to deploy")
-_READ_TARGET_FLAG = Flag(
-    "read-target", STRINGS, (), "Read-only target host(s) to deploy", supported=False
-)
+_READ_TARGET_FLAG = Flag("read-target", STRINGS, (), "Read-only target host(s) to deploy")
 
 _DEPLOY_FLAGS = (
     _TARGET_FLAG,
@@ -391,14 +392,18 @@ _DEPLOY_FLAGS = (
         DURATION,
         DEFAULT_WRITER_AFFINITY_TIMEOUT,
         "Time after a write before read requests will be routed to readers",
-        supported=False,
     ),
     Flag(
         "read-target-websockets",
         BOOL,
         False,
         "Route WebSocket traffic to read targets, when available",
-        supported=False,
+    ),
+    Flag(
+        "load-balancing",
+        STRING,
+        ROUND_ROBIN,
+        f"How to pick among healthy targets: {' or '.join(LOAD_BALANCING_POLICIES)}",
     ),
     Flag(
         "target-timeout",
@@ -720,6 +725,9 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             tls_on_demand_url=values["tls-on-demand-url"].strip(),
             canonical_host=values["canonical-host"],
             error_page_path=values["error-pages"],
+            writer_affinity_timeout=values["writer-affinity-timeout"],
+            read_targets_accept_websockets=values["read-target-websockets"],
+            load_balancing=values["load-balancing"].strip(),
         ),
         target=TargetOptions(
             health_check=HealthCheckConfig(
@@ -750,6 +758,19 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
     except InvalidOptions as e:
         raise FlagError(str(e)) from None
     return service, list(targets), options
+
+
+def readTargetsOf(invocation: Invocation) -> list[str]:
+    """
+    The read targets (C{--read-target}) of a parsed C{deploy}, checked and
+    normalised as its targets are.
+
+    @raise FlagError: for the first bad one.
+    """
+    try:
+        return list(normalizeTargets(invocation.values.get("read-target", ())))
+    except InvalidOptions as e:
+        raise FlagError(str(e)) from None
 
 
 def _requireTarget(given: Sequence[str]) -> None:
@@ -937,6 +958,7 @@ __all__ = [
     "parseBool",
     "parseCommandLine",
     "parseDeploy",
+    "readTargetsOf",
     "rolloutDeployRequest",
     "rolloutSetRequest",
     "usage",

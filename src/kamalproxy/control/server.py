@@ -59,9 +59,9 @@ def argumentProblem(command: type[amp.Command], box: amp.AmpBox) -> str | None:
 def _shownArguments(arguments: dict[str, Any]) -> str:
     """
     A command's arguments as JSON for the debug log, deploy options (JSON
-    text on the wire) as an object.
+    text on the wire) as an object, optional ones not given left out.
     """
-    shown = dict(arguments)
+    shown = {name: value for name, value in arguments.items() if value is not None}
     try:
         shown["options"] = json.loads(shown["options"])
     except (KeyError, ValueError):
@@ -110,10 +110,12 @@ class ControlLocator(amp.CommandLocator):
         return checked
 
     @Deploy.responder
-    async def deploy(self, service: str, targets: list[str], options: str) -> dict[str, Any]:
+    async def deploy(
+        self, service: str, targets: list[str], options: str, readTargets: list[str] | None = None
+    ) -> dict[str, Any]:
         try:
             deployOptions = fromJSON(DeployOptions, json.loads(options))
-            await self.router.deploy(service, targets, deployOptions)
+            await self.router.deploy(service, targets, deployOptions, readTargets or ())
         except (InvalidOptions, DeployError, ValueError) as e:
             self.log.info("Deploy of {service} failed: {error}", service=service, error=str(e))
             raise CommandFailed(str(e)) from None

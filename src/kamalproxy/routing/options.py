@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
 
 import attr
 
@@ -22,6 +22,15 @@ DEFAULT_TARGET_TIMEOUT = 30.0
 DEFAULT_DEPLOY_TIMEOUT = 30.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
 DEFAULT_BUFFER_MEMORY = 1 << 20
+DEFAULT_WRITER_AFFINITY_TIMEOUT = 1.0
+
+ROUND_ROBIN = "round-robin"
+LEAST_REQUESTS = "least-requests"
+LOAD_BALANCING_POLICIES = (ROUND_ROBIN, LEAST_REQUESTS)
+"""
+How a target is picked among the healthy ones: in turn (the original's
+only policy), or the one with the fewest requests in flight.
+"""
 
 _TARGET_PATTERN = re.compile(r"^\w[-_.\w+]+(:\d+)?$")
 _HOST_PATTERN = re.compile(r"^(\*\.)?[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_])?$")
@@ -98,6 +107,9 @@ class ServiceOptions:
     tls_on_demand_url: str = ""
     canonical_host: str = ""
     error_page_path: str = ""
+    writer_affinity_timeout: float = DEFAULT_WRITER_AFFINITY_TIMEOUT
+    read_targets_accept_websockets: bool = False
+    load_balancing: str = ROUND_ROBIN
 
     @property
     def customCertificate(self) -> bool:
@@ -197,6 +209,16 @@ def normalizeTarget(target: str) -> str:
     return target
 
 
+def normalizeTargets(targets: Iterable[str]) -> tuple[str, ...]:
+    """
+    L{normalizeTarget} of each of C{targets}, duplicates dropped, in order
+    (the writers or the readers of a deploy).
+
+    @raise InvalidOptions: for the first bad target.
+    """
+    return tuple(dict.fromkeys(normalizeTarget(t) for t in targets))
+
+
 def normalizePathPrefix(prefix: str) -> str:
     """
     C{"api/"} and C{"/api"} both become C{"/api"}; the empty prefix is C{"/"}.
@@ -243,7 +265,7 @@ def normalizeDeploy(
     validateServiceName(name)
     if not targets:
         raise InvalidOptions("at least one target is required")
-    normalized = tuple(dict.fromkeys(normalizeTarget(t) for t in targets))
+    normalized = normalizeTargets(targets)
     hosts = tuple(dict.fromkeys(normalizeHost(h) for h in options.service.hosts if h.strip()))
     prefixes = tuple(
         dict.fromkeys(normalizePathPrefix(p) for p in options.service.path_prefixes)
@@ -257,6 +279,7 @@ def normalizeDeploy(
         ("health check interval", hc.interval),
         ("health check timeout", hc.timeout),
         ("target timeout", options.target.response_timeout),
+        ("writer affinity timeout", options.service.writer_affinity_timeout),
     ):
         if value < 0:
             raise InvalidOptions(f"{label} must not be negative")
@@ -266,6 +289,11 @@ def normalizeDeploy(
         raise InvalidOptions("health check timeout must be positive")
     if not 0 <= hc.port <= 65535:
         raise InvalidOptions(f"invalid health check port: {hc.port}")
+    if options.service.load_balancing not in LOAD_BALANCING_POLICIES:
+        raise InvalidOptions(
+            f"invalid load balancing policy: {options.service.load_balancing!r} "
+            f"(expected {' or '.join(LOAD_BALANCING_POLICIES)})"
+        )
     _checkTLS(options.service, hosts)
     canonical = options.service.canonical_host.strip()
     if canonical:

@@ -187,6 +187,8 @@ class RolloutSlot:
         The slot's keys of a service's entry in the state file.
         """
         entry: dict[str, Any] = {"rollout_targets": self.group.addresses}
+        if self.group.readers:
+            entry["rollout_readers"] = self.group.readerAddresses
         if self.split is not None:
             entry["rollout_controller"] = self.split.toJSON()
         return entry
@@ -196,6 +198,8 @@ class RolloutSlot:
         What C{list} shows of the rollout.
         """
         described: dict[str, Any] = {"targets": self.group.addresses}
+        if self.group.readers:
+            described["read_targets"] = self.group.readerAddresses
         if self.split is not None:
             described["percentage"] = self.split.percentage
             described["allowlist"] = list(self.split.allowlist)

@@ -30,7 +30,7 @@ from kamalproxy.routing.options import (
     ServiceOptions,
     fromJSON,
     normalizeDeploy,
-    normalizeTarget,
+    normalizeTargets,
     toJSON,
 )
 from kamalproxy.interfaces import IDeployObserver, ITargetObserver
@@ -50,6 +50,14 @@ from kamalproxy.routing.pausing import PAUSED, RUNNING, STOPPED
 from kamalproxy.routing.service import Service
 from kamalproxy.upstream.targets import ConnectorFor, Target, TargetGroup
 from kamalproxy.upstream.client import UpstreamConnection, endpointFor
+
+
+CONNECT_TIMEOUT = 5.0
+"""
+Seconds a connection to a target may take to be made; a request whose
+connection times out goes to another healthy target (see
+L{kamalproxy.upstream.forwarding}).
+"""
 
 
 class DeployError(Exception):
@@ -76,7 +84,7 @@ def tcpConnectorFor(reactor: IReactorTCP) -> ConnectorFor:
     factory = _UpstreamFactory()
 
     def connectorFor(host: str, port: int) -> Callable[[], Deferred]:
-        endpoint = endpointFor(reactor, host, port)
+        endpoint = endpointFor(reactor, host, port, CONNECT_TIMEOUT)
         return lambda: endpoint.connect(factory)
 
     return connectorFor
@@ -208,17 +216,26 @@ class Router(ProxyResource):
 
     # Changing services
 
-    async def deploy(self, name: str, targets: Sequence[str], options: DeployOptions) -> None:
+    async def deploy(
+        self,
+        name: str,
+        targets: Sequence[str],
+        options: DeployOptions,
+        readTargets: Sequence[str] = (),
+    ) -> None:
         """
-        Deploy C{name} to C{targets}: wait for them to be healthy (unless
-        C{options.force}), send all new requests to them, then wait for the
-        replaced targets to drain. L{deployObservers} are told how it went.
+        Deploy C{name} to C{targets} (and the readers C{readTargets}): wait
+        for all of them to be healthy (unless C{options.force}), send all
+        new requests to them, then wait for the replaced targets to drain.
+        L{deployObservers} are told how it went.
 
         @raise DeployError: nothing was changed.
         @raise InvalidOptions: nothing was changed.
         @raise Exception: whatever L{persist} raised; nothing was changed.
         """
-        await self._observed(DEPLOY, name, targets, self._deploy(name, targets, options))
+        await self._observed(
+            DEPLOY, name, targets, self._deploy(name, targets, options, readTargets)
+        )
 
     async def _observed(self, kind: str, name: str, targets: Sequence[str], change: Any) -> None:
         """
@@ -238,13 +255,20 @@ class Router(ProxyResource):
                 )
                 tellDeployObservers(self.deployObservers, record)
 
-    async def _deploy(self, name: str, targets: Sequence[str], options: DeployOptions) -> None:
+    async def _deploy(
+        self,
+        name: str,
+        targets: Sequence[str],
+        options: DeployOptions,
+        readTargets: Sequence[str] = (),
+    ) -> None:
         name, normalized, options = normalizeDeploy(name, list(targets), options)
+        readers = normalizeTargets(readTargets)
         self._checkConflicts(name, options)
         errorPages = _errorPagesFor(options)
         certificate, signature = _certificateFor(options)
         _checkAcmeCache(options)
-        group = TargetGroup(self._makeTarget(t, options) for t in normalized)
+        group = self._makeGroup(normalized, readers, options)
         group.startHealthChecks()
         if not options.force:
             await self._waitHealthy(group, options.deploy_timeout)
@@ -267,7 +291,9 @@ class Router(ProxyResource):
             raise
         service.pause.owner = service  # requests held meanwhile go to the new targets
         self.log.info(
-            "Deployed {service} to {targets}", service=name, targets=", ".join(normalized)
+            "Deployed {service} to {targets}",
+            service=name,
+            targets=", ".join(normalized + tuple(f"{r} (reader)" for r in readers)),
         )
         if old is not None:
             await old.group.drain(options.drain_timeout)
@@ -348,6 +374,7 @@ class Router(ProxyResource):
                 name, targets, options = normalizeDeploy(
                     entry["name"], list(entry["targets"]), options
                 )
+                readers = normalizeTargets(entry.get("read_targets") or ())
                 self._checkConflicts(name, options)
             except (InvalidOptions, DeployError, KeyError, TypeError, AttributeError) as e:
                 self.log.error("Skipping a saved service that cannot be restored: {error}", error=e)
@@ -370,7 +397,7 @@ class Router(ProxyResource):
                     error=e,
                 )
                 certificate, signature = None, None
-            group = TargetGroup(self._makeTarget(t, options) for t in targets)
+            group = self._makeGroup(targets, readers, options)
             group.markHealthy()
             group.startHealthChecks()
             self.services[name] = Service(self._clock, name, options, group, errorPages)
@@ -447,8 +474,7 @@ class Router(ProxyResource):
         is no forcing); no request moves until L{rolloutSet}. A rollout
         group it replaces is drained before this returns.
 
-        @param readTargets: read-only targets; not supported yet, so any
-            refuses the command.
+        @param readTargets: read-only targets (see L{TargetGroup}).
         @raise DeployError: C{"service not found"}, or the targets did not
             become healthy in time; nothing was changed.
         @raise InvalidOptions: bad targets or timeouts; nothing was changed.
@@ -472,9 +498,8 @@ class Router(ProxyResource):
         service = self.services.get(name)
         if service is None:
             raise DeployError("service not found")
-        if readTargets:
-            raise InvalidOptions("`--read-target` is not supported yet")
-        normalized = list(dict.fromkeys(normalizeTarget(t) for t in targets))
+        normalized = list(normalizeTargets(targets))
+        readers = normalizeTargets(readTargets)
         if not normalized:
             raise InvalidOptions("at least one target is required")
         for label, value in (("deploy timeout", deployTimeout), ("drain timeout", drainTimeout)):
@@ -483,8 +508,7 @@ class Router(ProxyResource):
         self.log.info(
             "Deploying for rollout {service} to {targets}", service=name, targets=", ".join(normalized)
         )
-        options = service.options
-        group = TargetGroup(self._makeTarget(t, options) for t in normalized)
+        group = self._makeGroup(normalized, readers, service.options)
         group.startHealthChecks()
         await self._waitHealthy(group, deployTimeout)
         service = self.services.get(name)  # removed or redeployed meanwhile?
@@ -592,7 +616,8 @@ class Router(ProxyResource):
         if not entry.get("rollout_targets"):
             return None
         try:
-            targets = [normalizeTarget(t) for t in entry["rollout_targets"]]
+            targets = normalizeTargets(entry["rollout_targets"])
+            readers = normalizeTargets(entry.get("rollout_readers") or ())
             saved = entry.get("rollout_controller")
             split = None if saved is None else RolloutSplit.fromJSON(saved)
         except (InvalidOptions, TypeError, AttributeError) as e:
@@ -600,13 +625,26 @@ class Router(ProxyResource):
                 "Restored {service} without its rollout: {error}", service=name, error=e
             )
             return None
-        group = TargetGroup(self._makeTarget(t, options) for t in targets)
+        group = self._makeGroup(targets, readers, options)
         group.markHealthy()
         group.startHealthChecks()
         return RolloutSlot(group, split)
 
     def _makeTarget(self, address: str, options: DeployOptions) -> Target:
         return Target(self._clock, address, options.target, self._connectorFor, self.targetObservers)
+
+    def _makeGroup(
+        self, targets: Sequence[str], readers: Sequence[str], options: DeployOptions
+    ) -> TargetGroup:
+        """
+        A new group of C{targets} and C{readers}, balanced as C{options}
+        say; nothing probes it yet.
+        """
+        return TargetGroup(
+            [self._makeTarget(t, options) for t in targets],
+            [self._makeTarget(r, options) for r in readers],
+            options.service.load_balancing,
+        )
 
     def _serviceNamed(self, name: str) -> Service:
         """
@@ -728,7 +766,12 @@ def _snapshotOf(
     """
     entries = []
     for s in sorted(services.values(), key=lambda s: s.name):
-        entry = {"name": s.name, "targets": s.group.addresses, "options": toJSON(synced.get(s.name, s.options))}
+        entry = {
+            "name": s.name,
+            "targets": s.group.addresses,
+            "read_targets": s.group.readerAddresses,
+            "options": toJSON(synced.get(s.name, s.options)),
+        }
         if s.rollout is not None:
             entry.update(s.rollout.toJSON())
         pause = pauses[s.name] if pauses is not None and s.name in pauses else s.pause.snapshot()

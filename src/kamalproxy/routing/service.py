@@ -84,6 +84,7 @@ class Service:
             "hosts": list(self.options.service.hosts),
             "path_prefixes": list(self.options.service.path_prefixes),
             "targets": self.group.addresses,
+            "read_targets": self.group.readerAddresses,
             "health": {t.address: t.state for t in self.group.targets},
             "state": self.state,
             "held": len(self.pause.queue),

@@ -4,11 +4,16 @@ Forwarding one request to a target and its response back to the client.
 
 Headers: hop-by-hop headers are dropped both ways, C{Host} is kept,
 C{X-Forwarded-For/-Host/-Proto} are set (the client's own values are kept
-only when the service trusts forwarded headers), and C{X-Request-Start} and
-C{X-Request-ID} are added when absent.
+only when the service trusts forwarded headers), C{X-Request-Start} and
+C{X-Request-ID} are added when absent, and C{X-Kamal-Target} names the
+target (after the client's own values when forwarded headers are trusted).
 
-Errors: a target that refuses or dies gives a 502 page; one slower than the
-target timeout to send its response head gives a 504 page.
+Errors: when a target cannot be connected to (refused, reset, connect
+timeout), the request, of which nothing was sent, goes to another healthy
+target of its group at once and the target is marked unhealthy (failover);
+with no other one, or when a target dies after the request was sent, a 502
+page; a target slower than the target timeout to send its response head
+gives a 504 page.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ _REPLACED = frozenset(
         b"x-forwarded-host",
         b"x-forwarded-proto",
         b"forwarded",
+        b"x-kamal-target",
     )
 )
 _DROPPED_FROM_REQUEST = HOP_BY_HOP | _REPLACED
@@ -200,6 +206,7 @@ class Forwarding:
         self.headReceived = False
         self._timer: Optional[IDelayedCall] = None
         self._retried = False
+        self._failovers = 0
         self._tunnel: Optional[Tunnel] = None
         self._method = b"GET"
         self._path = b"/"
@@ -259,8 +266,44 @@ class Forwarding:
             FileSender().beginFileTransfer(body, conn.transport).addErrback(lambda f: None)
 
     def _connectFailed(self, reason: Failure) -> None:
-        if self.exchange is not None:
+        if self.exchange is not None and not self._failOver(reason):
             self._unreachable(reason)
+
+    def _failOver(self, reason: Failure) -> bool:
+        """
+        No connection to the target could be made, so nothing of the
+        request was sent: send the request to another healthy target of the
+        group (a reader's read to another reader, else to a writer), and
+        mark the target unhealthy. The last healthy target is not marked:
+        without another one to go to, requests get a 502, as without
+        failover, until its health check says otherwise.
+
+        @return: whether the request moved to another target.
+        """
+        exchange = self.exchange
+        failed = self.target
+        group = exchange.group if exchange is not None else None
+        if exchange is None or group is None or self._failovers >= len(group.targets):
+            return False
+        target = group.pick(failed in group.readers, avoid=failed)
+        if target is None or target.draining:
+            return False
+        failed.markUnreachable(reason.getErrorMessage())
+        self._failovers += 1
+        self.log.info(
+            "Unable to connect to {failed} ({error}); request sent to {target}",
+            failed=failed.address,
+            error=reason.getErrorMessage(),
+            target=target.address,
+        )
+        failed.finished(self)
+        self.target = exchange.target = target
+        target.started(self)
+        self._headers = [
+            header for header in self._headers if header[0] != b"X-Kamal-Target"
+        ] + [targetHeader(exchange.request, self.options, target.addressBytes)]
+        self._acquire(fresh=False)
+        return True
 
     def _unreachable(self, reason: Failure) -> None:
         """
@@ -459,6 +502,18 @@ class Forwarding:
         self.target.finished(self)
 
 
+def targetHeader(request: IRequest, options: TargetOptions, address: bytes) -> tuple[bytes, bytes]:
+    """
+    The C{X-Kamal-Target} header naming the target C{address}: after the
+    client's own values when forwarded headers are trusted.
+    """
+    if options.forward_headers:
+        prior = request.requestHeaders.getRawHeaders(b"x-kamal-target")
+        if prior:
+            return (b"X-Kamal-Target", b", ".join([*prior, address]))
+    return (b"X-Kamal-Target", address)
+
+
 def stampRequest(exchange: Exchange, options: TargetOptions) -> RawHeaders:
     """
     Note on C{exchange} what the request log needs, and return the headers
@@ -475,4 +530,5 @@ def stampRequest(exchange: Exchange, options: TargetOptions) -> RawHeaders:
     request.defaultContentType = None
     if options.log_request_headers or options.log_response_headers:
         exchange.logHeaders = (options.log_request_headers, options.log_response_headers)
+    headers.append(targetHeader(request, options, exchange.target.addressBytes))
     return headers

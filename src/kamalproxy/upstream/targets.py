@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.routing.test_router -*-
 """
 Targets and target groups: where a service's requests go, which of them are
-healthy, and how a replaced group is drained.
+healthy, which one a request goes to (round-robin or least-requests, readers
+for reads), and how a replaced group is drained.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from twisted.python.failure import Failure
 
 from kamalproxy.interfaces import ITargetObserver
 from kamalproxy.upstream.health import HealthCheck
-from kamalproxy.routing.options import TargetOptions
+from kamalproxy.routing.options import LEAST_REQUESTS, ROUND_ROBIN, TargetOptions
 from kamalproxy.upstream.client import Connector, UpstreamPool
 
 ADDING = "adding"
@@ -117,6 +118,14 @@ class Target:
                 for d in waiters:
                     d.callback(self)
 
+    def markUnreachable(self, detail: str) -> None:
+        """
+        A request could not connect to this target (refused, reset, timed
+        out): it is unhealthy, as after a failed probe (its observers are
+        told), until a probe passes again.
+        """
+        self._probed(False, f"unreachable: {detail}")
+
     def whenHealthy(self) -> Deferred:
         """
         Fires with this target once it is healthy.
@@ -204,32 +213,79 @@ class Target:
 
 class TargetGroup:
     """
-    The targets a service currently sends requests to, picked round-robin
-    among the healthy ones.
+    The targets a service currently sends requests to: writers, which take
+    any request, and readers (C{--read-target}), which take the reads when
+    one is healthy. A target is picked among the healthy ones of a kind, in
+    turn (L{ROUND_ROBIN}) or the one with the fewest requests in flight,
+    ties in turn (L{LEAST_REQUESTS}).
+
+    @ivar writers: the writers, in deploy order.
+    @ivar readers: the readers, in deploy order.
+    @ivar targets: every target, writers then readers (health checks,
+        draining and stopping cover them all).
+    @ivar balancing: L{ROUND_ROBIN} or L{LEAST_REQUESTS}.
     """
 
-    def __init__(self, targets: Iterable[Target]) -> None:
-        self.targets = list(targets)
-        self._next = 0
+    def __init__(
+        self,
+        targets: Iterable[Target],
+        readers: Iterable[Target] = (),
+        balancing: str = ROUND_ROBIN,
+    ) -> None:
+        self.writers = list(targets)
+        self.readers = list(readers)
+        self.targets = self.writers + self.readers
+        self.balancing = balancing
+        self._next = [0, 0]  # the last pick among the writers, the readers
 
     @property
     def addresses(self) -> list[str]:
-        return [t.address for t in self.targets]
+        """
+        The writers' addresses.
+        """
+        return [t.address for t in self.writers]
 
-    def pick(self) -> Optional[Target]:
+    @property
+    def readerAddresses(self) -> list[str]:
+        return [t.address for t in self.readers]
+
+    def pick(self, read: bool = False, avoid: Optional[Target] = None) -> Optional[Target]:
         """
         The next healthy target, or L{None} when none is healthy.
+
+        @param read: a read (see L{kamalproxy.pipeline.balance}): a healthy
+            reader when there is one, else a writer.
+        @param avoid: a target not to pick (one that just failed).
         """
-        targets = self.targets
-        if len(targets) == 1:
-            target = targets[0]
-            return target if target.state == HEALTHY else None
-        for _ in range(len(targets)):
-            self._next = (self._next + 1) % len(targets)
-            target = targets[self._next]
-            if target.state == HEALTHY:
+        if read and self.readers:
+            target = self._pickAmong(self.readers, 1, avoid)
+            if target is not None:
                 return target
-        return None
+        return self._pickAmong(self.writers, 0, avoid)
+
+    def _pickAmong(
+        self, targets: list[Target], slot: int, avoid: Optional[Target]
+    ) -> Optional[Target]:
+        count = len(targets)
+        if count == 1:
+            target = targets[0]
+            return target if target.state == HEALTHY and target is not avoid else None
+        last = self._next[slot]
+        least = self.balancing == LEAST_REQUESTS
+        chosen: Optional[Target] = None
+        chosenAt = last
+        for step in range(1, count + 1):
+            at = (last + step) % count
+            target = targets[at]
+            if target.state != HEALTHY or target is avoid:
+                continue
+            if not least:
+                chosen, chosenAt = target, at
+                break
+            if chosen is None or len(target.inflight) < len(chosen.inflight):
+                chosen, chosenAt = target, at
+        self._next[slot] = chosenAt
+        return chosen
 
     def startHealthChecks(self) -> None:
         """
