@@ -449,7 +449,6 @@ _DEPLOY_FLAGS = (
         STRINGS,
         (),
         "Request path(s) to exclude from Prometheus metrics (may be specified multiple times)",
-        supported=False,
     ),
     Flag(
         "forward-headers",
@@ -728,6 +727,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             writer_affinity_timeout=values["writer-affinity-timeout"],
             read_targets_accept_websockets=values["read-target-websockets"],
             load_balancing=values["load-balancing"].strip(),
+            exclude_metrics_paths=values["exclude-metrics-path"],
         ),
         target=TargetOptions(
             health_check=HealthCheckConfig(
