@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 from datetime import timedelta
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService
@@ -34,6 +34,7 @@ from kamalproxy.routing.options import ServiceOptions
 from kamalproxy.daemon.paths import defaultSocketPath, defaultStateDir
 from kamalproxy.listen.connlimit import ConnectionLimitFactory, ConnectionLimiter
 from kamalproxy.listen.proxyprotocol import DEFAULT_ALLOWED, ProxyAllowlist, ProxyProtocol, parseNetworks
+from kamalproxy.observe.metrics import MetricsResource, MetricsSite, ProxyMetrics, metricsRegistry
 from kamalproxy.observe.requestlog import RequestLogger
 from kamalproxy.routing.router import Router, tcpConnectorFor
 from kamalproxy.http.site import ProxySite
@@ -150,7 +151,8 @@ class Options(usage.Options):
         ["certificate-reload-interval", None, None, "How often custom certificate files are checked for changes (reloaded when changed). [default: 10s]", _seconds],
         ["socket", None, None, "Control socket path. [default: $KAMAL_PROXY_SOCKET, $XDG_RUNTIME_DIR/kamal-proxy.sock, or the temp dir]"],
         ["state-dir", None, None, "Directory for the state file. [default: ~/.config/kamal-proxy]"],
-        ["metrics-port", None, None, "Prometheus metrics port (0 = off). [default: 0]", _port],
+        ["metrics-port", None, None, "Port to serve Prometheus metrics on, every path (0 = off). [default: 0]", _port],
+        ["metrics-endpoint", None, None, "Endpoint description for the metrics, e.g. tcp:9090:interface=127.0.0.1 (overrides --metrics-port/--bind)."],
         ["http-idle-timeout", None, None, "Close a connection waiting this long for a request (0 = never). [default: 60s]", _seconds],
         ["http-read-timeout", None, None, "Time a request's head and body have to arrive from its first byte; else 408 (0 = none). [default: 30s]", _seconds],
         ["http-write-timeout", None, None, "Abort a connection whose client reads nothing for this long (0 = never). [default: 30s]", _seconds],
@@ -211,12 +213,12 @@ class Options(usage.Options):
             self["state-dir"] = _fromEnv(env, "STATE_DIR") or defaultStateDir(env)
         if self["http3"]:
             raise usage.UsageError("`--http3` is not supported yet")
-        if self["metrics-port"]:
-            raise usage.UsageError("`--metrics-port` is not supported yet")
         if self["http-endpoint"] is None:
             self["http-endpoint"] = tcpEndpoint(self["http-port"], self["bind"])
         if self["https-endpoint"] is None:
             self["https-endpoint"] = tcpEndpoint(self["https-port"], self["bind"])
+        if self["metrics-endpoint"] is None and self["metrics-port"]:
+            self["metrics-endpoint"] = tcpEndpoint(self["metrics-port"], self["bind"])
         self["h2c"] = self["h2c"] or _envFlag(env, "H2C_ENABLED")
         self._proxyProtocolOptions(env)
         for key, name in (
@@ -342,6 +344,16 @@ class ProxyService(MultiService):
     """
 
     log = Logger()
+    metrics: Optional[ProxyMetrics] = None
+    """
+    Every metric, with C{--metrics-port}: the observers the site and the
+    router report to, and the collector the metrics port serves.
+    """
+    metricsRoot: Optional[MetricsResource] = None
+    """
+    The metrics port's root resource with C{--metrics-port}: other pages of
+    that port are put on it as children (C{putChild}).
+    """
 
     def __init__(
         self, router: Router, site: ProxySite, grace: float = SHUTDOWN_GRACE, listening: str = ""
@@ -398,6 +410,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
 
     selector = CertificateSelector(lambda host: router.serviceForHost(host))
     responder = HTTP01Responder()
+    metrics = ProxyMetrics(reactor) if config.get("metrics-endpoint") else None
     router = Router(
         reactor,
         tcpConnectorFor(reactor),
@@ -406,6 +419,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         challenges=responder,
         certificates=selector,
         httpsPort=_endpointPort(config.get("https-endpoint")) or config.get("https-port") or 443,
+        deployObservers=() if metrics is None else (metrics.deploys,),
     )
     router.restore(store.load())
     site = ProxySite(
@@ -414,6 +428,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         requestLog=RequestLogger(reactor),
         limits=channelLimits(config),
         h2c=bool(config.get("h2c")),
+        observers=() if metrics is None else (metrics.requests,),
     )
     site.displayTracebacks = False
     service = ProxyService(router, site, listening=_listening(config, socketPath))
@@ -433,7 +448,18 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         )
         httpsListener._raiseSynchronously = True
         httpsListener.setServiceParent(service)
-    issuers = acmeIssuers(config, reactor, router, selector, responder)
+    if metrics is not None:
+        metrics.router, metrics.connections, metrics.certificates = router, limiter, selector
+        service.metrics = metrics
+        service.metricsRoot = MetricsResource(metricsRegistry(metrics))
+        metricsListener = strports.service(
+            config["metrics-endpoint"], MetricsSite(service.metricsRoot, reactor), reactor=reactor
+        )
+        metricsListener._raiseSynchronously = True
+        metricsListener.setServiceParent(service)
+    issuers = acmeIssuers(
+        config, reactor, router, selector, responder, None if metrics is None else metrics.acmeFailed
+    )
     issuers.setServiceParent(service)
     CertificateReloader(
         reactor, router, config.get("certificate-reload-interval") or DEFAULT_RELOAD_INTERVAL
@@ -465,6 +491,8 @@ def _listening(config: Mapping[str, Any], socketPath: str) -> str:
     if config.get("https-endpoint"):
         parts.append(f"HTTPS on {where(config['https-endpoint'])}")
     parts.append(f"control socket {socketPath}")
+    if config.get("metrics-endpoint"):
+        parts.append(f"metrics on {where(config['metrics-endpoint'])}")
     if config.get("proxy-protocol"):
         parts.append(f"PROXY protocol from {ProxyAllowlist(config['proxy-protocol-from'])}")
     return ", ".join(parts)
@@ -504,12 +532,15 @@ def acmeIssuers(
     router: Router,
     selector: CertificateSelector,
     responder: HTTP01Responder,
+    issuanceFailed: Optional[Callable[[str, Any], Any]] = None,
 ) -> AcmeIssuers:
     """
     The daemon's L{AcmeIssuers}: certificates cached under
     C{<state-dir>/certs} unless a deploy names its C{--tls-acme-cache-path},
     with the default directories' issuers made at once so that the
     certificates already cached are served from the start.
+
+    @param issuanceFailed: told of every failed issuance (metrics).
     """
     bundle = config.get("acme-ca-bundle")
     timing: dict[str, Any] = {}
@@ -540,6 +571,7 @@ def acmeIssuers(
         directoryFor,
         os.path.join(config["state-dir"], "certs"),
         clientFor,
+        issuanceFailed,
         **timing,
     )
     # the directories a deploy can pick, from the one rule that picks them

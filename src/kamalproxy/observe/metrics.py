@@ -1,0 +1,480 @@
+# -*- test-case-name: tests.observe.test_metrics -*-
+"""
+Prometheus metrics (C{--metrics-port}): the original kamal-proxy's request
+metrics, and what else an operator wants to see.
+
+Nothing here costs a request more than a few dictionary operations. Events
+are counted in plain Python containers (L{Counters}, L{Histograms}, and
+L{RequestMetrics}, an L{IRequestObserver}) and turned into
+C{prometheus_client} metric families only when Prometheus scrapes
+(L{ProxyMetrics.collect}); whatever is already known elsewhere (target
+health, held requests, certificates, open connections) is read at scrape
+time and never counted twice.
+
+A later concern adds its metrics in a few lines: keep a L{Counters} or
+L{Histograms}, count into it where the event is known (for the cache: an
+L{IRequestObserver} reading what the cache stage left on the exchange), and
+hand its C{collect} to L{ProxyMetrics.add}.
+
+L{MetricsResource} serves every metric on every path of the metrics port,
+except the children put on it (the status page's C{/status}).
+"""
+
+from __future__ import annotations
+
+import gzip
+from bisect import bisect_left
+from collections import Counter as _Tally
+from typing import Any, Callable, Iterable, Optional, Sequence
+from urllib.parse import unquote
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from kamalproxy.interfaces import IDeployObserver, IRequestObserver
+from kamalproxy.pipeline.exchange import Exchange
+from kamalproxy.routing.deploys import DeployRecord
+from kamalproxy.routing.table import strippedPath
+
+__all__ = [
+    "DEPLOY_BUCKETS",
+    "REQUEST_BUCKETS",
+    "Counters",
+    "DeployMetrics",
+    "Histograms",
+    "MetricsResource",
+    "MetricsSite",
+    "ProxyMetrics",
+    "RequestMetrics",
+    "excludedFromMetrics",
+    "methodLabel",
+    "metricsRegistry",
+]
+
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""
+The request duration buckets, in seconds: the original's (Go's
+C{prometheus.DefBuckets}, which differ from C{prometheus_client}'s).
+"""
+
+DEPLOY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+"""
+The deploy duration buckets, in seconds (a deploy waits up to
+C{--deploy-timeout}, 30 s by default, then drains up to C{--drain-timeout}).
+"""
+
+OTHER = "OTHER"
+_METHODS = {
+    m.encode("ascii"): m
+    for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE")
+}
+
+
+def methodLabel(method: bytes) -> str:
+    """
+    The C{method} label: one of the nine standard methods, else C{OTHER}
+    (so that a client cannot make up label values).
+    """
+    return _METHODS.get(method, OTHER)
+
+
+def excludedFromMetrics(exchange: Exchange) -> bool:
+    """
+    Whether C{exchange}'s service excludes its path from the request
+    metrics (C{deploy --exclude-metrics-path}): an exact match of the
+    decoded path as the target sees it (the matched prefix stripped when
+    the service strips it), as the original.
+    """
+    service = exchange.service
+    if service is None:
+        return False
+    options = service.options.service
+    paths = options.exclude_metrics_paths
+    if not paths:
+        return False
+    path = exchange.path
+    if options.strip_prefix:
+        path = strippedPath(path, exchange.prefix)
+    return unquote(path.decode("utf-8", "replace")) in paths
+
+
+class Counters:
+    """
+    Counters of one metric family, by their label values, in a plain dict.
+
+    @ivar values: the count of every label value tuple seen.
+    """
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = tuple(labels)
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        """
+        Add C{amount} to the counter for C{labels}.
+        """
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, value in sorted(self.values.items()):
+            family.add_metric(labels, value)
+        yield family
+
+
+class Histograms:
+    """
+    Histograms of one metric family, by their label values.
+
+    Each series is a plain list: the sum of the observations, then the
+    number of observations in each bucket (not cumulative; the last one
+    above the highest bound), found by bisection; the cumulative counts
+    Prometheus wants are added up at scrape time.
+
+    @ivar series: the list of every label value tuple seen.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = tuple(labels)
+        self.buckets = tuple(sorted(buckets))
+        self._bounds = [floatToGoString(b) for b in self.buckets] + ["+Inf"]
+        self.series: dict[tuple[Any, ...], list[float]] = {}
+
+    def newSeries(self) -> list[float]:
+        """
+        An empty series.
+        """
+        return [0.0] * (len(self.buckets) + 2)
+
+    def observe(self, labels: tuple[Any, ...], value: float) -> None:
+        """
+        Count C{value} in the histogram for C{labels}.
+        """
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = self.newSeries()
+        series[0] += value
+        series[bisect_left(self.buckets, value) + 1] += 1
+
+    def collect(self) -> Iterable[Metric]:
+        yield self.family(self.name, self.documentation)
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        """
+        The histograms as one family (label values made text).
+        """
+        family = HistogramMetricFamily(name, documentation, labels=self.labels)
+        for labels, series in sorted(self.series.items()):
+            cumulative = 0.0
+            buckets = []
+            for bound, count in zip(self._bounds, series[1:]):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric([str(v) for v in labels], buckets, series[0])
+        return family
+
+    def counts(self, name: str, documentation: str) -> CounterMetricFamily:
+        """
+        The number of observations of each series, as a counter family.
+        """
+        family = CounterMetricFamily(name, documentation, labels=self.labels)
+        for labels, series in sorted(self.series.items()):
+            family.add_metric([str(v) for v in labels], sum(series[1:]))
+        return family
+
+
+@implementer(IRequestObserver)
+class RequestMetrics:
+    """
+    The original's request metrics, as an observer of every request:
+    C{kamal_proxy_http_requests_total} and
+    C{kamal_proxy_http_request_duration_seconds} by service (C{""} when
+    unrouted), method and status, and C{kamal_proxy_http_in_flight_requests}
+    by service; a path its service excludes is not counted.
+
+    A request that ends costs a few dictionary operations and one
+    bisection; requests in flight are a set, counted by service at scrape
+    time.
+
+    @ivar durations: the histograms by C{(service, method, status)}; their
+        counts are C{kamal_proxy_http_requests_total}.
+    @ivar active: the exchanges in flight.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self.durations = Histograms(
+            "kamal_proxy_http_request_duration_seconds",
+            "Duration of HTTP requests, labeled by service, status code and method.",
+            ("service", "method", "status"),
+            REQUEST_BUCKETS,
+        )
+        self.active: set[Exchange] = set()
+
+    def requestStarted(self, exchange: Exchange) -> None:
+        self.active.add(exchange)
+
+    def requestEnded(self, exchange: Exchange) -> None:
+        self.active.discard(exchange)
+        service = exchange.service
+        if service is None:
+            name = ""
+        elif service.options.service.exclude_metrics_paths and excludedFromMetrics(exchange):
+            return
+        else:
+            name = service.name
+        request = exchange.request
+        key = (name, _METHODS.get(request.method, OTHER), exchange.status or request.code)
+        self.durations.observe(key, self._clock.seconds() - exchange.started)
+
+    def inFlight(self) -> _Tally[str]:
+        """
+        The requests in flight by service name (routed and not excluded).
+        """
+        return _Tally(
+            exchange.service.name
+            for exchange in list(self.active)
+            if exchange.service is not None and not excludedFromMetrics(exchange)
+        )
+
+    def collect(self, services: Iterable[str] = ()) -> Iterable[Metric]:
+        """
+        The request metrics; C{services} (those deployed) get an in-flight
+        gauge even when idle.
+        """
+        yield self.durations.counts(
+            "kamal_proxy_http_requests",
+            "HTTP requests processed, labeled by service, status code and method.",
+        )
+        yield self.durations.family(self.durations.name, self.durations.documentation)
+        inFlight = self.inFlight()
+        gauge = GaugeMetricFamily(
+            "kamal_proxy_http_in_flight_requests",
+            "Number of in-flight HTTP requests, labeled by service.",
+            labels=("service",),
+        )
+        for name in sorted(set(services) | set(inFlight)):
+            gauge.add_metric((name,), inFlight.get(name, 0))
+        yield gauge
+
+
+@implementer(IDeployObserver)
+class DeployMetrics:
+    """
+    Deploys and rollout deploys, by service, kind (C{deploy}, C{rollout})
+    and outcome (C{succeeded}, C{failed}): how many and how long.
+    """
+
+    def __init__(self) -> None:
+        self.durations = Histograms(
+            "kamal_proxy_deploy_duration_seconds",
+            "Duration of deploys (health wait and drain included), labeled by service, kind and outcome.",
+            ("service", "kind", "outcome"),
+            DEPLOY_BUCKETS,
+        )
+
+    def deployFinished(self, record: DeployRecord) -> None:
+        self.durations.observe((record.service, record.kind, record.outcome), record.duration)
+
+    def collect(self) -> Iterable[Metric]:
+        yield self.durations.counts(
+            "kamal_proxy_deploys",
+            "Deploys and rollout deploys, labeled by service, kind and outcome.",
+        )
+        yield self.durations.family(self.durations.name, self.durations.documentation)
+
+
+class ProxyMetrics(Collector):
+    """
+    Every metric of the proxy, as one C{prometheus_client} collector.
+
+    @ivar requests: the L{RequestMetrics} observer (for the site).
+    @ivar deploys: the L{DeployMetrics} observer (for the router).
+    @ivar acmeFailures: failed certificate issuances by host (see
+        L{acmeFailed}).
+    @ivar router: the L{kamalproxy.routing.router.Router} whose services,
+        targets and held requests are shown, or L{None}.
+    @ivar connections: the listeners'
+        L{kamalproxy.listen.connlimit.ConnectionLimiter}, or L{None}.
+    @ivar certificates: the L{kamalproxy.tls.sni.CertificateSelector}, or
+        L{None}.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        router: Any = None,
+        connections: Any = None,
+        certificates: Any = None,
+    ) -> None:
+        self.requests = RequestMetrics(clock)
+        self.deploys = DeployMetrics()
+        self.acmeFailures = Counters(
+            "kamal_proxy_acme_failures",
+            "Failed ACME certificate issuances, labeled by host.",
+            ("host",),
+        )
+        self.router = router
+        self.connections = connections
+        self.certificates = certificates
+        self._sources: list[Callable[[], Iterable[Metric]]] = [
+            lambda: self.requests.collect(self._serviceNames()),
+            self.deploys.collect,
+            self._services,
+            self._certificates,
+            self.acmeFailures.collect,
+            self._connections,
+        ]
+
+    def add(self, source: Callable[[], Iterable[Metric]]) -> None:
+        """
+        Collect C{source}'s metric families too (a L{Counters}' or
+        L{Histograms}' C{collect}, or any function returning families).
+        """
+        self._sources.append(source)
+
+    def acmeFailed(self, host: str, failure: Any) -> None:
+        """
+        An ACME issuance for C{host} failed (an
+        L{kamalproxy.tls.service.AcmeIssuingService}'s C{issuanceFailed}).
+        """
+        self.acmeFailures.inc((host,))
+
+    def collect(self) -> Iterable[Metric]:
+        for source in self._sources:
+            yield from source()
+
+    def _serviceNames(self) -> list[str]:
+        return [] if self.router is None else list(self.router.services)
+
+    def _services(self) -> Iterable[Metric]:
+        healthy = GaugeMetricFamily(
+            "kamal_proxy_target_healthy",
+            "Whether a target passes its health checks (1) or not (0), labeled by service and target.",
+            labels=("service", "target"),
+        )
+        held = GaugeMetricFamily(
+            "kamal_proxy_paused_requests",
+            "Requests held while their service is paused, labeled by service.",
+            labels=("service",),
+        )
+        if self.router is not None:
+            for name, service in sorted(self.router.services.items()):
+                seen: dict[str, int] = {}
+                for group in service.groups:
+                    for target in group.targets:
+                        seen[target.address] = max(seen.get(target.address, 0), int(target.healthy))
+                for address, value in sorted(seen.items()):
+                    healthy.add_metric((name, address), value)
+                held.add_metric((name,), len(service.pause.queue))
+        yield healthy
+        yield held
+
+    def _certificates(self) -> Iterable[Metric]:
+        expiry = GaugeMetricFamily(
+            "kamal_proxy_certificate_expiry_timestamp_seconds",
+            "When the certificate served for a host expires, in seconds since the epoch, labeled by host.",
+            labels=("host",),
+        )
+        if self.certificates is not None and self.router is not None:
+            expiries = self.certificates.expiries(self.router.services.values())
+            for host, notAfter in sorted(expiries.items()):
+                expiry.add_metric((host,), notAfter.timestamp())
+        yield expiry
+
+    def _connections(self) -> Iterable[Metric]:
+        limiter = self.connections
+        if limiter is None:
+            return
+        yield GaugeMetricFamily(
+            "kamal_proxy_connections_open",
+            "Client connections open on the HTTP and HTTPS listeners.",
+            value=limiter.open,
+        )
+        yield CounterMetricFamily(
+            "kamal_proxy_connections_refused",
+            "Client connections refused because --max-connections were open.",
+            value=limiter.refused,
+        )
+        yield GaugeMetricFamily(
+            "kamal_proxy_connections_limit",
+            "The --max-connections limit (0: none).",
+            value=limiter.maximum,
+        )
+
+
+def metricsRegistry(metrics: Collector, process: bool = True) -> CollectorRegistry:
+    """
+    A registry of C{metrics} and, with C{process}, the process, platform and
+    garbage collector collectors (C{process_*}, C{python_*}), as the
+    original includes Go's process and runtime collectors.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    if process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    registry.register(metrics)
+    return registry
+
+
+class MetricsResource(Resource):
+    """
+    The metrics port's root: the Prometheus text format of C{registry} on
+    every path (as the original), except the children put on it with
+    C{putChild} (C{status}, C{status.json}), which answer for themselves.
+    A client that accepts gzip gets the text gzipped.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        return self
+
+    def render_GET(self, request: Any) -> bytes:
+        output = generate_latest(self.registry)
+        request.setHeader(b"content-type", CONTENT_TYPE_PLAIN_0_0_4.encode("ascii"))
+        accepted = request.getHeader(b"accept-encoding") or b""
+        if b"gzip" in accepted.lower():
+            output = gzip.compress(output, compresslevel=1)
+            request.setHeader(b"content-encoding", b"gzip")
+        request.setHeader(b"vary", b"Accept-Encoding")
+        return output
+
+    render_POST = render_GET
+
+
+class MetricsSite(Site):
+    """
+    The metrics port's site: scrapes are not request-logged (they are not
+    proxied requests) and its factory is quiet.
+    """
+
+    noisy = False
+
+    def __init__(self, resource: Resource, clock: Optional[IReactorTime] = None) -> None:
+        super().__init__(resource, reactor=clock)
+        self.displayTracebacks = False
+
+    def log(self, request: Any) -> None:
+        pass
