@@ -9,7 +9,11 @@ add under wrk is left out, so the figure moves only when our code (or
 Twisted's HTTP code) does: use it to compare two versions, and bench/run.sh
 for figures next to Caddy and nginx.
 
-    python bench/inprocess.py [REQUESTS] [ROUNDS]
+    python bench/inprocess.py [--metrics] [REQUESTS] [ROUNDS]
+
+With C{--metrics} the rounds alternate between the proxy without and with
+the Prometheus request metrics observer (C{--metrics-port}), and both
+figures and their difference are printed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
+from kamalproxy.observe.metrics import ProxyMetrics
 from kamalproxy.observe.requestlog import RequestLogger
 from kamalproxy.routing.router import Router
 from kamalproxy.http.site import ProxySite
@@ -47,7 +52,7 @@ class _Target(StringTransport):
         self.loseConnection()
 
 
-def build() -> tuple[Any, StringTransport, list[UpstreamConnection]]:
+def build(metrics: bool = False) -> tuple[Any, StringTransport, list[UpstreamConnection]]:
     clock = MemoryReactorClock()
     connections: list[UpstreamConnection] = []
 
@@ -60,18 +65,21 @@ def build() -> tuple[Any, StringTransport, list[UpstreamConnection]]:
 
         return connect
 
-    router = Router(clock, connectorFor)
+    observed = ProxyMetrics(clock) if metrics else None
+    router = Router(clock, connectorFor, deployObservers=() if observed is None else (observed.deploys,))
     router.restore([{"name": "bench", "targets": ["127.0.0.1:9001"], "options": {}}])
     logger = RequestLogger(clock, Logger(namespace="bench", observer=lambda event: None))
-    site = ProxySite(router, clock, requestLog=logger)
+    site = ProxySite(
+        router, clock, requestLog=logger, observers=() if observed is None else (observed.requests,)
+    )
     protocol = site.buildProtocol(None)
     client = StringTransport()
     protocol.makeConnection(client)
     return protocol, client, connections
 
 
-def run(requests: int) -> float:
-    protocol, client, connections = build()
+def run(requests: int, metrics: bool = False) -> float:
+    protocol, client, connections = build(metrics)
     start = time.process_time()
     for _ in range(requests):
         protocol.dataReceived(REQUEST)
@@ -83,11 +91,29 @@ def run(requests: int) -> float:
 
 
 def main(argv: list[str]) -> None:
+    metrics = "--metrics" in argv
+    argv = [a for a in argv if a != "--metrics"]
     requests = int(argv[1]) if len(argv) > 1 else 20000
     rounds = int(argv[2]) if len(argv) > 2 else 5
     run(2000)  # warm-up
-    figures = sorted(run(requests) for _ in range(rounds))
-    print(f"in-process: {figures[len(figures) // 2]:.1f} us/request (median of {rounds}; min {figures[0]:.1f})")
+    if not metrics:
+        figures = sorted(run(requests) for _ in range(rounds))
+        print(f"in-process: {_summary(figures)}")
+        return
+    run(2000, metrics=True)
+    without, with_, differences = [], [], []
+    for _ in range(rounds):
+        plain, measured = run(requests), run(requests, metrics=True)
+        without.append(plain)
+        with_.append(measured)
+        differences.append(measured - plain)
+    print(f"in-process without metrics: {_summary(sorted(without))}")
+    print(f"in-process with metrics:    {_summary(sorted(with_))}")
+    print(f"difference (paired rounds): {_summary(sorted(differences))}")
+
+
+def _summary(figures: list[float]) -> str:
+    return f"{figures[len(figures) // 2]:.2f} us/request (median of {len(figures)}; min {figures[0]:.2f}, max {figures[-1]:.2f})"
 
 
 if __name__ == "__main__":

@@ -700,9 +700,7 @@ class MetricsPortTests(SynchronousTestCase):
         site = limited.wrappedFactory
         proxyMetrics = service.metrics
         assert proxyMetrics is not None
-        from prometheus_client.exposition import generate_latest
-
-        self.assertIn(b"# TYPE kamal_proxy_http_requests_total counter", generate_latest(factory.resource.registry))
+        self.assertIs(factory.resource.metrics, proxyMetrics)
         self.assertIn(proxyMetrics.requests, site.observers)
         self.assertEqual(service.router.deployObservers, (proxyMetrics.deploys,))
         self.assertIs(proxyMetrics.router, service.router)

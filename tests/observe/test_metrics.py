@@ -482,15 +482,20 @@ class MetricsResourceTests(SynchronousTestCase):
         self.clock = MemoryReactorClock()
         self.metrics = ProxyMetrics(self.clock)
         self.metrics.acmeFailed("a.test", None)
-        self.root = MetricsResource(metricsRegistry(self.metrics, process=False))
+        self.root = MetricsResource(self.metrics, process=False)
         self.site = MetricsSite(self.root, self.clock)
 
-    def get(self, path: bytes, method: bytes = b"GET", headers: bytes = b"") -> bytes:
-        from twisted.internet.testing import StringTransport
+    def connect(self) -> tuple[Any, Any]:
+        from twisted.internet.testing import StringTransportWithDisconnection
 
         protocol = self.site.buildProtocol(None)
-        transport = StringTransport()
+        transport = StringTransportWithDisconnection()
+        transport.protocol = protocol
         protocol.makeConnection(transport)
+        return protocol, transport
+
+    def get(self, path: bytes, method: bytes = b"GET", headers: bytes = b"") -> bytes:
+        protocol, transport = self.connect()
         protocol.dataReceived(method + b" " + path + b" HTTP/1.1\r\nHost: m\r\n" + headers + b"\r\n")
         return transport.value()
 
@@ -538,3 +543,47 @@ class MetricsResourceTests(SynchronousTestCase):
         response = self.get(b"/metrics", method=b"HEAD")
         self.assertEqual(statusOf(response), 200)
         self.assertEqual(self.body(response), b"")
+
+    def test_formattedByOffload(self) -> None:
+        """
+        The metrics are collected when the request comes and formatted by
+        the offload (the daemon's thread pool): the answer waits for it.
+        """
+        calls: list[tuple[Any, tuple[Any, ...], Deferred]] = []
+
+        def offload(function: Any, *args: Any) -> Deferred:
+            d: Deferred = Deferred()
+            calls.append((function, args, d))
+            return d
+
+        self.root.offload = offload
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
+        self.metrics.acmeFailed("a.test", None)  # after the collection: not shown
+        self.assertEqual(transport.value(), b"")
+        [(function, args, d)] = calls
+        d.callback(function(*args))
+        self.assertIn(b'kamal_proxy_acme_failures_total{host="a.test"} 1.0', transport.value())
+
+    def test_clientGoneBeforeFormatted(self) -> None:
+        """
+        A scraper that leaves before the text is ready is not written to;
+        a formatting error answers 500.
+        """
+        pending: list[Deferred] = []
+
+        def offload(function: Any, *args: Any) -> Deferred:
+            pending.append(Deferred())
+            return pending[-1]
+
+        self.root.offload = offload
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: m\r\n\r\n")
+        transport.loseConnection()
+        pending[0].callback(b"late")
+        self.assertEqual(transport.value(), b"")
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: m\r\n\r\n")
+        pending[1].errback(RuntimeError("broken"))
+        self.assertEqual(statusOf(transport.value()), 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

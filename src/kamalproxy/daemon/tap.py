@@ -21,6 +21,7 @@ from twisted.internet import endpoints
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent
@@ -34,7 +35,7 @@ from kamalproxy.routing.options import ServiceOptions
 from kamalproxy.daemon.paths import defaultSocketPath, defaultStateDir
 from kamalproxy.listen.connlimit import ConnectionLimitFactory, ConnectionLimiter
 from kamalproxy.listen.proxyprotocol import DEFAULT_ALLOWED, ProxyAllowlist, ProxyProtocol, parseNetworks
-from kamalproxy.observe.metrics import MetricsResource, MetricsSite, ProxyMetrics, metricsRegistry
+from kamalproxy.observe.metrics import MetricsResource, MetricsSite, ProxyMetrics
 from kamalproxy.observe.requestlog import RequestLogger
 from kamalproxy.routing.router import Router, tcpConnectorFor
 from kamalproxy.http.site import ProxySite
@@ -451,7 +452,10 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     if metrics is not None:
         metrics.router, metrics.connections, metrics.certificates = router, limiter, selector
         service.metrics = metrics
-        service.metricsRoot = MetricsResource(metricsRegistry(metrics))
+        service.metricsRoot = MetricsResource(
+            metrics,
+            lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+        )
         metricsListener = strports.service(
             config["metrics-endpoint"], MetricsSite(service.metricsRoot, reactor), reactor=reactor
         )

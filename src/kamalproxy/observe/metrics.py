@@ -6,10 +6,18 @@ metrics, and what else an operator wants to see.
 Nothing here costs a request more than a few dictionary operations. Events
 are counted in plain Python containers (L{Counters}, L{Histograms}, and
 L{RequestMetrics}, an L{IRequestObserver}) and turned into
-C{prometheus_client} metric families only when Prometheus scrapes
-(L{ProxyMetrics.collect}); whatever is already known elsewhere (target
-health, held requests, certificates, open connections) is read at scrape
-time and never counted twice.
+C{prometheus_client} metric families only when Prometheus scrapes;
+whatever is already known elsewhere (target health, held requests,
+certificates, open connections) is read at scrape time and never counted
+twice.
+
+A scrape has two steps. On the reactor thread, every source of
+L{ProxyMetrics} reads the proxy's state: small families are built at
+once, and the histograms (thousands of samples with many services) are
+copied, their families built later from the copy. Then the families are
+built and formatted as text off the reactor thread (L{MetricsResource}'s
+C{offload}, the daemon's thread pool), so that a large scrape does not
+hold up requests.
 
 A later concern adds its metrics in a few lines: keep a L{Counters} or
 L{Histograms}, count into it where the event is known (for the cache: an
@@ -25,6 +33,7 @@ from __future__ import annotations
 import gzip
 from bisect import bisect_left
 from collections import Counter as _Tally
+from itertools import chain
 from typing import Any, Callable, Iterable, Optional, Sequence
 from urllib.parse import unquote
 
@@ -38,15 +47,20 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
 from kamalproxy.interfaces import IDeployObserver, IRequestObserver
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.routing.deploys import DeployRecord
 from kamalproxy.routing.table import strippedPath
+
+_log = Logger()
 
 __all__ = [
     "DEPLOY_BUCKETS",
@@ -59,6 +73,10 @@ __all__ = [
     "ProxyMetrics",
     "RequestMetrics",
     "excludedFromMetrics",
+    "formatMetrics",
+    "inline",
+    "later",
+    "processCollectors",
     "methodLabel",
     "metricsRegistry",
 ]
@@ -130,10 +148,13 @@ class Counters:
         self.values[labels] = self.values.get(labels, 0.0) + amount
 
     def collect(self) -> Iterable[Metric]:
+        """
+        The counters as one family, built now.
+        """
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
         for labels, value in sorted(self.values.items()):
             family.add_metric(labels, value)
-        yield family
+        return [family]
 
 
 class Histograms:
@@ -174,8 +195,21 @@ class Histograms:
         series[0] += value
         series[bisect_left(self.buckets, value) + 1] += 1
 
+    def copy(self) -> "Histograms":
+        """
+        A copy of the histograms as they are now.
+        """
+        copied = Histograms(self.name, self.documentation, self.labels, self.buckets)
+        copied.series = {labels: series[:] for labels, series in self.series.items()}
+        return copied
+
     def collect(self) -> Iterable[Metric]:
-        yield self.family(self.name, self.documentation)
+        """
+        The histograms as one family, built when iterated from a copy of
+        the counts taken now.
+        """
+        copied = self.copy()
+        return later(lambda: [copied.family(copied.name, copied.documentation)])
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         """
@@ -257,14 +291,10 @@ class RequestMetrics:
 
     def collect(self, services: Iterable[str] = ()) -> Iterable[Metric]:
         """
-        The request metrics; C{services} (those deployed) get an in-flight
-        gauge even when idle.
+        The request metrics as they are now (see L{Histograms.collect});
+        C{services} (those deployed) get an in-flight gauge even when idle.
         """
-        yield self.durations.counts(
-            "kamal_proxy_http_requests",
-            "HTTP requests processed, labeled by service, status code and method.",
-        )
-        yield self.durations.family(self.durations.name, self.durations.documentation)
+        durations = self.durations.copy()
         inFlight = self.inFlight()
         gauge = GaugeMetricFamily(
             "kamal_proxy_http_in_flight_requests",
@@ -273,7 +303,18 @@ class RequestMetrics:
         )
         for name in sorted(set(services) | set(inFlight)):
             gauge.add_metric((name,), inFlight.get(name, 0))
-        yield gauge
+        return chain(
+            later(
+                lambda: [
+                    durations.counts(
+                        "kamal_proxy_http_requests",
+                        "HTTP requests processed, labeled by service, status code and method.",
+                    ),
+                    durations.family(durations.name, durations.documentation),
+                ]
+            ),
+            [gauge],
+        )
 
 
 @implementer(IDeployObserver)
@@ -295,11 +336,19 @@ class DeployMetrics:
         self.durations.observe((record.service, record.kind, record.outcome), record.duration)
 
     def collect(self) -> Iterable[Metric]:
-        yield self.durations.counts(
-            "kamal_proxy_deploys",
-            "Deploys and rollout deploys, labeled by service, kind and outcome.",
+        """
+        The deploy metrics as they are now (see L{Histograms.collect}).
+        """
+        durations = self.durations.copy()
+        return later(
+            lambda: [
+                durations.counts(
+                    "kamal_proxy_deploys",
+                    "Deploys and rollout deploys, labeled by service, kind and outcome.",
+                ),
+                durations.family(durations.name, durations.documentation),
+            ]
         )
-        yield self.durations.family(self.durations.name, self.durations.documentation)
 
 
 class ProxyMetrics(Collector):
@@ -346,10 +395,19 @@ class ProxyMetrics(Collector):
 
     def add(self, source: Callable[[], Iterable[Metric]]) -> None:
         """
-        Collect C{source}'s metric families too (a L{Counters}' or
-        L{Histograms}' C{collect}, or any function returning families).
+        Collect C{source}'s metric families too: a L{Counters}' or
+        L{Histograms}' C{collect}, or any function called on the reactor
+        thread returning families (or an iterable of them that only reads
+        what it copied then, such as L{later}'s).
         """
         self._sources.append(source)
+
+    def prepare(self) -> list[Iterable[Metric]]:
+        """
+        Every source's families, as the proxy is now: to be called on the
+        reactor thread; the result may be iterated on another.
+        """
+        return [source() for source in self._sources]
 
     def acmeFailed(self, host: str, failure: Any) -> None:
         """
@@ -359,8 +417,7 @@ class ProxyMetrics(Collector):
         self.acmeFailures.inc((host,))
 
     def collect(self) -> Iterable[Metric]:
-        for source in self._sources:
-            yield from source()
+        return chain.from_iterable(self.prepare())
 
     def _serviceNames(self) -> list[str]:
         return [] if self.router is None else list(self.router.services)
@@ -385,8 +442,7 @@ class ProxyMetrics(Collector):
                 for address, value in sorted(seen.items()):
                     healthy.add_metric((name, address), value)
                 held.add_metric((name,), len(service.pause.queue))
-        yield healthy
-        yield held
+        return [healthy, held]
 
     def _certificates(self) -> Iterable[Metric]:
         expiry = GaugeMetricFamily(
@@ -398,70 +454,153 @@ class ProxyMetrics(Collector):
             expiries = self.certificates.expiries(self.router.services.values())
             for host, notAfter in sorted(expiries.items()):
                 expiry.add_metric((host,), notAfter.timestamp())
-        yield expiry
+        return [expiry]
 
     def _connections(self) -> Iterable[Metric]:
         limiter = self.connections
         if limiter is None:
-            return
-        yield GaugeMetricFamily(
-            "kamal_proxy_connections_open",
-            "Client connections open on the HTTP and HTTPS listeners.",
-            value=limiter.open,
-        )
-        yield CounterMetricFamily(
-            "kamal_proxy_connections_refused",
-            "Client connections refused because --max-connections were open.",
-            value=limiter.refused,
-        )
-        yield GaugeMetricFamily(
-            "kamal_proxy_connections_limit",
-            "The --max-connections limit (0: none).",
-            value=limiter.maximum,
-        )
+            return []
+        return [
+            GaugeMetricFamily(
+                "kamal_proxy_connections_open",
+                "Client connections open on the HTTP and HTTPS listeners.",
+                value=limiter.open,
+            ),
+            CounterMetricFamily(
+                "kamal_proxy_connections_refused",
+                "Client connections refused because --max-connections were open.",
+                value=limiter.refused,
+            ),
+            GaugeMetricFamily(
+                "kamal_proxy_connections_limit",
+                "The --max-connections limit (0: none).",
+                value=limiter.maximum,
+            ),
+        ]
+
+
+def processCollectors() -> list[Collector]:
+    """
+    The process, platform and garbage collector collectors (C{process_*},
+    C{python_*}), as the original includes Go's process and runtime
+    collectors; they only read the process's own figures, from any thread.
+    """
+    made = CollectorRegistry(auto_describe=False)  # each registers itself: here, out of the way
+    return [ProcessCollector(registry=made), PlatformCollector(registry=made), GCCollector(registry=made)]
 
 
 def metricsRegistry(metrics: Collector, process: bool = True) -> CollectorRegistry:
     """
-    A registry of C{metrics} and, with C{process}, the process, platform and
-    garbage collector collectors (C{process_*}, C{python_*}), as the
-    original includes Go's process and runtime collectors.
+    A registry of C{metrics} and, with C{process}, L{processCollectors}.
     """
     registry = CollectorRegistry(auto_describe=False)
-    if process:
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
+    for collector in processCollectors() if process else []:
+        registry.register(collector)
     registry.register(metrics)
     return registry
 
 
-class MetricsResource(Resource):
+Offload = Callable[..., "Deferred[bytes]"]
+"""
+Runs C{function(*args)} somewhere and fires with its result, e.g. in the
+reactor's thread pool (L{twisted.internet.threads.deferToThreadPool}).
+"""
+
+
+def inline(function: Callable[..., bytes], *args: Any) -> "Deferred[bytes]":
     """
-    The metrics port's root: the Prometheus text format of C{registry} on
-    every path (as the original), except the children put on it with
-    C{putChild} (C{status}, C{status.json}), which answer for themselves.
-    A client that accepts gzip gets the text gzipped.
+    An L{Offload} that runs C{function} at once, on the calling thread.
+    """
+    return maybeDeferred(function, *args)
+
+
+def later(build: Callable[[], list[Metric]]) -> Iterable[Metric]:
+    """
+    The families C{build()} returns, built when first iterated (so, during
+    a scrape, off the reactor thread): C{build} must only read what was
+    copied for it.
+    """
+    yield from build()
+
+
+class _Collected(Collector):
+    """
+    Metric families, or iterables of them, for the text formatter.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, parts: Sequence[Iterable[Metric]]) -> None:
+        self.parts = parts
+
+    def collect(self) -> Iterable[Metric]:
+        return chain.from_iterable(self.parts)
+
+
+def formatMetrics(parts: Sequence[Iterable[Metric]], compress: bool) -> bytes:
+    """
+    The Prometheus text format of the families in C{parts}, gzipped if
+    C{compress}; it touches nothing but C{parts}, so (with parts from
+    L{ProxyMetrics.prepare} and L{processCollectors}) it may run in another
+    thread.
+    """
+    output = generate_latest(_Collected(parts))
+    return gzip.compress(output, compresslevel=1) if compress else output
+
+
+class MetricsResource(Resource):
+    """
+    The metrics port's root: the Prometheus text format of C{metrics} (and,
+    with C{process}, of L{processCollectors}) on every path (as the
+    original), except the children put on it with C{putChild} (C{status},
+    C{status.json}), which answer for themselves. A client that accepts
+    gzip gets the text gzipped.
+
+    The proxy's state is read on the reactor thread (L{ProxyMetrics.prepare}),
+    then the text is made by C{offload} (the daemon's: in a thread).
+    """
+
+    def __init__(self, metrics: ProxyMetrics, offload: Offload = inline, process: bool = True) -> None:
         super().__init__()
-        self.registry = registry
+        self.metrics = metrics
+        self.offload = offload
+        self.processCollectors = processCollectors() if process else []
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         return self
 
-    def render_GET(self, request: Any) -> bytes:
-        output = generate_latest(self.registry)
+    def render_GET(self, request: Any) -> Any:
+        parts = [collector.collect for collector in self.processCollectors]
+        prepared = self.metrics.prepare()
+        compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
         request.setHeader(b"content-type", CONTENT_TYPE_PLAIN_0_0_4.encode("ascii"))
-        accepted = request.getHeader(b"accept-encoding") or b""
-        if b"gzip" in accepted.lower():
-            output = gzip.compress(output, compresslevel=1)
-            request.setHeader(b"content-encoding", b"gzip")
         request.setHeader(b"vary", b"Accept-Encoding")
-        return output
+        if compress:
+            request.setHeader(b"content-encoding", b"gzip")
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def write(output: bytes) -> None:
+            if not gone:
+                request.setHeader(b"content-length", b"%d" % len(output))
+                request.write(output)
+                request.finish()
+
+        def failed(failure: Failure) -> None:
+            _log.failure("Formatting the metrics failed", failure)
+            if not gone:
+                request.setResponseCode(500)
+                request.responseHeaders.removeHeader(b"content-encoding")
+                request.finish()
+
+        self.offload(_formatAll, parts, prepared, compress).addCallbacks(write, failed)
+        return NOT_DONE_YET
 
     render_POST = render_GET
+
+
+def _formatAll(
+    process: list[Callable[[], Iterable[Metric]]], prepared: list[Iterable[Metric]], compress: bool
+) -> bytes:
+    return formatMetrics([*(collect() for collect in process), *prepared], compress)
 
 
 class MetricsSite(Site):
