@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import twisted
+from twisted.internet import tcp
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
@@ -140,6 +141,35 @@ require(_fb(server=True), "_data", "h2.frame_buffer.FrameBuffer()")
 del _h2c, _fb
 
 
+# kamalproxy/turnwrites.py asks a TCP transport to send its buffer itself
+# (doWrite, as the reactor does when the socket is writable), so it must
+# know whether the buffer is empty and whether the transport is closing.
+require(tcp.Connection, "dataBuffer _writeDisconnecting", "tcp.Connection")
+
+
+def keepsWriteBuffer(transport: Any) -> bool:
+    """
+    Whether C{transport} buffers its writes as Twisted's TCP transports do
+    (so that L{writeBuffered} can tell about it).
+    """
+    return hasattr(transport, "_tempDataLen") and hasattr(transport, "dataBuffer")
+
+
+def writeBuffered(transport: Any) -> bool:
+    """
+    Whether C{transport} (see L{keepsWriteBuffer}) holds bytes not sent yet.
+    """
+    return bool(transport.dataBuffer or transport._tempDataLen)
+
+
+def writeClosing(transport: Any) -> bool:
+    """
+    Whether C{transport} is closing (its whole connection or its writing
+    side) once its buffer is sent.
+    """
+    return bool(transport.disconnecting or transport._writeDisconnecting)
+
+
 def rawHeaders(headers: Headers) -> dict[bytes, list[bytes]]:
     """
     C{headers}' fields as a dict from name to values (read only), keyed as
@@ -179,7 +209,10 @@ __all__ = [
     "H2Connection",
     "H2Stream",
     "IncompatibleTwisted",
+    "keepsWriteBuffer",
     "rawHeaders",
     "require",
     "requestHead",
+    "writeBuffered",
+    "writeClosing",
 ]

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from kamalproxy.http.channel import formatAddress
+from kamalproxy.turnwrites import sendOncePerTurn
 
 _log = Logger()
 
@@ -73,6 +74,7 @@ class _CountedConnection(ProtocolWrapper):
 
     def makeConnection(self, transport: Any) -> None:
         self.factory.limiter.opened()
+        sendOncePerTurn(transport)
         super().makeConnection(transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
