@@ -1101,7 +1101,7 @@ class HTTP2Tests(SynchronousTestCase):
         conn.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
         conn.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         self.assertIsInstance(conn.protocol._channel, ProxyH2Connection)
-        self.assertEqual(channel._idleCall, None)
+        self.assertEqual(channel._phaseCall, None)
         self.assertEqual(conn.site.timeOut, 60)
 
 
