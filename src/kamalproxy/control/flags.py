@@ -46,6 +46,7 @@ from kamalproxy.routing.options import (
     InvalidOptions,
     ServiceOptions,
     TargetOptions,
+    checkSendfileRoots,
     normalizeDeploy,
     normalizeTarget,
 )
@@ -428,6 +429,13 @@ _DEPLOY_FLAGS = (
     ),
     Flag("error-pages", STRING, "", "Path to custom error pages"),
     Flag(
+        "sendfile-root",
+        STRINGS,
+        (),
+        "Directory whose files the app may hand over with X-Sendfile "
+        "(may be specified multiple times; X-Sendfile is off without one)",
+    ),
+    Flag(
         "log-request-header",
         STRINGS,
         (),
@@ -720,6 +728,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             tls_on_demand_url=values["tls-on-demand-url"].strip(),
             canonical_host=values["canonical-host"],
             error_page_path=values["error-pages"],
+            sendfile_roots=tuple(_absolute(root) for root in values["sendfile-root"]),
         ),
         target=TargetOptions(
             health_check=HealthCheckConfig(
@@ -747,6 +756,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
         service, targets, options = normalizeDeploy(
             invocation.service, list(values["target"]), options
         )
+        checkSendfileRoots(options.service)
     except InvalidOptions as e:
         raise FlagError(str(e)) from None
     return service, list(targets), options

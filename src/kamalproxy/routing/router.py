@@ -28,6 +28,7 @@ from kamalproxy.routing.options import (
     DeployOptions,
     InvalidOptions,
     ServiceOptions,
+    checkSendfileRoots,
     fromJSON,
     normalizeDeploy,
     normalizeTarget,
@@ -244,6 +245,7 @@ class Router(ProxyResource):
         errorPages = _errorPagesFor(options)
         certificate, signature = _certificateFor(options)
         _checkAcmeCache(options)
+        checkSendfileRoots(options.service)
         group = TargetGroup(self._makeTarget(t, options) for t in normalized)
         group.startHealthChecks()
         if not options.force:
