@@ -5,6 +5,7 @@ C{X-Sendfile: /path}, and curl.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -41,13 +42,13 @@ def _rssKiB(pid: int, field: str = "VmRSS") -> int:
 class SendfileTests(TestCase):
     timeout = 90
 
-    async def setUpProxy(self) -> tuple[Daemon, Backend, str]:
+    async def setUpProxy(self, *daemonArgs: str) -> tuple[Daemon, Backend, str]:
         if not hasCurl():
             raise SkipTest("curl is not installed")
         work = tempDir(self)
         root = os.path.join(work, "public")
         os.makedirs(root)
-        daemon = await startDaemon(self)
+        daemon = await startDaemon(self, extraArgs=daemonArgs)
         backend = startBackend(self, "v1")
         code, out, err = await ctl(daemon.socket, *deployArgs("app", backend.address, f"--sendfile-root={root}"))
         self.assertEqual(code, 0, out + err)
@@ -94,6 +95,35 @@ class SendfileTests(TestCase):
         self.assertIn("206", head.splitlines()[0])
         self.assertIn(f"content-range: bytes {first}-{last}/{GIB}", head.lower())
         self.assertEqual(body.encode("latin-1"), b"\0\0\0" + MARK + b"\0\0\0")
+
+    async def test_http2(self) -> None:
+        """
+        Over HTTP/2 (h2c) a file arrives whole, and several ranges come as
+        C{multipart/byteranges}.
+        """
+        daemon, _, root = await self.setUpProxy("--h2c")
+        path = os.path.join(root, "data.bin")
+        data = os.urandom(32 << 20)
+        with open(path, "wb") as f:
+            f.write(data)
+        program = shutil.which("curl") or "curl"
+        out = os.path.join(root, "received")
+        result = await runCommand(
+            [program, "-sS", "--noproxy", "*", "--http2-prior-knowledge", "-o", out,
+             "-w", "%{http_version} %{http_code}", self.url(daemon, path)]
+        )
+        self.assertEqual(result.out, "2 200", result.err)
+        with open(out, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).digest(), hashlib.sha256(data).digest())
+        result = await runCommand(
+            [program, "-sS", "--noproxy", "*", "--http2-prior-knowledge", "-r", "0-1,1000-1002",
+             "-D", "-", "-o", out, self.url(daemon, path)]
+        )
+        self.assertIn("content-type: multipart/byteranges; boundary=", result.out.lower())
+        with open(out, "rb") as f:
+            body = f.read()
+        self.assertIn(b"Content-Range: bytes 0-1/%d\r\n\r\n" % len(data) + data[:2], body)
+        self.assertIn(b"Content-Range: bytes 1000-1002/%d\r\n\r\n" % len(data) + data[1000:1003], body)
 
     async def test_outsideRootsRefused(self) -> None:
         daemon, _, root = await self.setUpProxy()
