@@ -67,7 +67,7 @@ class SendfileSink(SinkWrapper):
     """
 
     def __init__(self, inner: IResponseSink, exchange: Exchange, roots: Sequence[str]) -> None:
-        super().__init__(inner)
+        self.inner = inner
         self._exchange = exchange
         self._roots = roots
         self._file: Optional[tuple[int, RawHeaders, str]] = None
@@ -75,8 +75,8 @@ class SendfileSink(SinkWrapper):
 
     def head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         path = None
-        for name, value in headers:
-            if name.lower() == b"x-sendfile":
+        for name, value in headers:  # every response passes here: the length test first
+            if len(name) == 10 and name.lower() == b"x-sendfile":
                 path = value
                 break
         if path is None:
