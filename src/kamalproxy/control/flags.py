@@ -49,6 +49,7 @@ from kamalproxy.routing.options import (
     InvalidOptions,
     ServiceOptions,
     TargetOptions,
+    checkSendfileRoots,
     normalizeDeploy,
     normalizeTarget,
     normalizeTargets,
@@ -433,6 +434,13 @@ _DEPLOY_FLAGS = (
     ),
     Flag("error-pages", STRING, "", "Path to custom error pages"),
     Flag(
+        "sendfile-root",
+        STRINGS,
+        (),
+        "Directory whose files the app may hand over with X-Sendfile "
+        "(may be specified multiple times; X-Sendfile is off without one)",
+    ),
+    Flag(
         "log-request-header",
         STRINGS,
         (),
@@ -728,6 +736,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             writer_affinity_timeout=values["writer-affinity-timeout"],
             read_targets_accept_websockets=values["read-target-websockets"],
             load_balancing=values["load-balancing"].strip(),
+            sendfile_roots=tuple(_absolute(root) for root in values["sendfile-root"]),
         ),
         target=TargetOptions(
             health_check=HealthCheckConfig(
@@ -755,6 +764,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
         service, targets, options = normalizeDeploy(
             invocation.service, list(values["target"]), options
         )
+        checkSendfileRoots(options.service)
     except InvalidOptions as e:
         raise FlagError(str(e)) from None
     return service, list(targets), options

@@ -28,6 +28,7 @@ from kamalproxy.routing.options import (
     DeployOptions,
     InvalidOptions,
     ServiceOptions,
+    checkSendfileRoots,
     fromJSON,
     normalizeDeploy,
     normalizeTargets,
@@ -268,6 +269,7 @@ class Router(ProxyResource):
         errorPages = _errorPagesFor(options)
         certificate, signature = _certificateFor(options)
         _checkAcmeCache(options)
+        checkSendfileRoots(options.service)
         group = self._makeGroup(normalized, readers, options)
         group.startHealthChecks()
         if not options.force:
