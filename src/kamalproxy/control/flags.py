@@ -427,6 +427,7 @@ _DEPLOY_FLAGS = (
         "Max size of response body when buffering (default of 0 means unlimited)",
     ),
     Flag("error-pages", STRING, "", "Path to custom error pages"),
+    Flag("cache", BOOL, True, "Cache responses that HTTP allows a shared cache to store"),
     Flag(
         "log-request-header",
         STRINGS,
@@ -516,9 +517,17 @@ VERBS: tuple[Verb, ...] = (
         ),
     ),
     Verb("rollout stop", "Stops rollout of a service"),
+    Verb(
+        "cache purge",
+        "Drop a service's cached responses",
+        (Flag("path", STRING, "", "Only those whose path starts with this prefix"),),
+    ),
 )
 
-GROUPS: Mapping[str, str] = {"rollout": "Manage rollout settings"}
+GROUPS: Mapping[str, str] = {
+    "rollout": "Manage rollout settings",
+    "cache": "Manage the HTTP cache",
+}
 
 _BY_NAME: dict[str, Verb] = {}
 for _verb in VERBS:
@@ -720,6 +729,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             tls_on_demand_url=values["tls-on-demand-url"].strip(),
             canonical_host=values["canonical-host"],
             error_page_path=values["error-pages"],
+            cache=values["cache"],
         ),
         target=TargetOptions(
             health_check=HealthCheckConfig(

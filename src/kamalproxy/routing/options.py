@@ -98,6 +98,7 @@ class ServiceOptions:
     tls_on_demand_url: str = ""
     canonical_host: str = ""
     error_page_path: str = ""
+    cache: bool = True
 
     @property
     def customCertificate(self) -> bool:

@@ -1,0 +1,176 @@
+# -*- test-case-name: tests.cache.test_directives -*-
+"""
+Reading the header fields the cache decides by: C{Cache-Control} (RFC 9111
+§5.2, strictly: names case-insensitive, values as tokens or quoted strings,
+duplicates and invalid values noticed), HTTP dates, and header look-ups in
+the C{(name, value)} lists responses travel as.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from email.utils import parsedate_tz
+from typing import Iterable, Optional, Sequence
+
+from kamalproxy.upstream.client import RawHeaders
+
+#: The greatest delta-seconds the cache represents (RFC 9111 §1.2.2).
+MAX_DELTA = 2147483648
+
+#: What L{CacheControl.seconds} gives for a directive whose value cannot be
+#: used (missing, not digits, or given twice with different values).
+INVALID = -1
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_DIGITS = re.compile(r"[0-9]+\Z")
+
+
+def headerValues(headers: RawHeaders, name: bytes) -> list[bytes]:
+    """
+    The values of the field C{name} (lower case) in C{headers}, in order.
+    """
+    return [value for key, value in headers if key.lower() == name]
+
+
+def firstValue(headers: RawHeaders, name: bytes) -> Optional[bytes]:
+    """
+    The first value of the field C{name} (lower case), or L{None}.
+    """
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _directives(value: bytes) -> Iterable[tuple[str, Optional[str], bool]]:
+    """
+    The directives of one C{Cache-Control} field value: C{(name, argument,
+    wellFormed)}, with the argument unquoted.
+    """
+    i, n = 0, len(value)
+    while i < n:
+        while i < n and value[i] in b" \t,":
+            i += 1
+        if i >= n:
+            return
+        match = _TOKEN.match(value, i)
+        if match is None:  # garbage up to the next comma
+            end = value.find(b",", i)
+            i = n if end < 0 else end
+            continue
+        name = match.group().decode("ascii").lower()
+        i = match.end()
+        argument: Optional[str] = None
+        wellFormed = True
+        while i < n and value[i] in b" \t":
+            i += 1
+        if i < n and value[i : i + 1] == b"=":
+            i += 1
+            while i < n and value[i] in b" \t":
+                i += 1
+            if i < n and value[i : i + 1] == b'"':
+                i += 1
+                chars = bytearray()
+                closed = False
+                while i < n:
+                    c = value[i]
+                    if c == 0x5C and i + 1 < n:  # quoted-pair
+                        chars.append(value[i + 1])
+                        i += 2
+                        continue
+                    i += 1
+                    if c == 0x22:
+                        closed = True
+                        break
+                    chars.append(c)
+                argument = chars.decode("latin-1")
+                wellFormed = closed
+            else:
+                token = _TOKEN.match(value, i)
+                if token is None:
+                    argument = ""
+                    wellFormed = False
+                else:
+                    argument = token.group().decode("latin-1")
+                    i = token.end()
+        while i < n and value[i] in b" \t":
+            i += 1
+        if i < n and value[i : i + 1] != b",":  # trailing junk spoils the directive
+            wellFormed = False
+            end = value.find(b",", i)
+            i = n if end < 0 else end
+        yield name, argument, wellFormed
+
+
+class CacheControl:
+    """
+    The C{Cache-Control} directives of a request or response.
+
+    @ivar directives: each directive's argument (L{None}: none given) by
+        lower-case name; the first occurrence's.
+    @ivar spoiled: names given twice with different arguments, or badly
+        formed; their values are not used (L{seconds} gives L{INVALID}).
+    """
+
+    __slots__ = ("directives", "spoiled")
+
+    def __init__(self, values: Sequence[bytes] = ()) -> None:
+        self.directives: dict[str, Optional[str]] = {}
+        self.spoiled: set[str] = set()
+        for value in values:
+            for name, argument, wellFormed in _directives(value):
+                if not wellFormed:
+                    self.spoiled.add(name)
+                if name in self.directives:
+                    if self.directives[name] != argument:
+                        self.spoiled.add(name)
+                else:
+                    self.directives[name] = argument
+
+    @classmethod
+    def of(cls, headers: RawHeaders) -> "CacheControl":
+        """
+        The directives of C{headers}' C{Cache-Control} fields.
+        """
+        return cls(headerValues(headers, b"cache-control"))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.directives
+
+    def seconds(self, name: str) -> Optional[int]:
+        """
+        The delta-seconds argument of C{name}: L{None} when absent,
+        L{INVALID} when it cannot be used, capped at L{MAX_DELTA}.
+        """
+        if name not in self.directives:
+            return None
+        argument = self.directives[name]
+        if name in self.spoiled or argument is None or not _DIGITS.match(argument):
+            return INVALID
+        return min(int(argument), MAX_DELTA)
+
+    def __repr__(self) -> str:
+        return f"<CacheControl {self.directives!r} spoiled={sorted(self.spoiled)!r}>"
+
+
+def parseDate(value: Optional[bytes]) -> Optional[float]:
+    """
+    An HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime forms) as
+    POSIX seconds, or L{None} when absent or invalid.
+    """
+    if not value:
+        return None
+    try:
+        parsed = parsedate_tz(value.decode("latin-1").strip())
+    except (ValueError, IndexError, TypeError):
+        return None
+    if parsed is None:
+        return None
+    year = parsed[0]
+    if year < 100:  # RFC 850's two-digit years (RFC 9110 §5.6.7)
+        year += 2000 if year < 70 else 1900
+    try:
+        return float(calendar.timegm((year, *parsed[1:6], 0, 0, 0)) - (parsed[9] or 0))
+    except (ValueError, OverflowError):
+        return None
