@@ -152,6 +152,8 @@ class Entry:
         replaces the stored field of its name; the times restart.
         """
         fresh = [(n, v) for n, v in headers if n.lower() not in _NOT_REFRESHED]
+        if firstValue(fresh, b"date") is None:  # its Date is when it came
+            fresh.append((b"Date", _httpDate(responseTime)))
         names = {n.lower() for n, _ in fresh}
         self.headers = [(n, v) for n, v in self.headers if n.lower() not in names] + fresh
         self.requestTime, self.responseTime = requestTime, responseTime
