@@ -90,3 +90,48 @@ class HeaderTests(SynchronousTestCase):
         self.assertEqual(headerValues(headers, b"vary"), [b"a", b"b"])
         self.assertEqual(firstValue(headers, b"vary"), b"a")
         self.assertIsNone(firstValue(headers, b"etag"))
+
+
+class StrictDateTests(SynchronousTestCase):
+    """
+    Dates in other forms are invalid (an C{Expires} in them means stale).
+    """
+
+    def test_invalidForms(self) -> None:
+        for value in (
+            b"Thu, 18 Aug 2050 02:01:18 UTC",
+            b"Thu, 18 Aug 2050 02:01:18 AEST",
+            b"Thu, 18 Aug 50 02:01:18 GMT",
+            b"Thu 18 Aug 2050 02:01:18 GMT",
+            b"Thu, 18  Aug  2050 02:01:18 GMT",
+            b"Thu, 18-Aug-2050 02:01:18 GMT",
+            b"Thu, 18 Aug 2050 02.01.18 GMT",
+            b"Thu, 18 Aug 2050 2:01:18 GMT",
+            b"Thu, 32 Aug 2050 02:01:18 GMT",
+        ):
+            self.assertIsNone(parseDate(value), value)
+
+    def test_caseAndFarFuture(self) -> None:
+        self.assertIsNotNone(parseDate(b"THU, 18 AUG 2050 02:01:18 gmt"))
+        self.assertEqual(parseDate(b"Sun, 21 Nov 2286 04:46:39 GMT"), 10000039599.0)
+
+
+class TargetedTests(SynchronousTestCase):
+    def test_cdnCacheControlWins(self) -> None:
+        """
+        C{CDN-Cache-Control} replaces C{Cache-Control} for this cache.
+        """
+        headers = [(b"Cache-Control", b"no-store"), (b"CDN-Cache-Control", b"max-age=60")]
+        self.assertEqual(CacheControl.forResponse(headers).directives, {"max-age": "60"})
+        self.assertEqual(CacheControl.forResponse(headers[:1]).directives, {"no-store": None})
+
+    def test_invalidTargetedIgnored(self) -> None:
+        """
+        A C{CDN-Cache-Control} that is not a valid structured field, or
+        whose C{max-age} is not an integer, is ignored.
+        """
+        for value in (b"max-age=10000, &&&&&", b'max-age="10000"', b"max-age=1.5"):
+            headers = [(b"Cache-Control", b"no-store"), (b"CDN-Cache-Control", value)]
+            self.assertEqual(CacheControl.forResponse(headers).directives, {"no-store": None}, value)
+        headers = [(b"CDN-Cache-Control", b"max-age=60, private;x=1, stale-if-error=5")]
+        self.assertEqual(CacheControl.forResponse(headers).seconds("max-age"), 60)

@@ -110,3 +110,12 @@ class AgeTests(SynchronousTestCase):
         self.assertEqual(ageValue([(b"Age", b"15")]), 15)
         self.assertEqual(ageValue([(b"Age", b"-1")]), 0)
         self.assertEqual(ageValue([]), 0)
+
+
+class AgeListTests(SynchronousTestCase):
+    def test_firstMember(self) -> None:
+        """
+        An C{Age} line holding a list counts as its first member.
+        """
+        self.assertEqual(ageValue([(b"Age", b"7200, 0")]), 7200)
+        self.assertEqual(ageValue([(b"Age", b"0, 7200")]), 0)

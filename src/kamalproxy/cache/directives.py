@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import calendar
 import re
-from email.utils import parsedate_tz
 from typing import Iterable, Optional, Sequence
 
 from kamalproxy.upstream.client import RawHeaders
@@ -103,6 +102,30 @@ def _directives(value: bytes) -> Iterable[tuple[str, Optional[str], bool]]:
         yield name, argument, wellFormed
 
 
+_SF_MEMBER = re.compile(
+    rb'[a-z*][a-z0-9_\-.*]*(=(-?[0-9]{1,15}(\.[0-9]{1,3})?|"[^"\\]*"|[A-Za-z*][!#$%&\'*+\-.^_`|~0-9A-Za-z:/]*|\?[01]))?'
+    rb'(;[a-z*][a-z0-9_\-.*]*(=[^;,]*)?)*\Z'
+)
+_SF_INTEGER = re.compile(rb"[a-z-]+=[0-9]{1,15}(;.*)?\Z")
+_DELTA_DIRECTIVES = (b"max-age", b"s-maxage", b"stale-while-revalidate", b"stale-if-error")
+
+
+def _validTargeted(value: bytes) -> bool:
+    """
+    Whether a C{CDN-Cache-Control} value is a valid structured dictionary
+    (RFC 9213 §2.1, RFC 8941) whose freshness directives are integers; an
+    invalid one is ignored as a whole.
+    """
+    for member in value.split(b","):
+        member = member.strip(b" \t")
+        if not member or not _SF_MEMBER.match(member):
+            return False
+        name = member.split(b"=", 1)[0].split(b";", 1)[0]
+        if name in _DELTA_DIRECTIVES and not _SF_INTEGER.match(member):
+            return False
+    return True
+
+
 class CacheControl:
     """
     The C{Cache-Control} directives of a request or response.
@@ -135,6 +158,18 @@ class CacheControl:
         """
         return cls(headerValues(headers, b"cache-control"))
 
+    @classmethod
+    def forResponse(cls, headers: RawHeaders) -> "CacheControl":
+        """
+        The directives this cache obeys in a response: its
+        C{CDN-Cache-Control} (RFC 9213, which targets caches like this
+        one) when it has one, instead of its C{Cache-Control}.
+        """
+        targeted = headerValues(headers, b"cdn-cache-control")
+        if targeted and all(_validTargeted(value) for value in targeted):
+            return cls(targeted)
+        return cls.of(headers)
+
     def __contains__(self, name: str) -> bool:
         return name in self.directives
 
@@ -154,23 +189,44 @@ class CacheControl:
         return f"<CacheControl {self.directives!r} spoiled={sorted(self.spoiled)!r}>"
 
 
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+_TIME = r"(\d\d):(\d\d):(\d\d)"
+_IMF_FIXDATE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun), (\d\d) " + _MONTH + r" (\d{4}) " + _TIME + r" gmt\Z", re.I)
+_RFC850 = re.compile(
+    r"(monday|tuesday|wednesday|thursday|friday|saturday|sunday), (\d\d)-" + _MONTH + r"-(\d\d) " + _TIME + r" gmt\Z",
+    re.I,
+)
+_ASCTIME = re.compile(r"(mon|tue|wed|thu|fri|sat|sun) " + _MONTH + r" ([ \d]\d) " + _TIME + r" (\d{4})\Z", re.I)
+
+
 def parseDate(value: Optional[bytes]) -> Optional[float]:
     """
-    An HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime forms) as
-    POSIX seconds, or L{None} when absent or invalid.
+    An HTTP date (RFC 9110 §5.6.7: IMF-fixdate, or the obsolete RFC 850 and
+    asctime forms, names in any case) as POSIX seconds, or L{None} when
+    absent or in any other form (other time zones, two-digit years in the
+    first form, missing commas, extra spaces ...).
     """
     if not value:
         return None
+    text = value.decode("latin-1").strip()
+    match = _IMF_FIXDATE.match(text)
+    if match is not None:
+        _, day, month, year, hour, minute, second = match.groups()
+    else:
+        match = _RFC850.match(text)
+        if match is not None:
+            _, day, month, year, hour, minute, second = match.groups()
+            year = str(int(year) + (2000 if int(year) < 70 else 1900))  # RFC 9110's rule, near enough
+        else:
+            match = _ASCTIME.match(text)
+            if match is None:
+                return None
+            _, month, day, hour, minute, second, year = match.groups()
     try:
-        parsed = parsedate_tz(value.decode("latin-1").strip())
-    except (ValueError, IndexError, TypeError):
-        return None
-    if parsed is None:
-        return None
-    year = parsed[0]
-    if year < 100:  # RFC 850's two-digit years (RFC 9110 §5.6.7)
-        year += 2000 if year < 70 else 1900
-    try:
-        return float(calendar.timegm((year, *parsed[1:6], 0, 0, 0)) - (parsed[9] or 0))
+        fields = (int(year), _MONTHS[month.lower()], int(day), int(hour), int(minute), int(second))
+        if not (1 <= fields[2] <= 31 and fields[3] < 24 and fields[4] < 60 and fields[5] < 61):
+            return None
+        return float(calendar.timegm((*fields, 0, 0, 0)))
     except (ValueError, OverflowError):
         return None

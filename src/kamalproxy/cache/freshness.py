@@ -121,10 +121,11 @@ def correctedInitialAge(
 
 def ageValue(headers: RawHeaders) -> float:
     """
-    The response's C{Age} (0 when absent or invalid).
+    The response's C{Age}: the first of its values (0 when absent or
+    invalid).
     """
     value = firstValue(headers, b"age")
     if value is None:
         return 0.0
-    value = value.strip()
+    value = value.split(b",")[0].strip()  # a list: its first member
     return float(min(int(value), 2147483648)) if value.isdigit() else 0.0

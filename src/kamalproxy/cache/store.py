@@ -116,7 +116,7 @@ class Entry:
 
     def _update(self) -> None:
         headers = self.headers
-        self.control = CacheControl.of(headers)
+        self.control = CacheControl.forResponse(headers)
         date = _dateOf(headers, self.responseTime)
         if firstValue(headers, b"date") is None:
             headers.append((b"Date", _httpDate(self.responseTime)))

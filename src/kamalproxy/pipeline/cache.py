@@ -579,7 +579,7 @@ class FillSink(SinkWrapper):
             return
         self._mode = MISS
         request = self.exchange.request
-        control = CacheControl.of(headers)
+        control = CacheControl.forResponse(headers)
         why = notStorableBecause(
             request.method,
             status,
