@@ -648,3 +648,73 @@ class ServiceChangeTests(SynchronousTestCase):
         self.assertEqual(proxy.sent, 2)
         self.assertEqual(get(proxy)[2], b"main")
 
+
+
+class HitForMissTests(SynchronousTestCase):
+    """
+    A key whose response could not be stored is not collapsed for a while.
+    """
+
+    def test_passedStraight(self) -> None:
+        """
+        After a private response, concurrent requests for the same URL go
+        to the target at once instead of waiting for one another; once a
+        response is stored again, misses collapse again.
+        """
+        proxy = CacheProxy(self)
+        proxy.fetch(b"Cache-Control: private\r\n")
+        proxy.request()
+        proxy.request()
+        self.assertEqual(proxy.sent, 3)
+        proxy.respond(PUBLIC, index=1)
+        proxy.respond(PUBLIC, index=2)
+        proxy.cache.purge("app")
+        proxy.request()
+        proxy.request()
+        self.assertEqual(proxy.sent, 4)
+
+    def test_passExpires(self) -> None:
+        proxy = CacheProxy(self)
+        proxy.fetch(b"Cache-Control: private\r\n")
+        proxy.clock.advance(61)
+        proxy.request()
+        proxy.request()
+        self.assertEqual(proxy.sent, 2)
+
+
+class WaitingTests(SynchronousTestCase):
+    """
+    What requests waiting for another's response do when it comes.
+    """
+
+    def test_nothingToStoreReleasesAtHead(self) -> None:
+        """
+        A response with neither freshness nor validator is not stored: the
+        waiting requests go to the target as soon as its head arrives.
+        """
+        proxy = CacheProxy(self)
+        first = proxy.request()
+        second = proxy.request()
+        proxy.upstream().dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello")
+        self.assertEqual(proxy.sent, 2)
+        proxy.respond(b"", b"other")
+        self.assertEqual(parse(second.value())[2], b"other")
+        proxy.upstream(0).dataReceived(b"world")
+        self.assertEqual(parse(first.value())[2], b"helloworld")
+        self.assertEqual(proxy.cache.entries, 0)
+
+    def test_deployWhileWaiting(self) -> None:
+        """
+        A request that waited while a deploy switched the service's targets
+        goes to the new targets, not to the draining old ones (503).
+        """
+        proxy = CacheProxy(self)
+        proxy.request()
+        waiting = proxy.request()
+        options = attr.evolve(proxy.router.services["app"].options, force=True)
+        Deferred.fromCoroutine(proxy.router.deploy("app", ["10.0.0.2:3000"], options))
+        proxy.respond(b"Cache-Control: private\r\n", b"old", index=0)
+        self.assertEqual(proxy.sent, 2)
+        self.assertIn(b"10.0.0.2", proxy.upstream().transport.address.encode())  # type: ignore[union-attr]
+        proxy.respond(b"Cache-Control: private\r\n", b"new")
+        self.assertEqual(parse(waiting.value())[2], b"new")

@@ -47,6 +47,12 @@ HIT, MISS, BYPASS, STALE, REVALIDATED = "hit", "miss", "bypass", "stale", "reval
 #: before going to the target themselves (nginx's C{proxy_cache_lock_timeout}).
 LOCK_TIMEOUT = 10.0
 
+#: How long a key whose response could not be stored is passed straight to
+#: the target, without making concurrent requests wait for one another
+#: (Varnish's "hit-for-miss"), and how many such keys are remembered.
+PASS_TIME = 60.0
+MAX_PASSES = 10000
+
 _SAFE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
 _CONDITIONS = (b"if-none-match", b"if-modified-since")
 _FRESH, _STALE, _REVALIDATE_LATER = 1, 2, 3
@@ -81,6 +87,26 @@ def keyFor(exchange: Exchange) -> Key:
         b"https" if exchange.secure else b"http",
         host + exchange.path + exchange.query,
     )
+
+
+def regrouped(exchange: Exchange) -> Exchange:
+    """
+    C{exchange} after waiting: when a deploy replaced its service, or a
+    rollout deploy its rollout group, meanwhile, it goes to the group that
+    now takes its requests (the one it had is draining).
+    """
+    service = exchange.service
+    main = exchange.group is service.group
+    owner = service.pause.owner
+    if owner is not None and owner is not service:
+        exchange.service, exchange.errorPages = owner, owner.errorPages
+        service = owner
+    rollout = service.rollout
+    if main or rollout is None:
+        exchange.group = service.group
+    else:
+        exchange.group = rollout.group
+    return exchange
 
 
 def _requestControl(headers: Headers) -> tuple[CacheControl, bool]:
@@ -157,6 +183,26 @@ class CacheStage:
     def __init__(self, cache: MemoryCache) -> None:
         self.cache = cache
         self._flights: dict[Key, _Flight] = {}
+        self._passes: dict[Key, float] = {}
+
+    def passOn(self, key: Key, now: float) -> None:
+        """
+        The response for C{key} could not be stored: for L{PASS_TIME},
+        concurrent misses for it go to the target without waiting.
+        """
+        passes = self._passes
+        if len(passes) >= MAX_PASSES:
+            passes.clear()
+        passes[key] = now + PASS_TIME
+
+    def _collapses(self, key: Key, now: float) -> bool:
+        until = self._passes.get(key)
+        if until is None:
+            return True
+        if until <= now:
+            del self._passes[key]
+            return True
+        return False
 
     def __call__(self, exchange: Exchange, proceed: Proceed) -> None:
         if not exchange.service.options.service.cache:
@@ -206,9 +252,9 @@ class CacheStage:
             return
         flight = self._flights.get(key)
         if flight is not None and mayWait and method == b"GET":
-            flight.wait(exchange, lambda: self.handle(exchange, proceed, False))
+            flight.wait(exchange, lambda: self.handle(regrouped(exchange), proceed, False))
             return
-        if flight is None and method == b"GET":
+        if flight is None and method == b"GET" and self._collapses(key, now):
             flight = self._flights[key] = _Flight(self, key, exchange.clock)
         else:
             flight = None
@@ -390,6 +436,24 @@ def serveEntry(
 
 def _discard(data: bytes) -> None:
     pass
+
+
+def worthStoring(control: CacheControl, headers: RawHeaders) -> bool:
+    """
+    Whether a storable response is worth keeping: it can be fresh
+    (explicit freshness or C{Last-Modified} for the heuristic), revalidated
+    (a validator) or served stale; a response with none of those is not
+    stored (and requests waiting for it go to the target at once).
+    """
+    return bool(
+        "max-age" in control
+        or "s-maxage" in control
+        or "stale-if-error" in control
+        or "stale-while-revalidate" in control
+        or firstValue(headers, b"expires") is not None
+        or firstValue(headers, b"etag") is not None
+        or firstValue(headers, b"last-modified") is not None
+    )
 
 
 class TaggingSink(SinkWrapper):
@@ -588,12 +652,17 @@ class FillSink(SinkWrapper):
             request.requestHeaders.hasHeader(b"authorization"),
             headers,
         )
+        if why is None and not worthStoring(control, headers):
+            why = "nothing to store"
         if why is None:
             self._head = (status, reason, headers)
             self._parts = []
+            self.stage._passes.pop(self.key, None)
         else:
             if entry is not None:
                 self.cache.remove(entry)
+            if request.method == b"GET":
+                self.stage.passOn(self.key, now)
             self._land()
         self.exchange.cacheStatus = MISS
         self.cache.count(MISS)
@@ -650,9 +719,7 @@ class FillSink(SinkWrapper):
             generation=self.generation,
             receivedAge=ageValue(headers),
         )
-        control = entry.control
-        if entry.lifetime > 0 or entry.hasValidator or "stale-if-error" in control or "stale-while-revalidate" in control:
-            self.cache.store(entry, now)
+        self.cache.store(entry, now)
 
     def fail(self, status: int) -> None:
         entry = self.validating
