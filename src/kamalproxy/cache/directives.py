@@ -152,11 +152,25 @@ class CacheControl:
                     self.directives[name] = argument
 
     @classmethod
+    def parsed(cls, values: Sequence[bytes]) -> "CacheControl":
+        """
+        The directives of these field values, remembered: the same few
+        values come again and again (treat the result as read-only).
+        """
+        key = tuple(values)
+        control = _PARSED.get(key)
+        if control is None:
+            if len(_PARSED) >= _MAX_PARSED:
+                _PARSED.clear()
+            control = _PARSED[key] = cls(key)
+        return control
+
+    @classmethod
     def of(cls, headers: RawHeaders) -> "CacheControl":
         """
         The directives of C{headers}' C{Cache-Control} fields.
         """
-        return cls(headerValues(headers, b"cache-control"))
+        return cls.parsed(headerValues(headers, b"cache-control"))
 
     @classmethod
     def forResponse(cls, headers: RawHeaders) -> "CacheControl":
@@ -167,7 +181,7 @@ class CacheControl:
         """
         targeted = headerValues(headers, b"cdn-cache-control")
         if targeted and all(_validTargeted(value) for value in targeted):
-            return cls(targeted)
+            return cls.parsed(targeted)
         return cls.of(headers)
 
     def __contains__(self, name: str) -> bool:
@@ -198,6 +212,10 @@ _RFC850 = re.compile(
     re.I,
 )
 _ASCTIME = re.compile(r"(mon|tue|wed|thu|fri|sat|sun) " + _MONTH + r" ([ \d]\d) " + _TIME + r" (\d{4})\Z", re.I)
+
+
+_PARSED: dict[tuple[bytes, ...], "CacheControl"] = {}
+_MAX_PARSED = 512
 
 
 def parseDate(value: Optional[bytes]) -> Optional[float]:

@@ -115,13 +115,16 @@ def _requestControl(headers: Headers) -> tuple[CacheControl, bool]:
     (C{no-cache}, or C{Pragma: no-cache} without C{Cache-Control}).
     """
     values = headers.getRawHeaders(b"cache-control")
-    control = CacheControl(values or ())
+    control = CacheControl.parsed(values) if values else _NO_DIRECTIVES
     if "no-cache" in control:
         return control, True
     if values is None:
         pragma = headers.getRawHeaders(b"pragma") or ()
         return control, any(b"no-cache" in v.lower() for v in pragma)
     return control, False
+
+
+_NO_DIRECTIVES = CacheControl()
 
 
 def _strict(control: CacheControl) -> bool:
@@ -271,23 +274,25 @@ class CacheStage:
         C{validating}'s validators when it has any; notice when it never
         reached a target or its client left.
         """
-        headers = exchange.request.requestHeaders
-        saved = [(name, headers.getRawHeaders(name)) for name in _CONDITIONS]
         if validating is not None and validating.hasValidator:
+            headers = exchange.request.requestHeaders
+            saved = [(name, headers.getRawHeaders(name)) for name in _CONDITIONS]
             for name in _CONDITIONS:
                 headers.removeHeader(name)
             if validating.etag is not None:
                 headers.setRawHeaders(b"if-none-match", [validating.etag])
             if validating.lastModified is not None:
                 headers.setRawHeaders(b"if-modified-since", [validating.lastModified])
-        try:
-            proceed(exchange)  # balance and forward run now: the headers are read
-        finally:
-            for name, values in saved:
-                if values is None:
-                    headers.removeHeader(name)
-                else:
-                    headers.setRawHeaders(name, values)
+            try:
+                proceed(exchange)  # balance and forward run now: the headers are read
+            finally:
+                for name, values in saved:
+                    if values is None:
+                        headers.removeHeader(name)
+                    else:
+                        headers.setRawHeaders(name, values)
+        else:
+            proceed(exchange)
         if exchange.target is None:  # answered before a target (503)
             fill.abandon()
             return
@@ -614,9 +619,12 @@ class FillSink(SinkWrapper):
         self._head: Optional[tuple[int, bytes, RawHeaders]] = None
         self._parts: Optional[list[bytes]] = None
         self._size = 0
-        self._conditions = Headers(
-            {name: values for name in (*_CONDITIONS, b"range", b"if-range") if (values := exchange.request.requestHeaders.getRawHeaders(name))}
-        )
+        self._conditions: Optional[Headers] = None
+        if validating is not None:  # the client's own, which the revalidation replaces
+            asked = exchange.request.requestHeaders
+            self._conditions = Headers(
+                {name: values for name in (*_CONDITIONS, b"range", b"if-range") if (values := asked.getRawHeaders(name))}
+            )
 
     def abandon(self) -> None:
         """
