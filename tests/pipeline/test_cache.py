@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.cache.store import MemoryCache
 from kamalproxy.pipeline.cache import sameHostTarget
+from kamalproxy.pipeline.responsebuffer import BufferingSink
 from kamalproxy.routing.router import DeployError, Router
 from kamalproxy.routing.options import InvalidOptions
 from kamalproxy.testing import RecordingObserver
@@ -718,3 +719,17 @@ class WaitingTests(SynchronousTestCase):
         self.assertIn(b"10.0.0.2", proxy.upstream().transport.address.encode())  # type: ignore[union-attr]
         proxy.respond(b"Cache-Control: private\r\n", b"new")
         self.assertEqual(parse(waiting.value())[2], b"new")
+
+
+class OuterSinkTests(SynchronousTestCase):
+    def test_hitThroughOuterWrapper(self) -> None:
+        """
+        A hit is answered through C{exchange.sink}: a sink wrapper put on
+        before the cache stage (response buffering here; compression and
+        X-Sendfile later) sees it as any response.
+        """
+        proxy = CacheProxy(self, target={"buffer_responses": True})
+        proxy.fetch(PUBLIC)
+        status, fields, body = get(proxy)
+        self.assertEqual((status, fields[b"x-cache"], fields[b"content-length"], body), (200, b"hit", b"5", b"hello"))
+        self.assertIsInstance(proxy.recorder.ended[-1].sink, BufferingSink)
