@@ -2,7 +2,7 @@
 """
 The cache's memory: stored responses (L{Entry}) under their keys, with
 several variants per URI (C{Vary}), a total budget in bytes (least recently
-used first out, stale entries before fresh ones) and an item limit, and the
+used first out, expired entries among the oldest before fresh ones) and an item limit, and the
 counters metrics read.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from email.utils import formatdate
+from itertools import islice
 from typing import Any, Iterable, Optional
 
 import attr
@@ -22,6 +23,10 @@ from kamalproxy.upstream.client import RawHeaders
 #: Thruster's defaults: 64 MiB in all, 1 MiB per response.
 DEFAULT_CACHE_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_ITEM_SIZE = 1024 * 1024
+
+#: How many of the least recently used entries are looked at for expired
+#: ones when room is needed.
+EVICTION_WINDOW = 64
 
 #: What an entry costs beyond its body and header bytes (objects, indexes).
 ENTRY_OVERHEAD = 256
@@ -268,7 +273,10 @@ class MemoryCache:
     def _evict(self, now: float) -> None:
         if self.size <= self.maxSize:
             return
-        for entry in [e for e in self._lru if e.staleness(now) >= 0 and not e.hasValidator]:
+        # Expired entries first, looked for among the least recently used
+        # (a bounded look, as Thruster's sampling: no scan of every entry).
+        oldest = list(islice(self._lru, EVICTION_WINDOW))
+        for entry in [e for e in oldest if e.staleness(now) >= 0 and not e.hasValidator]:
             self._drop(entry)
             self.evictions += 1
             if self.size <= self.maxSize:
