@@ -13,7 +13,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.cache.store import MemoryCache
-from kamalproxy.pipeline.cache import sameHostTarget
+from kamalproxy.cache.sinks import sameHostTarget
 from kamalproxy.pipeline.responsebuffer import BufferingSink
 from kamalproxy.routing.router import DeployError, Router
 from kamalproxy.routing.options import InvalidOptions

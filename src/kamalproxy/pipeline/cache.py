@@ -25,23 +25,22 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from twisted.internet.interfaces import IDelayedCall, IProducer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.web.http_headers import Headers
-from zope.interface import implementer
 
-from kamalproxy.cache.conditional import notModified, notModifiedHeaders
 from kamalproxy.cache.directives import INVALID, CacheControl, firstValue
 from kamalproxy.cache.freshness import ageValue, notStorableBecause, varyNames
-from kamalproxy.cache.ranges import ifRangeHolds, parseRange, partialAnswer
 from kamalproxy.cache.store import Entry, Key, MemoryCache, storedHeaders, varyValuesFor
 from kamalproxy.interfaces import IResponseSink
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.sinks import SinkWrapper
+from kamalproxy.cache.answer import serveEntry
+from kamalproxy.cache.sinks import BYPASS, BackgroundRequest, InvalidatingSink, NullSink, TaggingSink
 from kamalproxy.upstream.client import RawHeaders
 
 Proceed = Callable[[Exchange], None]
 
-HIT, MISS, BYPASS, STALE, REVALIDATED = "hit", "miss", "bypass", "stale", "revalidated"
+HIT, MISS, STALE, REVALIDATED = "hit", "miss", "stale", "revalidated"
 
 #: How long requests wait for another request's response for the same key
 #: before going to the target themselves (nginx's C{proxy_cache_lock_timeout}).
@@ -384,65 +383,6 @@ class CacheStage:
         self._send(background, proceed, fill, entry)
 
 
-def serveEntry(
-    cache: MemoryCache,
-    exchange: Exchange,
-    sink: Any,
-    entry: Entry,
-    status: str,
-    conditions: Optional[Headers] = None,
-) -> None:
-    """
-    Answer C{exchange} with C{entry} through C{sink} once the request is
-    complete: C{Age} and C{X-Cache: status} added; the client's conditions
-    (in C{conditions}, else its request) answered 304, its C{Range} 206 or
-    416.
-    """
-
-    def send() -> None:
-        if exchange.ended:
-            return
-        request = exchange.request
-        asked = conditions if conditions is not None else request.requestHeaders
-        exchange.cacheStatus = status
-        cache.count(status)
-        ours = [(b"Age", b"%d" % int(entry.age(exchange.clock.seconds()))), (b"X-Cache", status.encode("ascii"))]
-        code, reason, headers, body = entry.status, entry.reason, entry.headers, entry.body
-        if 200 <= code < 300 and notModified(
-            asked.getRawHeaders(b"if-none-match"),
-            (asked.getRawHeaders(b"if-modified-since") or [None])[0],
-            headers,
-        ):
-            sink.head(304, b"", notModifiedHeaders(headers) + ours)
-            sink.end()
-            return
-        rangeValue = (asked.getRawHeaders(b"range") or [None])[0]
-        if (
-            rangeValue is not None
-            and code == 200
-            and request.method == b"GET"
-            and ifRangeHolds((asked.getRawHeaders(b"if-range") or [None])[0], headers)
-        ):
-            ranges = parseRange(rangeValue, len(body))
-            if ranges is not None:
-                code, headers, body = partialAnswer(ranges, body, headers)
-                reason = b""
-        out = headers + ours
-        if code not in (204, 304) and not (100 <= code < 200):
-            out = out + [(b"Content-Length", b"%d" % len(body))]
-        sink.head(code, reason, out)
-        if body and request.method != b"HEAD":
-            sink.body(body)
-        sink.end()
-
-    exchange.bodyConsumer = _discard
-    exchange.whenComplete(send)
-
-
-def _discard(data: bytes) -> None:
-    pass
-
-
 def worthStoring(control: CacheControl, headers: RawHeaders) -> bool:
     """
     Whether a storable response is worth keeping: it can be fresh
@@ -459,129 +399,6 @@ def worthStoring(control: CacheControl, headers: RawHeaders) -> bool:
         or firstValue(headers, b"etag") is not None
         or firstValue(headers, b"last-modified") is not None
     )
-
-
-class TaggingSink(SinkWrapper):
-    """
-    Passes a response on with C{X-Cache} set to C{label} (the cache stood
-    aside), counting it.
-    """
-
-    def __init__(self, inner: IResponseSink, cache: MemoryCache, exchange: Exchange, label: str) -> None:
-        super().__init__(inner)
-        self.cache = cache
-        self.exchange = exchange
-        self.label = label
-
-    def head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
-        self.exchange.cacheStatus = self.label
-        self.cache.count(self.label)
-        self.inner.head(status, reason, headers + [(b"X-Cache", self.label.encode("ascii"))])
-
-
-class InvalidatingSink(TaggingSink):
-    """
-    An unsafe request's response: when it succeeds (2xx, 3xx), the stored
-    responses for its URI and for its C{Location} and C{Content-Location}
-    on the same host are dropped (RFC 9111 §4.4).
-    """
-
-    def __init__(self, inner: IResponseSink, cache: MemoryCache, exchange: Exchange, key: Key) -> None:
-        super().__init__(inner, cache, exchange, BYPASS)
-        self.key = key
-
-    def head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
-        if 200 <= status < 400:
-            service, _, scheme, target = self.key
-            host = target[: len(target) - len(self.exchange.path + self.exchange.query)]
-            self.cache.invalidate(service, target)
-            for name in (b"location", b"content-location"):
-                value = firstValue(headers, name)
-                if value is not None:
-                    other = sameHostTarget(value, host, self.exchange.prefix if self.exchange.service.options.service.strip_prefix else b"/")
-                    if other is not None:
-                        self.cache.invalidate(service, other)
-        super().head(status, reason, headers)
-
-
-def sameHostTarget(location: bytes, host: bytes, prefix: bytes = b"/") -> Optional[bytes]:
-    """
-    The cache target (host, path, query) of a C{Location} value when it
-    names C{host} (absolute) or is a path on it; else L{None}.
-    """
-    location = location.strip()
-    for scheme in (b"http://", b"https://"):
-        if location.lower().startswith(scheme):
-            rest = location[len(scheme) :]
-            slash = rest.find(b"/")
-            authority, path = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
-            if authority.lower() != host:
-                return None
-            return host + path.split(b"#")[0]
-    if location.startswith(b"/") and not location.startswith(b"//"):
-        return host + location.split(b"#")[0]
-    return None
-
-
-@implementer(IResponseSink)
-class NullSink:
-    """
-    Where a background revalidation's response goes: nowhere (the cache
-    keeps what it may).
-    """
-
-    def interim(self, status: int, headers: RawHeaders) -> None:
-        pass
-
-    def head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
-        pass
-
-    def body(self, data: bytes) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
-
-    def fail(self, status: int) -> None:
-        pass
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def started(self) -> bool:
-        return False
-
-
-class BackgroundRequest:
-    """
-    The request a background revalidation sends: the client's, with our
-    own header fields; what the forwarding reads of a Twisted request.
-    Anything answered to it directly (a 503 page) goes nowhere.
-    """
-
-    method = b"GET"
-    clientproto = b"HTTP/1.1"
-    content = None
-    finished = True
-    startedWriting = False
-    channel = None
-
-    def __init__(self, original: Any, headers: Headers) -> None:
-        self.requestHeaders = headers
-        self.uri = original.uri
-        self.path = original.path
-        self._address = original.getClientAddress()
-        self._secure = original.isSecure()
-        self.defaultContentType: Optional[bytes] = None
-
-    def getClientAddress(self) -> Any:
-        return self._address
-
-    def isSecure(self) -> bool:
-        return self._secure
 
 
 class FillSink(SinkWrapper):
