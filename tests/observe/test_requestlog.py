@@ -58,6 +58,7 @@ FIELDS = {
     "proto",
     "scheme",
     "query",
+    "cache",
 }
 
 
@@ -151,6 +152,7 @@ class RequestLineTests(SynchronousTestCase):
                 "proto": "HTTP/1.1",
                 "scheme": "http",
                 "query": "sort=asc&page=2",
+                "cache": "",
             },
         )
         self.assertIsInstance(fields["duration"], int)

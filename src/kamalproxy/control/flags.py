@@ -433,6 +433,7 @@ _DEPLOY_FLAGS = (
         "Max size of response body when buffering (default of 0 means unlimited)",
     ),
     Flag("error-pages", STRING, "", "Path to custom error pages"),
+    Flag("cache", BOOL, True, "Cache responses that HTTP allows a shared cache to store"),
     Flag(
         "sendfile-root",
         STRINGS,
@@ -529,9 +530,17 @@ VERBS: tuple[Verb, ...] = (
         ),
     ),
     Verb("rollout stop", "Stops rollout of a service"),
+    Verb(
+        "cache purge",
+        "Drop a service's cached responses",
+        (Flag("path", STRING, "", "Only those whose path starts with this prefix"),),
+    ),
 )
 
-GROUPS: Mapping[str, str] = {"rollout": "Manage rollout settings"}
+GROUPS: Mapping[str, str] = {
+    "rollout": "Manage rollout settings",
+    "cache": "Manage the HTTP cache",
+}
 
 _BY_NAME: dict[str, Verb] = {}
 for _verb in VERBS:
@@ -737,6 +746,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             read_targets_accept_websockets=values["read-target-websockets"],
             load_balancing=values["load-balancing"].strip(),
             sendfile_roots=tuple(_absolute(root) for root in values["sendfile-root"]),
+            cache=values["cache"],
         ),
         target=TargetOptions(
             health_check=HealthCheckConfig(

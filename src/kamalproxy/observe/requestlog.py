@@ -195,7 +195,8 @@ class RequestLogger:
             f'"remote_addr":{_json(remote)},"user_agent":{_json(_header(reqHeaders, _USER_AGENT))},'
             f'"proto":{_json(request.clientproto.decode("latin-1"))},'
             f'"scheme":"{"https" if exchange.secure else "http"}",'
-            f'"query":{_json(query.decode("latin-1"))}'
+            f'"query":{_json(query.decode("latin-1"))},'
+            f'"cache":{_json(exchange.cacheStatus)}'
         )
         logged = exchange.logHeaders
         if logged is not None:

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.balance import balance
 from kamalproxy.pipeline.bodylimits import limitBody
+from kamalproxy.pipeline.cache import cacheResponses
 from kamalproxy.pipeline.challenge import answerChallenges
 from kamalproxy.pipeline.forward import forward
 from kamalproxy.pipeline.pausegate import pauseGate
@@ -73,12 +74,15 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
          buffers responses;
       8. rollout split: a request the service's rollout split selects (by
          its C{kamal-rollout} cookie) goes to the rollout group;
-      9. balance: a healthy target is picked (503 when there is none);
-      10. forward: the request is sent to the target and its response
+      9. cache: a request the HTTP cache can answer is answered from it;
+         otherwise the response sink is wrapped to store the response
+         (the key knows the group chosen above);
+      10. balance: a healthy target is picked (503 when there is none);
+      11. forward: the request is sent to the target and its response
          flows back out through the sinks.
 
     C{router} supplies the routes, the ACME responder, the certificate
-    selector and the HTTPS port (see L{kamalproxy.routing.router.Router}); C{send}
+    selector, the HTTP cache and the HTTPS port (see L{kamalproxy.routing.router.Router}); C{send}
     replaces the last stage (a test's or an embedding application's own).
     """
     return compose(
@@ -90,6 +94,7 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
         sendfile,
         bufferResponses,
         splitRollout,
+        cacheResponses(router),
         balance,
         last=send,
     )

@@ -111,6 +111,7 @@ class ServiceOptions:
     read_targets_accept_websockets: bool = False
     load_balancing: str = ROUND_ROBIN
     sendfile_roots: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
+    cache: bool = True
 
     @property
     def customCertificate(self) -> bool:
