@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from processes import freePort, stopStarted, tool
+
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
@@ -163,17 +165,6 @@ def rss(pid):
     raise RuntimeError("no VmRSS")
 
 
-def freePort():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tool(name):
-    candidate = os.path.join(os.path.dirname(sys.executable), name)
-    return candidate if os.access(candidate, os.X_OK) else shutil.which(name)
-
-
 async def waitFor(condition, timeout, what, interval=0.05):
     deadline = time.monotonic() + timeout
     while not condition():
@@ -256,14 +247,7 @@ async def main(a):
     try:
         return await asyncio.wait_for(measure(a, work, started), a.timeout)
     finally:
-        for process in reversed(started):
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.kill(process.pid, signal.SIGKILL)
-                    process.wait()
+        stopStarted(started)
         shutil.rmtree(work, ignore_errors=True)
 
 

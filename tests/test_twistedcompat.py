@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import twisted
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
+from twisted.web.http_headers import Headers, InvalidHeaderName
 
 from kamalproxy import twistedcompat
-from kamalproxy.twistedcompat import IncompatibleTwisted, fieldKey, rawHeaders, require, requestHead
+from kamalproxy.twistedcompat import IncompatibleTwisted, addRawFields, fieldKey, rawHeaders, require, requestHead
 
 
 class TwistedCompatTests(SynchronousTestCase):
@@ -65,3 +65,27 @@ class TwistedCompatTests(SynchronousTestCase):
 
         self.assertEqual(requestHead(Channel()), (b"GET", b"/x", b"HTTP/1.1"))
         self.assertEqual(requestHead(Stream()), (b"POST", b"/y", b"HTTP/2"))
+
+    def test_addRawFields(self) -> None:
+        """
+        L{addRawFields} leaves L{Headers} as C{addRawHeader} does for each
+        field: names canonicalised, repeated names kept in order, line
+        breaks in values replaced by a space, invalid names refused.
+        """
+        fields = [
+            (b"content-type", b"text/plain"),
+            (b"Set-Cookie", b"a=1"),
+            (b"set-cookie", b"b=2"),
+            (b"X-Odd", b"one\r\ntwo\nthree\rfour"),
+            (b"X-Empty", b""),
+            (b"etag", b'"v1"'),
+        ]
+        expected = Headers({b"Connection": [b"close"]})
+        for name, value in fields:
+            expected.addRawHeader(name, value)
+        got = Headers({b"Connection": [b"close"]})
+        addRawFields(got, fields)
+        self.assertEqual(list(got.getAllRawHeaders()), list(expected.getAllRawHeaders()))
+        self.assertEqual(got.getRawHeaders(b"x-odd"), [b"one two three four"])
+        with self.assertRaises(InvalidHeaderName):
+            addRawFields(Headers(), [(b"bad name", b"x")])

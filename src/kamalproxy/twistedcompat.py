@@ -13,9 +13,10 @@ lowest Twisted that C{setup.cfg} allows and the newest.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import twisted
+from twisted.internet import tcp
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
@@ -88,6 +89,14 @@ PROXY_V2_SIGNATURE: bytes = _v2.PREFIX
 # getRawHeaders() re-encodes the name on every call.
 require(Headers(), "_rawHeaders", "Headers")
 
+# The proxied response's fields are put into Headers' dict directly (three
+# addRawHeader calls per response showed in profiles), keyed and cleaned as
+# addRawHeader does it.
+_hh = _importPrivate("twisted.web.http_headers", "_nameEncoder _sanitizeLinearWhitespace")
+_encodeName = _hh["_nameEncoder"].encode
+_sanitizeValue = _hh["_sanitizeLinearWhitespace"]
+del _hh
+
 def _probeChannel() -> http.HTTPChannel:
     """
     An HTTPChannel on a memory transport that has read a request line, to
@@ -156,12 +165,61 @@ require(_fb(server=True), "_data", "h2.frame_buffer.FrameBuffer()")
 del _h2c, _fb
 
 
+# kamalproxy/turnwrites.py asks a TCP transport to send its buffer itself
+# (doWrite, as the reactor does when the socket is writable), so it must
+# know whether the buffer is empty and whether the transport is closing.
+require(tcp.Connection, "dataBuffer _writeDisconnecting", "tcp.Connection")
+
+
+def keepsWriteBuffer(transport: Any) -> bool:
+    """
+    Whether C{transport} buffers its writes as Twisted's TCP transports do
+    (so that L{writeBuffered} can tell about it).
+    """
+    return hasattr(transport, "_tempDataLen") and hasattr(transport, "dataBuffer")
+
+
+def writeBuffered(transport: Any) -> bool:
+    """
+    Whether C{transport} (see L{keepsWriteBuffer}) holds bytes not sent yet.
+    """
+    return bool(transport.dataBuffer or transport._tempDataLen)
+
+
+def writeClosing(transport: Any) -> bool:
+    """
+    Whether C{transport} is closing (its whole connection or its writing
+    side) once its buffer is sent.
+    """
+    return bool(transport.disconnecting or transport._writeDisconnecting)
+
+
 def rawHeaders(headers: Headers) -> dict[bytes, list[bytes]]:
     """
     C{headers}' fields as a dict from name to values (read only), keyed as
     L{fieldKey} says.
     """
     return headers._rawHeaders  # type: ignore[no-any-return]
+
+
+def addRawFields(headers: Headers, fields: Iterable[tuple[bytes, bytes]]) -> None:
+    """
+    Add C{fields} to C{headers}, as C{addRawHeader(name, value)} for each
+    would.
+
+    @raise InvalidHeaderName: a name is not a valid field name.
+    """
+    raw = headers._rawHeaders
+    encode = _encodeName
+    for name, value in fields:
+        if b"\r" in value or b"\n" in value:
+            value = _sanitizeValue(value)
+        key = encode(name)
+        values = raw.get(key)
+        if values is None:
+            raw[key] = [value]
+        else:
+            values.append(value)
 
 
 def fieldKey(name: bytes) -> bytes:
@@ -190,6 +248,7 @@ def requestHead(channel: Any) -> tuple[bytes, bytes, bytes]:
 
 
 __all__ = [
+    "addRawFields",
     "END_STREAM_SENTINEL",
     "GenericHTTPChannelProtocol",
     "H2Connection",
@@ -199,7 +258,10 @@ __all__ = [
     "PROXY_V2_SIGNATURE",
     "parseProxyV1",
     "parseProxyV2",
+    "keepsWriteBuffer",
     "rawHeaders",
     "require",
     "requestHead",
+    "writeBuffered",
+    "writeClosing",
 ]

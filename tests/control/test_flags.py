@@ -5,6 +5,7 @@ Tests for L{kamalproxy.control.flags}.
 
 from __future__ import annotations
 
+import os
 import shlex
 
 from hypothesis import given
@@ -184,6 +185,26 @@ class KamalDeployTests(SynchronousTestCase):
         """
         self.assertEqual(
             deployError(self, "deploy s --target="), "at least one target is required"
+        )
+
+    def test_sendfileRoots(self) -> None:
+        """
+        C{--sendfile-root} repeats; each directory is made absolute against
+        the command's working directory and must exist.
+        """
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(base, "public"))
+        os.makedirs(os.path.join(base, "storage"))
+        self.patch(os, "getcwd", lambda: base)
+        options = deploy("deploy s --target web --sendfile-root public --sendfile-root=" + base + "/storage")[2]
+        self.assertEqual(
+            options.service.sendfile_roots,
+            (os.path.join(base, "public"), os.path.join(base, "storage")),
+        )
+        self.assertEqual(deploy("deploy s --target web")[2].service.sendfile_roots, ())
+        self.assertEqual(
+            deployError(self, "deploy s --target web --sendfile-root missing"),
+            f"--sendfile-root {base}/missing: no such directory",
         )
 
 

@@ -718,3 +718,39 @@ class MetricsPortTests(SynchronousTestCase):
         self.assertIsNone(service.metricsRoot)
         self.assertIsNone(service.metrics)
         self.assertEqual(len(service.site.observers), 2)
+
+
+class CacheOptionsTests(SynchronousTestCase):
+    """
+    C{--cache-size} and C{--max-cache-item-size}, and their environment
+    names (Thruster's C{CACHE_SIZE}, C{MAX_CACHE_ITEM_SIZE}).
+    """
+
+    def test_defaults(self) -> None:
+        config = _parse()
+        self.assertEqual((config["cache-size"], config["max-cache-item-size"]), (67108864, 1048576))
+
+    def test_flagsAndEnvironment(self) -> None:
+        config = _parse(["--cache-size", "1000"], environ={"MAX_CACHE_ITEM_SIZE": "10", "CACHE_SIZE": "5"})
+        self.assertEqual((config["cache-size"], config["max-cache-item-size"]), (1000, 10))
+        config = _parse(environ={"KAMAL_PROXY_CACHE_SIZE": "7", "CACHE_SIZE": "5"})
+        self.assertEqual(config["cache-size"], 7)
+
+    def test_refused(self) -> None:
+        self.assertRaises(usage.UsageError, _parse, ["--cache-size", "-1"])
+
+    def test_routerGetsCache(self) -> None:
+        """
+        The daemon's router has the cache the options size.
+        """
+        directory = tempDir(self)
+        config = _parse(
+            [
+                "--http-endpoint", "tcp:8080", "--socket", os.path.join(directory, "s.sock"),
+                "--state-dir", directory, "--cache-size", "4096", "--max-cache-item-size", "512",
+            ]
+        )
+        service = buildService(config, MemoryReactorClock())
+        self.addCleanup(service.router.stop)
+        cache = service.router.cache
+        self.assertEqual((cache.maxSize, cache.maxItemSize), (4096, 512))

@@ -9,16 +9,21 @@ from typing import Any, Optional
 
 import attr
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import (
     MemoryReactorClock,
     StringTransport,
     StringTransportWithDisconnection,
 )
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from kamalproxy.http import pages
 from kamalproxy.http.channel import (
@@ -914,8 +919,51 @@ class ConnectionLimitTests(SynchronousTestCase):
         first.send(GOOD)
         self.assertEqual(len(self.recorder.seen), 1)
         first.transport.loseConnection()
-        self.assertFalse(first.protocol.connected)  # the site's shutdown reads it
+        self.assertFalse(first.channel.transport.connected)  # the site's shutdown reads it
         self.assertIsNotNone(self.factory.buildProtocol(PEER))
+
+    def test_noWrapper(self) -> None:
+        """
+        The port gets the site's own protocol, counted in place: no wrapper
+        sits between the socket and HTTP on every read and write.
+        """
+        conn = self.connect()
+        self.assertIsInstance(conn.protocol, type(self.site.buildProtocol(PEER)))
+        self.assertIs(conn.channel.transport, conn.transport)
+        self.assertEqual(self.factory.limiter.open, 1)
+        conn.transport.loseConnection()
+        self.assertEqual(self.factory.limiter.open, 0)
+
+    def test_slottedProtocolWrapped(self) -> None:
+        """
+        A protocol that cannot be counted in place (it has no C{__dict__})
+        is wrapped and counted all the same.
+        """
+
+        @implementer(IProtocol)
+        class Slotted:
+            __slots__ = ("transport", "factory")
+
+            def makeConnection(self, transport: Any) -> None:
+                self.transport = transport
+
+            def connectionMade(self) -> None:
+                pass
+
+            def dataReceived(self, data: bytes) -> None:
+                pass
+
+            def connectionLost(self, reason: Failure) -> None:
+                pass
+
+        factory = ConnectionLimitFactory(Factory.forProtocol(Slotted), ConnectionLimiter(self.clock, 1))
+        protocol = factory.buildProtocol(PEER)
+        self.assertNotIsInstance(protocol, Slotted)
+        protocol.makeConnection(_TCPTransport(peerAddress=PEER))
+        self.assertEqual(factory.limiter.open, 1)
+        self.assertIsNone(factory.buildProtocol(PEER))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(factory.limiter.open, 0)
 
     def test_countsAcrossTLS(self) -> None:
         """
@@ -1101,7 +1149,7 @@ class HTTP2Tests(SynchronousTestCase):
         conn.transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
         conn.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         self.assertIsInstance(conn.protocol._channel, ProxyH2Connection)
-        self.assertEqual(channel._idleCall, None)
+        self.assertEqual(channel._phaseCall, None)
         self.assertEqual(conn.site.timeOut, 60)
 
 

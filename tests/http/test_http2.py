@@ -138,15 +138,16 @@ class _Client:
             self.protocol.dataReceived(pending)
         return events
 
-    def post(self) -> int:
+    def post(self, length: int | None = None) -> int:
         """
-        Open a POST request's stream, its body still to come; return its ID.
+        Open a POST request's stream, its body (of C{length} bytes, when
+        given) still to come; return its ID.
         """
         streamID = self.h2.get_next_available_stream_id()
-        self.h2.send_headers(
-            streamID,
-            [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", b"/")],
-        )
+        headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", b"/")]
+        if length is not None:
+            headers.append((b"content-length", b"%d" % length))
+        self.h2.send_headers(streamID, headers)
         self.send()
         return streamID
 
@@ -612,6 +613,29 @@ class RobustnessTests(SynchronousTestCase):
         self.assertIn(streamID, client.ended)
         [reset] = [e for e in events if isinstance(e, h2.events.StreamReset)]
         self.assertEqual(reset.error_code, h2.errors.ErrorCodes.NO_ERROR)
+        [other] = client.get()
+        client.receive()
+        self.assertEqual(client.bodies[other], b"xx")
+
+    def test_refusedBodyWithinWindow(self) -> None:
+        """
+        A refused stream whose declared body fits the stream's initial
+        window is not reset: the client may send that much anyway (and
+        some clients fail a request reset before they have sent it all).
+        The body is read and dropped, its window given back, and the
+        connection keeps serving.
+        """
+        client = _Client(_Body(2))
+        streamID = client.post(length=5000)
+        client.connection.streams[streamID].refuse(413, "too large")
+        events = client.receive()
+        self.assertEqual(dict(client.headers[streamID])[b":status"], b"413")
+        self.assertIn(streamID, client.ended)
+        self.assertEqual([e for e in events if isinstance(e, h2.events.StreamReset)], [])
+        client.h2.send_data(streamID, b"x" * 5000, end_stream=True)
+        client.send()
+        events = client.receive()
+        self.assertEqual([e for e in events if isinstance(e, h2.events.StreamReset)], [])
         [other] = client.get()
         client.receive()
         self.assertEqual(client.bodies[other], b"xx")

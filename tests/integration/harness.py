@@ -580,8 +580,13 @@ class _BackendResource(Resource):
                 "host": seen.headers.get("host", ""),
             }
         ).encode()
-        request.setHeader(b"content-type", b"application/json")
         backend._notify(seen)
+        if request.path == b"/sendfile":  # hands the file over, as Rack::Sendfile does
+            request.setHeader(b"x-sendfile", request.args.get(b"path", [b""])[0])
+            request.setHeader(b"cache-control", b"public, max-age=60")
+            request.defaultContentType = request.args.get(b"type", [None])[0]
+            return b"the app's own body, never sent"
+        request.setHeader(b"content-type", b"application/json")
         if request.path == b"/slow":
             seconds = float(request.args.get(b"s", [b"1"])[0])
             return backend._answerLater(request, seconds, answer)
@@ -594,7 +599,9 @@ class Backend:
 
     Every answer has the header C{X-Version: <version>} and a JSON body
     C{{"version", "method", "uri", "length" (of the request body), "host"}}.
-    C{/up} answers C{healthStatus}; C{/slow?s=N} answers after N seconds.
+    C{/up} answers C{healthStatus}; C{/slow?s=N} answers after N seconds;
+    C{/sendfile?path=P[&type=T]} answers C{X-Sendfile: P} (and a body of its own),
+    with no C{Content-Type} unless C{T}.
 
     @ivar requests: what it received, health checks excluded.
     @ivar answeredLater: C{(time, uri)} of each delayed answer sent.

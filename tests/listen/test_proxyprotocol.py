@@ -360,7 +360,7 @@ class ConnectionTests(SynchronousTestCase):
         """
         protocol, transport = self.proxy.connect()
         protocol.dataReceived(V1 + GET)
-        channel = protocol.wrappedProtocol.wrappedProtocol._channel
+        channel = protocol.wrappedProtocol._channel
         self.assertTrue(channel.transport.connected)
         transport.loseConnection()
         self.assertFalse(channel.transport.connected)

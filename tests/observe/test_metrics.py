@@ -439,8 +439,10 @@ class BeyondTheOriginalTests(SynchronousTestCase):
         """
         limiter = ConnectionLimiter(self.proxy.clock, 1)
         self.proxy.metrics.connections = limiter
-        factory = ConnectionLimitFactory(MetricsSite(Resource(), self.proxy.clock), limiter)
+        from twisted.internet.protocol import Factory, Protocol
         from twisted.internet.testing import StringTransport
+
+        factory = ConnectionLimitFactory(Factory.forProtocol(Protocol), limiter)
 
         first = factory.buildProtocol(None)
         first.makeConnection(StringTransport())

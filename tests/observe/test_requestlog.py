@@ -58,6 +58,7 @@ FIELDS = {
     "proto",
     "scheme",
     "query",
+    "cache",
 }
 
 
@@ -151,6 +152,7 @@ class RequestLineTests(SynchronousTestCase):
                 "proto": "HTTP/1.1",
                 "scheme": "http",
                 "query": "sort=asc&page=2",
+                "cache": "",
             },
         )
         self.assertIsInstance(fields["duration"], int)
@@ -340,6 +342,103 @@ class JSONLinesObserverTests(SynchronousTestCase):
         expected = logger.line(IExchange(request))
         logger.requestEnded(IExchange(request))
         self.assertEqual(self.out.getvalue(), expected + "\n")
+
+
+class BatchedLinesTests(SynchronousTestCase):
+    """
+    L{JSONLinesObserver} with a reactor writes request lines once per
+    reactor turn, keeping their order with other events.
+    """
+
+    def setUp(self) -> None:
+        self.out = _CountingOut()
+        self.clock = Clock()
+        self.observer = JSONLinesObserver(self.out, self.clock, bufferSize=100)
+
+    def request(self, line: str) -> None:
+        self.observer({"log_format": "{kamal_json}", "kamal_json": line, "log_time": NOW})
+
+    def test_oneWritePerTurn(self) -> None:
+        """
+        Request lines logged during a turn are written together, with one
+        write and one flush, when the turn ends; byte for byte as when
+        written one by one.
+        """
+        self.request('{"n":1}')
+        self.request('{"n":2}')
+        self.assertEqual(self.out.getvalue(), "")
+        self.clock.advance(0)
+        self.assertEqual(self.out.getvalue(), '{"n":1}\n{"n":2}\n')
+        self.assertEqual((self.out.writes, self.out.flushes), (1, 1))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_otherEventKeepsOrder(self) -> None:
+        """
+        Any other event writes the waiting request lines first, then
+        itself, at once.
+        """
+        self.request('{"n":1}')
+        self.observer({"log_format": "Deployed", "log_level": LogLevel.info, "log_time": NOW})
+        lines = self.out.getvalue().splitlines()
+        self.assertEqual(lines[0], '{"n":1}')
+        self.assertEqual(json.loads(lines[1])["msg"], "Deployed")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_bufferSize(self) -> None:
+        """
+        Once C{bufferSize} characters wait they are written without
+        waiting for the turn to end.
+        """
+        for n in range(10):
+            self.request('{"n":%d,"pad":"%s"}' % (n, "x" * 20))
+        self.assertGreaterEqual(self.out.getvalue().count("\n"), 3)
+        self.observer.flush()
+        self.assertEqual([json.loads(x)["n"] for x in self.out.getvalue().splitlines()], list(range(10)))
+
+    def test_flush(self) -> None:
+        """
+        L{JSONLinesObserver.flush} writes what waits (the daemon calls it
+        when its reactor has stopped).
+        """
+        self.request('{"n":1}')
+        self.observer.flush()
+        self.assertEqual(self.out.getvalue(), '{"n":1}\n')
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.observer.flush()
+        self.assertEqual(self.out.writes, 1)
+
+    def test_daemonObserver(self) -> None:
+        """
+        L{daemonLogObserver} with a reactor batches request lines of ours,
+        and still leaves out an info event of another namespace (without
+        C{--debug}) even if it carries a request line.
+        """
+        observer = daemonLogObserver(self.out, reactor=self.clock)
+        clock = Clock()
+        clock.advance(NOW)
+        ours = RequestLogger(clock, Logger(namespace="kamalproxy.request", observer=observer))
+        theirs = RequestLogger(clock, Logger(namespace="embedder", observer=observer))
+        exchange = IExchange(_request({b"host": b"h", b"x-request-id": b"r"}))
+        ours.requestEnded(exchange)
+        theirs.requestEnded(exchange)
+        self.assertEqual(self.out.getvalue(), "")
+        observer.flush()
+        self.assertEqual(self.out.getvalue(), ours.line(exchange) + "\n")
+
+
+class _CountingOut(StringIO):
+    """
+    Standard output that counts writes and flushes.
+    """
+
+    writes = flushes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
 
 
 class _OurFactory(Factory):

@@ -6,6 +6,7 @@ Tests for L{kamalproxy.routing.options}.
 from __future__ import annotations
 
 import json
+import os
 
 import attr
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,6 +18,7 @@ from kamalproxy.routing.options import (
     InvalidOptions,
     ServiceOptions,
     TargetOptions,
+    checkSendfileRoots,
     describeTimeout,
     fromJSON,
     normalizeDeploy,
@@ -232,6 +234,27 @@ class NormalizeDeployTests(SynchronousTestCase):
             with self.subTest(options=options):
                 self.assertRaises(InvalidOptions, normalizeDeploy, "s", ["web"], options)
         normalizeDeploy("s", ["web"], DeployOptions(deploy_timeout=0, drain_timeout=0))
+
+    def test_sendfileRoots(self) -> None:
+        """
+        Sendfile roots must be absolute; they are normalised and
+        deduplicated (whether they exist is checked at deploy time only).
+        """
+        options = DeployOptions(service=ServiceOptions(sendfile_roots=("/srv/app/", "/srv/x/../app", "/srv/b")))
+        _, _, normalized = normalizeDeploy("s", ["web"], options)
+        self.assertEqual(normalized.service.sendfile_roots, ("/srv/app", "/srv/b"))
+        bad = DeployOptions(service=ServiceOptions(sendfile_roots=("public",)))
+        error = self.assertRaises(InvalidOptions, normalizeDeploy, "s", ["web"], bad)
+        self.assertEqual(str(error), "--sendfile-root must be an absolute path: 'public'")
+
+    def test_sendfileRootsExist(self) -> None:
+        here = os.path.abspath(".")
+        checkSendfileRoots(ServiceOptions(sendfile_roots=(here,)))
+        missing = os.path.join(here, "missing")
+        error = self.assertRaises(
+            InvalidOptions, checkSendfileRoots, ServiceOptions(sendfile_roots=(here, missing))
+        )
+        self.assertEqual(str(error), f"--sendfile-root {missing}: no such directory")
 
 
 class JSONTests(SynchronousTestCase):

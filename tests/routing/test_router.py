@@ -6,6 +6,7 @@ and routing requests to them.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import attr
@@ -154,6 +155,26 @@ class RouterDeployTests(SynchronousTestCase):
         self.failureResultOf(self.deploy("app", []), InvalidOptions)
         self.assertEqual(self.router.services, {})
         self.assertEqual(self.changes, [])
+
+    def test_sendfileRootMustExist(self) -> None:
+        """
+        A deploy naming a C{--sendfile-root} that is not a directory fails
+        with a one-line message and changes nothing; a restored service
+        keeps its roots even while one is missing.
+        """
+        missing = os.path.abspath(self.mktemp())
+        options = DeployOptions(service=ServiceOptions(sendfile_roots=(missing,)))
+        failure = self.failureResultOf(self.deploy("app", [OLD], options), InvalidOptions)
+        self.assertEqual(str(failure.value), f"--sendfile-root {missing}: no such directory")
+        self.assertEqual((self.router.services, self.changes), ({}, []))
+        os.makedirs(missing)
+        self.successResultOf(self.deploy("app", [OLD], options))
+        snapshot = json.loads(json.dumps(self.router.snapshot()))
+        os.rmdir(missing)
+        restored = Router(MemoryReactorClock(), FakeTargets(defaultHealth=None).connectorFor, lambda s: None)
+        self.addCleanup(restored.stop)
+        restored.restore(snapshot)
+        self.assertEqual(restored.services["app"].options.service.sendfile_roots, (missing,))
 
     def test_conflict(self) -> None:
         """

@@ -165,7 +165,19 @@ class RolloutStop(amp.Command):
     errors = _ERRORS
 
 
+class CachePurge(amp.Command):
+    """
+    Drop the cached responses of C{service}, only those whose path starts
+    with C{path} when it is not empty; answers how many were dropped.
+    """
+
+    arguments = [(b"service", amp.Unicode()), (b"path", amp.Unicode())]
+    response = [(b"purged", amp.Integer())]
+    errors = _ERRORS
+
+
 __all__ = [
+    "CachePurge",
     "CommandFailed",
     "ControlError",
     "Deploy",

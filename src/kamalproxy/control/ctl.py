@@ -12,6 +12,7 @@ UNIX control socket, the way the original's C{kamal-proxy deploy ...} does.
     kamal-proxy-ctl rollout deploy app-web --target=172.1.0.3:80
     kamal-proxy-ctl rollout set app-web --percent=25 --list=staff-1,staff-2
     kamal-proxy-ctl rollout stop app-web
+    kamal-proxy-ctl cache purge app-web --path=/assets
 
 Every command blocks until the daemon has finished. On any failure one line,
 C{Error: <reason>}, goes to stderr and the exit code is 1.
@@ -39,6 +40,7 @@ from kamalproxy import versionLine
 
 from kamalproxy.routing import options
 from kamalproxy.control.commands import (
+    CachePurge,
     ControlError,
     Deploy,
     List,
@@ -329,6 +331,15 @@ async def _execute(
         )
     elif name == "rollout stop":
         await _call(reactor, socketPath, RolloutStop, CALL_MARGIN, service=invocation.service)
+    elif name == "cache purge":
+        await _call(
+            reactor,
+            socketPath,
+            CachePurge,
+            CALL_MARGIN,
+            service=invocation.service,
+            path=invocation.values["path"],
+        )
     else:  # pragma: no cover - checkSupported refuses every other verb
         raise _Failed(f"`{name}` is not supported yet")
 

@@ -49,6 +49,7 @@ from kamalproxy.routing.options import (
     InvalidOptions,
     ServiceOptions,
     TargetOptions,
+    checkSendfileRoots,
     normalizeDeploy,
     normalizeTarget,
     normalizeTargets,
@@ -432,6 +433,14 @@ _DEPLOY_FLAGS = (
         "Max size of response body when buffering (default of 0 means unlimited)",
     ),
     Flag("error-pages", STRING, "", "Path to custom error pages"),
+    Flag("cache", BOOL, True, "Cache responses that HTTP allows a shared cache to store"),
+    Flag(
+        "sendfile-root",
+        STRINGS,
+        (),
+        "Directory whose files the app may hand over with X-Sendfile "
+        "(may be specified multiple times; X-Sendfile is off without one)",
+    ),
     Flag(
         "log-request-header",
         STRINGS,
@@ -520,9 +529,17 @@ VERBS: tuple[Verb, ...] = (
         ),
     ),
     Verb("rollout stop", "Stops rollout of a service"),
+    Verb(
+        "cache purge",
+        "Drop a service's cached responses",
+        (Flag("path", STRING, "", "Only those whose path starts with this prefix"),),
+    ),
 )
 
-GROUPS: Mapping[str, str] = {"rollout": "Manage rollout settings"}
+GROUPS: Mapping[str, str] = {
+    "rollout": "Manage rollout settings",
+    "cache": "Manage the HTTP cache",
+}
 
 _BY_NAME: dict[str, Verb] = {}
 for _verb in VERBS:
@@ -728,6 +745,8 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             read_targets_accept_websockets=values["read-target-websockets"],
             load_balancing=values["load-balancing"].strip(),
             exclude_metrics_paths=values["exclude-metrics-path"],
+            sendfile_roots=tuple(_absolute(root) for root in values["sendfile-root"]),
+            cache=values["cache"],
         ),
         target=TargetOptions(
             health_check=HealthCheckConfig(
@@ -755,6 +774,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
         service, targets, options = normalizeDeploy(
             invocation.service, list(values["target"]), options
         )
+        checkSendfileRoots(options.service)
     except InvalidOptions as e:
         raise FlagError(str(e)) from None
     return service, list(targets), options

@@ -17,6 +17,7 @@ from twisted.protocols import amp
 from zope.interface import implementer
 
 from kamalproxy.control.commands import (
+    CachePurge,
     CommandFailed,
     Deploy,
     InvalidArguments,
@@ -36,7 +37,9 @@ from kamalproxy.daemon.state import SaveFailed
 
 _COMMANDS: dict[bytes, type[amp.Command]] = {
     c.commandName: c
-    for c in (Deploy, Remove, List, Pause, Stop, Resume, RolloutDeploy, RolloutSet, RolloutStop)
+    for c in (
+        Deploy, Remove, List, Pause, Stop, Resume, RolloutDeploy, RolloutSet, RolloutStop, CachePurge
+    )
 }
 
 
@@ -160,6 +163,14 @@ class ControlLocator(amp.CommandLocator):
     @RolloutStop.responder
     def rolloutStop(self, service: str) -> dict[str, Any]:
         return self._change("Rollout stop", service, lambda: self.router.rolloutStop(service))
+
+    @CachePurge.responder
+    def cachePurge(self, service: str, path: str) -> dict[str, Any]:
+        try:
+            purged = self.router.purgeCache(service, path)
+        except (InvalidOptions, DeployError) as e:
+            raise CommandFailed(str(e)) from None
+        return {"purged": purged}
 
     def _change(self, verb: str, service: str, change: Callable[[], object]) -> dict[str, Any]:
         """

@@ -32,7 +32,9 @@ def run(argv: Sequence[str], reactor: Optional[Any] = None) -> int:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    observer = daemonLogObserver(sys.stdout, debug=bool(options["debug"]))
+    # Request lines are written once per reactor turn; the last ones when
+    # the reactor has stopped (after a SIGTERM's drain, too).
+    observer = daemonLogObserver(sys.stdout, debug=bool(options["debug"]), reactor=reactor)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     try:
         service = buildService(options, reactor)
@@ -45,5 +47,8 @@ def run(argv: Sequence[str], reactor: Optional[Any] = None) -> int:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        observer.flush()
     return 0

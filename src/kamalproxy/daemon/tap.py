@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent
 
+from kamalproxy.cache.store import DEFAULT_CACHE_SIZE, DEFAULT_MAX_ITEM_SIZE, MemoryCache
 from kamalproxy import versionLine
 
 from kamalproxy.http import channel
@@ -162,6 +163,8 @@ class Options(usage.Options):
         ["max-header-line", None, None, "Longest header line in bytes; longer gets 431. [default: 16384]", _count],
         ["max-header-bytes", None, None, "Most bytes of headers in a request; more gets 431. [default: 65536]", _count],
         ["max-headers", None, None, "Most headers in a request; more gets 431. [default: 100]", _count],
+        ["cache-size", None, None, "Memory for the HTTP cache, in bytes, shared by every service. [default: 67108864]", _count],
+        ["max-cache-item-size", None, None, "Largest response the HTTP cache stores, in bytes. [default: 1048576]", _count],
     ]
     optFlags = [
         ["debug", None, "Log debug messages."],
@@ -197,6 +200,8 @@ class Options(usage.Options):
             ("http-port", _port, 80),
             ("https-port", _port, 443),
             ("metrics-port", _port, 0),
+            ("cache-size", _count, DEFAULT_CACHE_SIZE),
+            ("max-cache-item-size", _count, DEFAULT_MAX_ITEM_SIZE),
             *((key, convert, default) for key, convert, default, _ in _CHANNEL_OPTIONS),
         ):
             if self[key] is None:
@@ -421,6 +426,10 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         certificates=selector,
         httpsPort=_endpointPort(config.get("https-endpoint")) or config.get("https-port") or 443,
         deployObservers=() if metrics is None else (metrics.deploys,),
+        cache=MemoryCache(
+            config.get("cache-size", DEFAULT_CACHE_SIZE),
+            config.get("max-cache-item-size", DEFAULT_MAX_ITEM_SIZE),
+        ),
     )
     router.restore(store.load())
     site = ProxySite(

@@ -39,10 +39,11 @@ opens with the HTTP/2 preface) is handed to L{kamalproxy.http.http2}.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Callable, Optional
 
 import attr
-from twisted.internet.interfaces import IAddress, IDelayedCall, INegotiated
+from twisted.internet.interfaces import IAddress, IDelayedCall, INegotiated, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -268,9 +269,19 @@ class ProxyChannel(HTTPChannel):
     # Lines of the head end with LF; lineReceived drops the CR before it.
     delimiter = b"\n"
 
-    def __init__(self, limits: ChannelLimits = ChannelLimits()) -> None:
+    def __init__(
+        self, limits: ChannelLimits = ChannelLimits(), clock: Optional[IReactorTime] = None
+    ) -> None:
+        """
+        @param limits: the limits applied.
+        @param clock: what the idle and read timeouts are measured on (the
+            reactor whose C{callLater} the channel is given).
+        """
         super().__init__()
         self.limits = limits
+        self._seconds: Callable[[], float] = clock.seconds if clock is not None else time.monotonic
+        timeouts = [t for t in (limits.idleTimeout, limits.readTimeout) if t]
+        self._stride = min(timeouts) if timeouts else 0.0
         self._setLineLimit(limits.maxRequestLine)
         # Twisted's own head limits, no tighter than ours so that ours answer.
         self.maxHeaders = limits.maxHeaders
@@ -279,8 +290,10 @@ class ProxyChannel(HTTPChannel):
         self._refused = False
         self._closing = False
         self._lost = False
-        self._idleCall: Optional[IDelayedCall] = None
-        self._readCall: Optional[IDelayedCall] = None
+        # The idle or read timeout of the current phase: see _setDeadline.
+        self._phaseCall: Optional[IDelayedCall] = None
+        self._deadline = 0.0
+        self._onDeadline: Optional[Callable[[], None]] = None
         self._writeCall: Optional[IDelayedCall] = None
         self._closeCall: Optional[IDelayedCall] = None
         self._host: Optional[IAddress] = None
@@ -365,7 +378,8 @@ class ProxyChannel(HTTPChannel):
         Cancel every timer, for when another protocol (HTTP/2) takes over
         the connection.
         """
-        for name in ("_idleCall", "_readCall", "_writeCall", "_closeCall"):
+        self._onDeadline = None
+        for name in ("_phaseCall", "_writeCall", "_closeCall"):
             self._cancel(name)
 
     def loseConnection(self) -> None:
@@ -376,8 +390,8 @@ class ProxyChannel(HTTPChannel):
         if self._closing:
             return
         self._closing = True
-        for name in ("_idleCall", "_readCall"):
-            self._cancel(name)
+        self._onDeadline = None
+        self._cancel("_phaseCall")
         super().loseConnection()
         if self.limits.writeTimeout and not self._lost:
             self._closeCall = self.callLater(self.limits.writeTimeout, self._abort)
@@ -417,27 +431,51 @@ class ProxyChannel(HTTPChannel):
                 call.cancel()
             setattr(self, name, None)
 
+    def _setDeadline(self, timeout: float, onDeadline: Optional[Callable[[], None]]) -> None:
+        """
+        Call C{onDeadline} C{timeout} seconds from now, unless the phase
+        changes first (no call if C{timeout} is 0 or C{onDeadline} None).
+
+        One delayed call serves every phase of the connection, so moving
+        the deadline (twice per request) is two assignments, not a timer
+        cancelled and a new one made: it is never armed for longer than
+        the shortest timeout, so no later deadline can be sooner than it,
+        and when it fires before the deadline it is armed again for what
+        is left (or that shortest timeout).
+        """
+        if not timeout or onDeadline is None:
+            self._onDeadline = None
+            return
+        self._deadline = self._seconds() + timeout
+        self._onDeadline = onDeadline
+        if self._phaseCall is None:
+            self._phaseCall = self.callLater(self._stride, self._phaseTimer)
+
+    def _phaseTimer(self) -> None:
+        self._phaseCall = None
+        onDeadline = self._onDeadline
+        if onDeadline is None:
+            return  # between timed phases: the next one arms it again
+        remaining = self._deadline - self._seconds()
+        if remaining > 1e-6:
+            self._phaseCall = self.callLater(min(remaining, self._stride), self._phaseTimer)
+            return
+        self._onDeadline = None
+        onDeadline()
+
     def _startIdle(self) -> None:
         self._phase = "idle"
-        self._cancel("_readCall")
-        self._cancel("_idleCall")
-        if self.limits.idleTimeout:
-            self._idleCall = self.callLater(self.limits.idleTimeout, self._idleTimedOut)
+        self._setDeadline(self.limits.idleTimeout, self._idleTimedOut)
 
     def _startReading(self) -> None:
         self._phase = "reading"
-        self._cancel("_idleCall")
-        self._cancel("_readCall")
-        if self.limits.readTimeout:
-            self._readCall = self.callLater(self.limits.readTimeout, self._readTimedOut)
+        self._setDeadline(self.limits.readTimeout, self._readTimedOut)
 
     def _idleTimedOut(self) -> None:
-        self._idleCall = None
         _log.debug("Closing idle connection from {peer}", peer=_peer(self.transport))
         self.loseConnection()
 
     def _readTimedOut(self) -> None:
-        self._readCall = None
         if getattr(self.transport, "disconnecting", False):
             self._abort()  # answered and closed already, yet still not gone
             return
@@ -643,7 +681,7 @@ class ProxyChannel(HTTPChannel):
     def allContentReceived(self) -> None:
         if self._refused:
             return
-        self._cancel("_readCall")
+        self._onDeadline = None  # no read timeout while the request is handled
         self._phase = "handling"
         self._resetRequestState()
         super().allContentReceived()
@@ -716,7 +754,7 @@ def buildChannelProtocol(site: Any) -> _ProxyChannelProtocol:
     L{ProxyChannel} with C{site.limits}.
     """
     return _ProxyChannelProtocol(
-        ProxyChannel(getattr(site, "limits", None) or ChannelLimits()),
+        ProxyChannel(getattr(site, "limits", None) or ChannelLimits(), getattr(site, "clock", None)),
         bool(getattr(site, "h2c", False)),
     )
 

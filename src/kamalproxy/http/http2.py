@@ -31,8 +31,9 @@ client is not reading wait instead of counting as control frames (whose
 flood limit would drop the connection); the idle timeout waits for open
 streams; an aborted response is a RST_STREAM, not a clean end; a request
 refused before its body is read is answered on its stream, which is then
-reset with NO_ERROR, and body data still arriving for it is dropped with its
-window given back.
+reset with NO_ERROR unless its declared body fits the stream's initial
+window (the client may send that much anyway), and body data still arriving
+for it is dropped with its window given back.
 
 And it ends connections as RFC 9113 says where Twisted and h2 do not
 (L{ServerStateMachine}): a connection error's GOAWAY carries its own code
@@ -228,7 +229,21 @@ class ProxyH2Stream(H2Stream):
         )
         self._conn.writeDataToStream(self.streamID, body)
         self._conn.endRequest(self.streamID)
-        self._conn.resetAfterEnd(self.streamID)
+        if not self._bodyFitsWindow():
+            self._conn.resetAfterEnd(self.streamID)
+
+    def _bodyFitsWindow(self) -> bool:
+        """
+        Whether the request declared a body no larger than the stream's
+        initial window: the client may send all of it anyway, so it is
+        read and dropped rather than the stream reset (some clients take a
+        reset that comes before they have sent everything for an error,
+        although the response is complete).
+        """
+        declared = self._request.requestHeaders.getRawHeaders(b"content-length")
+        if not declared or not declared[0].isdigit():
+            return False
+        return int(declared[0]) <= self._conn.conn.local_settings.initial_window_size
 
 
 class ProxyH2Connection(H2Connection):

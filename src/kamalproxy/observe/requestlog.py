@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import IO, Any, Optional
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -140,7 +141,21 @@ class RequestLogger:
         pass
 
     def requestEnded(self, exchange: Exchange) -> None:
-        self._log.info(REQUEST_FORMAT, kamal_json=self.line(exchange))
+        # The event Logger.info(REQUEST_FORMAT, kamal_json=...) would emit,
+        # handed to the logger's observer directly: emit() checks the level
+        # against every LogLevel on each call, a cost on every request.
+        log = self._log
+        log.observer(
+            {
+                "kamal_json": self.line(exchange),
+                "log_logger": log,
+                "log_level": LogLevel.info,
+                "log_namespace": log.namespace,
+                "log_source": log.source,
+                "log_format": REQUEST_FORMAT,
+                "log_time": time.time(),
+            }
+        )
 
     def line(self, exchange: Exchange) -> str:
         """
@@ -180,7 +195,8 @@ class RequestLogger:
             f'"remote_addr":{_json(remote)},"user_agent":{_json(_header(reqHeaders, _USER_AGENT))},'
             f'"proto":{_json(request.clientproto.decode("latin-1"))},'
             f'"scheme":"{"https" if exchange.secure else "http"}",'
-            f'"query":{_json(query.decode("latin-1"))}'
+            f'"query":{_json(query.decode("latin-1"))},'
+            f'"cache":{_json(exchange.cacheStatus)}'
         )
         logged = exchange.logHeaders
         if logged is not None:
@@ -200,13 +216,32 @@ class JSONLinesObserver:
     """
     Writes every event as one JSON line (request events as they are), as
     C{kamal-proxy run} does on standard output.
+
+    With a C{reactor}, request lines are written together once per reactor
+    turn (or once C{bufferSize} characters wait), not one write and flush
+    each: any other event first writes the waiting lines, then itself, at
+    once, so the order is kept. L{flush} writes what waits; the daemon calls
+    it when it stops.
     """
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], reactor: Optional[IReactorTime] = None, bufferSize: int = 65536) -> None:
         self._out = out
+        self._reactor = reactor
+        self._bufferSize = bufferSize
+        self._waiting: list[str] = []
+        self._waitingSize = 0
+        self._call: Optional[IDelayedCall] = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         line = event.get("kamal_json")
+        if line is not None and self._reactor is not None:
+            self._waiting.append(line)
+            self._waitingSize += len(line)
+            if self._waitingSize >= self._bufferSize:
+                self.flush()
+            elif self._call is None:
+                self._call = self._reactor.callLater(0, self.flush)
+            return
         if line is None:
             record: dict[str, Any] = {
                 "time": formatTime(event.get("log_time") or time.time()),
@@ -217,8 +252,23 @@ class JSONLinesObserver:
             if failure is not None:
                 record["error"] = failure.getTraceback()
             line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        if self._waiting:
+            self.flush()
         self._out.write(line + "\n")
         self._out.flush()
+
+    def flush(self) -> None:
+        """
+        Write the request lines that wait.
+        """
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        if self._waiting:
+            lines, self._waiting, self._waitingSize = self._waiting, [], 0
+            lines.append("")
+            self._out.write("\n".join(lines))
+            self._out.flush()
 
 
 _FACTORY_FORMATS = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
@@ -255,15 +305,47 @@ class TwistedDetailsAsDebug:
         self._observer(event)
 
 
-def daemonLogObserver(out: IO[str], debug: bool = False) -> ILogObserver:
+@implementer(ILogObserver)
+class DaemonLogObserver:
     """
     The daemon's log on C{out} (C{kamal-proxy run}'s standard output): JSON
     lines of request lines and the events that matter (deploys, removes,
     certificates, warnings, errors); with C{debug}, also debug events and
-    Twisted's details.
+    Twisted's details. With a C{reactor}, request lines are written once
+    per reactor turn (see L{JSONLinesObserver}); L{flush} writes those that
+    wait.
     """
-    level = LogLevel.debug if debug else LogLevel.info
-    filtered = FilteringLogObserver(
-        JSONLinesObserver(out), [LogLevelFilterPredicate(defaultLogLevel=level)]
-    )
-    return TwistedDetailsAsDebug(filtered)
+
+    def __init__(self, out: IO[str], debug: bool = False, reactor: Optional[IReactorTime] = None) -> None:
+        self._lines = JSONLinesObserver(out, reactor)
+        level = LogLevel.debug if debug else LogLevel.info
+        self._others = TwistedDetailsAsDebug(
+            FilteringLogObserver(self._lines, [LogLevelFilterPredicate(defaultLogLevel=level)])
+        )
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if (
+            "kamal_json" in event
+            and event.get("log_level") is LogLevel.info
+            and str(event.get("log_namespace", "")).startswith("kamalproxy")
+        ):
+            # A request line of ours: no detail of Twisted's, and at info
+            # level always written; straight to the output.
+            self._lines(event)
+        else:
+            self._others(event)
+
+    def flush(self) -> None:
+        """
+        Write the request lines that wait.
+        """
+        self._lines.flush()
+
+
+def daemonLogObserver(
+    out: IO[str], debug: bool = False, reactor: Optional[IReactorTime] = None
+) -> DaemonLogObserver:
+    """
+    The daemon's log observer (see L{DaemonLogObserver}).
+    """
+    return DaemonLogObserver(out, debug, reactor)

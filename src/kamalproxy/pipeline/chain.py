@@ -20,12 +20,14 @@ from twisted.internet.interfaces import IReactorTime
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.balance import balance
 from kamalproxy.pipeline.bodylimits import limitBody
+from kamalproxy.pipeline.cache import cacheResponses
 from kamalproxy.pipeline.challenge import answerChallenges
 from kamalproxy.pipeline.forward import forward
 from kamalproxy.pipeline.pausegate import pauseGate
 from kamalproxy.pipeline.responsebuffer import bufferResponses
 from kamalproxy.pipeline.rollout import splitRollout
 from kamalproxy.pipeline.route import route
+from kamalproxy.pipeline.sendfile import sendfile
 from kamalproxy.pipeline.tlsgate import secureChannel
 
 Handler = Callable[[Exchange], None]
@@ -65,16 +67,22 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
          path answers 200;
       5. body limits: a declared body over the maximum is refused at once
          (413), the body is buffered (memory, then disk) or streamed;
-      6. response buffering wraps the response sink when the service
+      6. X-Sendfile: the app is told it may hand files over (when the
+         service has sendfile roots) and the sink replaces a response
+         naming a file with the file; the header never reaches the client;
+      7. response buffering wraps the response sink when the service
          buffers responses;
-      7. rollout split: a request the service's rollout split selects (by
+      8. rollout split: a request the service's rollout split selects (by
          its C{kamal-rollout} cookie) goes to the rollout group;
-      8. balance: a healthy target is picked (503 when there is none);
-      9. forward: the request is sent to the target and its response
+      9. cache: a request the HTTP cache can answer is answered from it;
+         otherwise the response sink is wrapped to store the response
+         (the key knows the group chosen above);
+      10. balance: a healthy target is picked (503 when there is none);
+      11. forward: the request is sent to the target and its response
          flows back out through the sinks.
 
     C{router} supplies the routes, the ACME responder, the certificate
-    selector and the HTTPS port (see L{kamalproxy.routing.router.Router}); C{send}
+    selector, the HTTP cache and the HTTPS port (see L{kamalproxy.routing.router.Router}); C{send}
     replaces the last stage (a test's or an embedding application's own).
     """
     return compose(
@@ -83,8 +91,10 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
         secureChannel(router),
         pauseGate,
         limitBody,
+        sendfile,
         bufferResponses,
         splitRollout,
+        cacheResponses(router),
         balance,
         last=send,
     )

@@ -69,6 +69,8 @@ class Exchange:
     @ivar refused: it was answered straight on the connection.
     @ivar bodyConsumer: where request body bytes go as they arrive.
     @ivar onClientGone: called when the client goes away before the end.
+    @ivar cacheStatus: what the HTTP cache did (C{hit}, C{miss}, C{bypass},
+        C{stale}, C{revalidated}), or C{""} when it was not used.
     """
 
     request: Any
@@ -98,6 +100,7 @@ class Exchange:
     refused: bool = False
     bodyConsumer: Callable[[bytes], object] = _discard
     onClientGone: Optional[Callable[[], None]] = None
+    cacheStatus: str = ""
     _waiters: list[Callable[[], None]] = attr.ib(factory=list)
 
     def __repr__(self) -> str:

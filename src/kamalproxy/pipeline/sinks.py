@@ -22,6 +22,9 @@ from kamalproxy.http.http2 import ProxyH2Stream
 from kamalproxy.interfaces import IResponseSink
 from kamalproxy.upstream.interim import writeInterim
 from kamalproxy.upstream.client import RawHeaders
+from kamalproxy.twistedcompat import addRawFields, fieldKey, rawHeaders
+
+_CONNECTION = fieldKey(b"connection")
 
 
 def abortResponse(request: Any) -> None:
@@ -57,11 +60,9 @@ class RequestSink:
     def head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         request = self.exchange.request
         request.setResponseCode(status, reason or None)
-        closing = request.responseHeaders.getRawHeaders(b"connection")
+        closing = rawHeaders(request.responseHeaders).get(_CONNECTION)
         request.responseHeaders = responseHeaders = Headers()
-        add = responseHeaders.addRawHeader
-        for name, value in headers:
-            add(name, value)
+        addRawFields(responseHeaders, headers)
         if closing:  # the channel closes after this response, and says so
             responseHeaders.setRawHeaders(b"connection", closing)
 

@@ -113,6 +113,8 @@ class ServiceOptions:
     read_targets_accept_websockets: bool = False
     load_balancing: str = ROUND_ROBIN
     exclude_metrics_paths: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
+    sendfile_roots: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
+    cache: bool = True
 
     @property
     def customCertificate(self) -> bool:
@@ -305,10 +307,41 @@ def normalizeDeploy(
             raise InvalidOptions(f"invalid canonical host: {canonical!r}")
         if hosts and canonical.lower() not in {h.lower() for h in hosts}:
             raise InvalidOptions("canonical host must be one of the service's hosts")
+    roots = tuple(dict.fromkeys(_normalizeSendfileRoot(r) for r in options.service.sendfile_roots))
     service = attr.evolve(
-        options.service, hosts=hosts, path_prefixes=prefixes, canonical_host=canonical
+        options.service,
+        hosts=hosts,
+        path_prefixes=prefixes,
+        canonical_host=canonical,
+        sendfile_roots=roots,
     )
     return name, normalized, attr.evolve(options, service=service)
+
+
+def _normalizeSendfileRoot(root: str) -> str:
+    """
+    A C{--sendfile-root}, which must be absolute (the command line makes it
+    so), without C{..} or a trailing C{/}.
+
+    @raise InvalidOptions: a relative or empty path.
+    """
+    root = root.strip()
+    if not os.path.isabs(root):
+        raise InvalidOptions(f"--sendfile-root must be an absolute path: {root!r}")
+    return os.path.normpath(root)
+
+
+def checkSendfileRoots(service: ServiceOptions) -> None:
+    """
+    Check, at deploy time, that each of the service's sendfile roots is a
+    directory (restoring the saved state does not check: a directory
+    missing for a while must not drop the service).
+
+    @raise InvalidOptions: C{"--sendfile-root <dir>: no such directory"}.
+    """
+    for root in service.sendfile_roots:
+        if not os.path.isdir(root):
+            raise InvalidOptions(f"--sendfile-root {root}: no such directory")
 
 
 def _checkTLS(service: ServiceOptions, hosts: tuple[str, ...]) -> None:

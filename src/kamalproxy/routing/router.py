@@ -28,6 +28,7 @@ from kamalproxy.routing.options import (
     DeployOptions,
     InvalidOptions,
     ServiceOptions,
+    checkSendfileRoots,
     fromJSON,
     normalizeDeploy,
     normalizeTargets,
@@ -165,6 +166,10 @@ class Router(ProxyResource):
         changes.
     @ivar deployObservers: L{IDeployObserver}s told when a deploy or rollout
         deploy ends (L{kamalproxy.routing.deploys.DeployRecord}).
+    @ivar cache: the daemon's HTTP cache
+        (L{kamalproxy.cache.store.MemoryCache}), or L{None} for none; a
+        service's entries are dropped when a deploy switches its targets,
+        when its rollout group is replaced, and when it is removed.
     """
 
     log = Logger()
@@ -180,6 +185,7 @@ class Router(ProxyResource):
         persist: Callable[[list[dict[str, Any]]], None] | None = None,
         targetObservers: Sequence[ITargetObserver] = (),
         deployObservers: Sequence[IDeployObserver] = (),
+        cache: Any = None,
     ) -> None:
         self._clock = clock
         self._connectorFor = connectorFor
@@ -193,6 +199,7 @@ class Router(ProxyResource):
         self._dispatcher: Optional[Dispatcher] = None
         self.targetObservers = targetObservers
         self.deployObservers = deployObservers
+        self.cache = cache
 
     # IResource (from ProxyResource): a router mounted in a resource tree
     # under a plain twisted.web.server.Site runs the pipeline over itself.
@@ -268,6 +275,7 @@ class Router(ProxyResource):
         errorPages = _errorPagesFor(options)
         certificate, signature = _certificateFor(options)
         _checkAcmeCache(options)
+        checkSendfileRoots(options.service)
         group = self._makeGroup(normalized, readers, options)
         group.startHealthChecks()
         if not options.force:
@@ -290,6 +298,7 @@ class Router(ProxyResource):
             group.stop()
             raise
         service.pause.owner = service  # requests held meanwhile go to the new targets
+        self._purgeCache(name)  # the new version must not serve the old one's pages
         self.log.info(
             "Deployed {service} to {targets}",
             service=name,
@@ -310,6 +319,7 @@ class Router(ProxyResource):
         self._commit({n: s for n, s in self.services.items() if n != name})
         for group in service.groups:
             group.stop()
+        self._purgeCache(name)
         self.log.info("Removed {service}", service=name)
 
     async def pause(self, name: str, drainTimeout: float, maxPause: float) -> None:
@@ -522,6 +532,7 @@ class Router(ProxyResource):
         except BaseException:
             group.stop()
             raise
+        self._purgeCache(name, role="rollout")
         self.log.info(
             "Deployed for rollout {service} to {targets}", service=name, targets=", ".join(normalized)
         )
@@ -566,7 +577,31 @@ class Router(ProxyResource):
         self._setRollout(service, None if slot is None else attr.evolve(slot, split=None))
         self.log.info("Stopped rollout for {service}", service=name)
 
+    def purgeCache(self, name: str, prefix: str = "") -> int:
+        """
+        Drop the cached responses of service C{name} (only those whose path
+        starts with C{prefix}, when given); returns how many.
+
+        @raise DeployError: C{"service not found"}.
+        @raise InvalidOptions: C{prefix} does not start with C{/}.
+        """
+        self._serviceNamed(name)
+        if prefix and not prefix.startswith("/"):
+            raise InvalidOptions("path prefix must start with /")
+        if self.cache is None:
+            return 0
+        count: int = self.cache.purge(name, prefix.encode("utf-8") if prefix else None)
+        self.log.info("Purged {count} cached responses of {service}", count=count, service=name)
+        return count
+
     # Private
+
+    def _purgeCache(self, name: str, role: Optional[str] = None) -> None:
+        if self.cache is not None:
+            if role is None:
+                self.cache.purge(name)
+            else:
+                self.cache.purge(name, role=role)
 
     async def _waitHealthy(self, group: TargetGroup, timeout: float) -> None:
         """

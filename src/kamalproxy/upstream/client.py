@@ -36,6 +36,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from kamalproxy.http.fields import beyond63Bits, tokensOf
+from kamalproxy.turnwrites import sendOncePerTurn
 from kamalproxy.upstream.keepalive import DEFAULT_IDLE_TIMEOUT, announcedTimeout, idleLimit
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -138,6 +139,7 @@ class UpstreamConnection(Protocol):
             # otherwise wait for the target's delayed ACK of the one before,
             # up to about 40 ms on Linux.  Go sets it on every TCP connection.
             self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+        sendOncePerTurn(self.transport)
 
     def close(self) -> Deferred:
         """

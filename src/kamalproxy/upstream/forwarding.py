@@ -35,6 +35,7 @@ from kamalproxy.routing.options import TargetOptions
 from kamalproxy.upstream.targets import Target
 from kamalproxy.http.tunnel import Tunnel
 from kamalproxy.upstream.client import RawHeaders, UpstreamConnection
+from kamalproxy.twistedcompat import fieldKey, rawHeaders
 
 _REPLACED = frozenset(
     (
@@ -49,6 +50,12 @@ _REPLACED = frozenset(
 )
 _DROPPED_FROM_REQUEST = HOP_BY_HOP | _REPLACED
 _REPLAYABLE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
+_CONNECTION = fieldKey(b"connection")
+_HOST = fieldKey(b"host")
+_UPGRADE = fieldKey(b"upgrade")
+_X_FORWARDED_FOR = fieldKey(b"x-forwarded-for")
+_X_FORWARDED_HOST = fieldKey(b"x-forwarded-host")
+_X_FORWARDED_PROTO = fieldKey(b"x-forwarded-proto")
 
 
 _randomPool = b""
@@ -79,9 +86,9 @@ def upgradeRequested(request: Any) -> Optional[bytes]:
     """
     if request.clientproto != b"HTTP/1.1":
         return None
-    headers = request.requestHeaders
-    upgrade = headers.getRawHeaders(b"upgrade")
-    if not upgrade or b"upgrade" not in connectionTokens(headers.getRawHeaders(b"connection")):
+    fields = rawHeaders(request.requestHeaders)
+    upgrade = fields.get(_UPGRADE)
+    if not upgrade or b"upgrade" not in connectionTokens(fields.get(_CONNECTION)):
         return None
     return upgrade[0]
 
@@ -102,18 +109,20 @@ def requestHeaders(
         the upstream request is HTTP/1.1, which requires it; Go's
         C{ReverseProxy} does the same.
     """
-    incoming = request.requestHeaders
+    # Read from the fields' dict once (getRawHeaders re-encodes the name
+    # on every call); an empty value list counts as absent, as there.
+    incoming = rawHeaders(request.requestHeaders)
     dropped = _DROPPED_FROM_REQUEST
-    connection = incoming.getRawHeaders(b"connection")
+    connection = incoming.get(_CONNECTION)
     if connection:
         dropped = dropped | connectionTokens(connection)
-    host = incoming.getRawHeaders(b"host")
+    host = incoming.get(_HOST)
     hostValue = host[0] if host else b""
     sentHost = hostValue or targetAddress
     out: RawHeaders = [(b"Host", sentHost)] if sentHost else []
     requestId = b""
     hasStart = False
-    for name, values in incoming.getAllRawHeaders():
+    for name, values in incoming.items():
         lname = name.lower()
         if lname in dropped:
             continue
@@ -126,10 +135,10 @@ def requestHeaders(
     peerHost = clientHost(request.getClientAddress()).encode("ascii")
     scheme = b"https" if request.isSecure() else b"http"
     if options.forward_headers:
-        priorFor = incoming.getRawHeaders(b"x-forwarded-for")
+        priorFor = incoming.get(_X_FORWARDED_FOR)
         forwardedFor = b", ".join(priorFor + [peerHost]) if priorFor else peerHost
-        proto = incoming.getRawHeaders(b"x-forwarded-proto", [scheme])[0]
-        forwardedHost = incoming.getRawHeaders(b"x-forwarded-host", [hostValue])[0]
+        proto = (incoming.get(_X_FORWARDED_PROTO) or [scheme])[0]
+        forwardedHost = (incoming.get(_X_FORWARDED_HOST) or [hostValue])[0]
     else:
         forwardedFor, proto, forwardedHost = peerHost, scheme, hostValue
     if peerHost:

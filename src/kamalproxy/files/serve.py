@@ -1,0 +1,180 @@
+# -*- test-case-name: tests.files.test_serve -*-
+"""
+The response a file makes for a request: status, headers and the pieces of
+the body (see L{kamalproxy.files.sender}), decided from the file's status
+alone, before a byte is read.
+
+With the app's status 200 or 206 the file is served as a static file
+server would: validators (C{ETag}, C{Last-Modified}), conditional requests
+(304, 412), C{Range} (206, C{multipart/byteranges} for several ranges, 416)
+and C{Accept-Ranges: bytes}. With any other status (an error page handed
+over as a file) the whole file is sent with that status.
+
+The app's headers are kept except those that describe its own (empty) body
+or that the file replaces: C{Content-Length}, C{Content-Range}, C{ETag},
+C{Last-Modified}, C{Accept-Ranges}. C{Content-Type} and C{Content-Encoding}
+describe the file (a precompiled C{.gz} asset) and are kept; without a
+C{Content-Type} the type comes from the file name's extension.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from typing import Optional
+
+import attr
+from twisted.web.http_headers import Headers
+
+from kamalproxy.files.conditional import (
+    NOT_MODIFIED,
+    evaluate,
+    httpDate,
+    lastModified,
+    rangeApplies,
+    strongETag,
+)
+from kamalproxy.files.ranges import Unsatisfiable, parseRange
+from kamalproxy.files.sender import Piece
+from kamalproxy.upstream.client import RawHeaders
+
+_REPLACED = frozenset(
+    (b"content-length", b"content-range", b"etag", b"last-modified", b"accept-ranges")
+)
+_FILE_SEMANTICS = frozenset((200, 206))
+_TYPES = mimetypes.MimeTypes(filenames=())  # Python's own table, not the host's
+_ENCODED_TYPES = {"gzip": b"application/gzip"}
+
+
+@attr.s(auto_attribs=True, frozen=True, slots=True)
+class FileAnswer:
+    """
+    What to send: C{status}, C{headers}, then C{pieces} of the file.
+    """
+
+    status: int
+    headers: RawHeaders
+    pieces: list[Piece]
+
+
+def contentTypeFor(path: str) -> bytes:
+    """
+    The C{Content-Type} of a file by its extension (UTF-8 for text), or
+    C{application/octet-stream}.
+    """
+    kind, encoding = _TYPES.guess_type(os.path.basename(path), strict=False)
+    if encoding is not None:
+        return _ENCODED_TYPES.get(encoding, b"application/octet-stream")
+    if kind is None:
+        return b"application/octet-stream"
+    if kind.startswith("text/") or kind in ("application/javascript", "application/json"):
+        return kind.encode("ascii") + b"; charset=utf-8"
+    return kind.encode("ascii")
+
+
+def _span(start: int, length: int) -> list[Piece]:
+    return [(start, length)] if length > 0 else []
+
+
+def answerFor(
+    method: bytes,
+    requestHeaders: Headers,
+    appStatus: int,
+    appHeaders: RawHeaders,
+    path: str,
+    stat: os.stat_result,
+    boundary: Optional[bytes] = None,
+) -> FileAnswer:
+    """
+    The answer to C{method} with C{requestHeaders} when the app answered
+    C{appStatus} with C{appHeaders} and handed over the file at C{path}.
+
+    @param boundary: the C{multipart/byteranges} boundary (random if
+        L{None}).
+    """
+    size = stat.st_size
+    etag, modified = strongETag(stat), lastModified(stat)
+    kept: RawHeaders = []
+    contentType = None
+    for name, value in appHeaders:
+        lname = name.lower()
+        if lname in _REPLACED:
+            continue
+        if lname == b"content-type":
+            contentType = value
+        kept.append((name, value))
+    validators: RawHeaders = [(b"ETag", etag), (b"Last-Modified", httpDate(modified))]
+    body = method != b"HEAD"
+    if appStatus not in _FILE_SEMANTICS:
+        headers = kept + validators + [(b"Content-Length", b"%d" % size)]
+        return FileAnswer(appStatus, _typed(headers, contentType, path), _span(0, size) if body else [])
+    precondition = evaluate(method, requestHeaders, etag, modified)
+    if precondition == NOT_MODIFIED:
+        notModified = [(n, v) for n, v in kept if n.lower() not in (b"content-type", b"content-encoding")]
+        return FileAnswer(NOT_MODIFIED, notModified + validators, [])
+    if precondition is not None:
+        return FileAnswer(precondition, [(b"Content-Length", b"0")], [])
+    kept += validators + [(b"Accept-Ranges", b"bytes")]
+    rangeValues = requestHeaders.getRawHeaders(b"range")
+    spans = None
+    if rangeValues and method in (b"GET", b"HEAD") and rangeApplies(requestHeaders, etag, modified):
+        try:
+            spans = parseRange(rangeValues[0], size)
+        except Unsatisfiable:
+            return FileAnswer(
+                416, [(b"Content-Range", b"bytes */%d" % size), (b"Content-Length", b"0")], []
+            )
+    if spans is None:
+        headers = kept + [(b"Content-Length", b"%d" % size)]
+        return FileAnswer(200, _typed(headers, contentType, path), _span(0, size) if body else [])
+    if len(spans) == 1:
+        start, end = spans[0]
+        headers = kept + [
+            (b"Content-Range", b"bytes %d-%d/%d" % (start, end, size)),
+            (b"Content-Length", b"%d" % (end - start + 1)),
+        ]
+        return FileAnswer(206, _typed(headers, contentType, path), _span(start, end - start + 1) if body else [])
+    return _multipart(kept, contentType or contentTypeFor(path), spans, size, body, boundary)
+
+
+def _typed(headers: RawHeaders, contentType: Optional[bytes], path: str) -> RawHeaders:
+    if contentType is None:
+        headers.append((b"Content-Type", contentTypeFor(path)))
+    return headers
+
+
+def _multipart(
+    kept: RawHeaders,
+    partType: bytes,
+    spans: list[tuple[int, int]],
+    size: int,
+    body: bool,
+    boundary: Optional[bytes],
+) -> FileAnswer:
+    """
+    A C{206} with one part per range (RFC 9110 section 14.6).
+    """
+    if boundary is None:
+        boundary = os.urandom(12).hex().encode("ascii")
+    pieces: list[Piece] = []
+    length = 0
+    for index, (start, end) in enumerate(spans):
+        head = b"%s--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n" % (
+            b"\r\n" if index else b"",
+            boundary,
+            partType,
+            start,
+            end,
+            size,
+        )
+        pieces += [head, (start, end - start + 1)]
+        length += len(head) + end - start + 1
+    closing = b"\r\n--%s--\r\n" % (boundary,)
+    pieces.append(closing)
+    length += len(closing)
+    headers = [(n, v) for n, v in kept if n.lower() != b"content-type"]
+    headers += [
+        (b"Content-Type", b"multipart/byteranges; boundary=" + boundary),
+        (b"Content-Length", b"%d" % length),
+    ]
+    return FileAnswer(206, headers, pieces if body else [])
