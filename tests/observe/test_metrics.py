@@ -459,6 +459,34 @@ class BeyondTheOriginalTests(SynchronousTestCase):
         )
         self.proxy.clock.advance(1)  # the refusal summary's log line
 
+    def test_cache(self) -> None:
+        """
+        Requests are counted by service and what the HTTP cache did; the
+        cache's bytes, entries, budget and evictions are shown.
+        """
+        from kamalproxy.cache.store import MemoryCache
+
+        proxy = self.proxy
+        proxy.router.cache = cache = MemoryCache(1 << 20)
+        proxy.deploy("app", [APP])
+        client = proxy.send(b"app.test", b"/page")
+        proxy.targets.connections[-1].dataReceived(
+            b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: 2\r\n\r\nok"
+        )
+        self.assertEqual(statusOf(client.value()), 200)
+        self.assertEqual(statusOf(proxy.send(b"app.test", b"/page").value()), 200)
+        self.assertEqual(statusOf(proxy.send(b"app.test", b"/page").value()), 200)
+        samples = scrape(proxy.metrics)
+        self.assertEqual(
+            named(samples, "kamal_proxy_cache_requests_total"),
+            {labels(service="app", cache="miss"): 1.0, labels(service="app", cache="hit"): 2.0},
+        )
+        self.assertEqual(samples[("kamal_proxy_cache_entries", frozenset())], 1.0)
+        self.assertEqual(samples[("kamal_proxy_cache_bytes", frozenset())], float(cache.size))
+        self.assertGreater(cache.size, 0)
+        self.assertEqual(samples[("kamal_proxy_cache_limit_bytes", frozenset())], float(1 << 20))
+        self.assertEqual(samples[("kamal_proxy_cache_evictions_total", frozenset())], 0.0)
+
     def test_addedSource(self) -> None:
         """
         A later concern's counters are shown once added (how the cache and

@@ -19,10 +19,12 @@ built and formatted as text off the reactor thread (L{MetricsResource}'s
 C{offload}, the daemon's thread pool), so that a large scrape does not
 hold up requests.
 
-A later concern adds its metrics in a few lines: keep a L{Counters} or
-L{Histograms}, count into it where the event is known (for the cache: an
-L{IRequestObserver} reading what the cache stage left on the exchange), and
-hand its C{collect} to L{ProxyMetrics.add}.
+A later concern adds its metrics in a few lines, as the HTTP cache's were:
+what it already counts is read at scrape time (L{ProxyMetrics._cache}); what
+it leaves on the exchange is counted by L{RequestMetrics} into a
+L{Counters} (C{cacheStatuses}); anything else is a L{Counters} or
+L{Histograms} counted into where the event is known, its C{collect} handed
+to L{ProxyMetrics.add}.
 
 L{MetricsResource} serves every metric on every path of the metrics port,
 except the children put on it (the status page's C{/status}).
@@ -250,6 +252,8 @@ class RequestMetrics:
 
     @ivar durations: the histograms by C{(service, method, status)}; their
         counts are C{kamal_proxy_http_requests_total}.
+    @ivar cacheStatuses: requests by service and what the HTTP cache did
+        (the exchange's C{cacheStatus}, its C{X-Cache}).
     @ivar active: the exchanges in flight.
     """
 
@@ -260,6 +264,11 @@ class RequestMetrics:
             "Duration of HTTP requests, labeled by service, status code and method.",
             ("service", "method", "status"),
             REQUEST_BUCKETS,
+        )
+        self.cacheStatuses = Counters(
+            "kamal_proxy_cache_requests",
+            "Requests by what the HTTP cache did (hit, miss, stale, revalidated, bypass), labeled by service and cache.",
+            ("service", "cache"),
         )
         self.active: set[Exchange] = set()
 
@@ -278,6 +287,9 @@ class RequestMetrics:
         request = exchange.request
         key = (name, _METHODS.get(request.method, OTHER), exchange.status or request.code)
         self.durations.observe(key, self._clock.seconds() - exchange.started)
+        cached = exchange.cacheStatus
+        if cached:
+            self.cacheStatuses.inc((name, cached))
 
     def inFlight(self) -> _Tally[str]:
         """
@@ -314,6 +326,7 @@ class RequestMetrics:
                 ]
             ),
             [gauge],
+            self.cacheStatuses.collect(),
         )
 
 
@@ -391,6 +404,7 @@ class ProxyMetrics(Collector):
             self._certificates,
             self.acmeFailures.collect,
             self._connections,
+            self._cache,
         ]
 
     def add(self, source: Callable[[], Iterable[Metric]]) -> None:
@@ -455,6 +469,27 @@ class ProxyMetrics(Collector):
             for host, notAfter in sorted(expiries.items()):
                 expiry.add_metric((host,), notAfter.timestamp())
         return [expiry]
+
+    def _cache(self) -> Iterable[Metric]:
+        cache = getattr(self.router, "cache", None)
+        if cache is None:
+            return []
+        return [
+            GaugeMetricFamily(
+                "kamal_proxy_cache_bytes", "Bytes the HTTP cache holds.", value=cache.size
+            ),
+            GaugeMetricFamily(
+                "kamal_proxy_cache_limit_bytes", "The HTTP cache's budget (--cache-size).", value=cache.maxSize
+            ),
+            GaugeMetricFamily(
+                "kamal_proxy_cache_entries", "Responses the HTTP cache holds.", value=cache.entries
+            ),
+            CounterMetricFamily(
+                "kamal_proxy_cache_evictions",
+                "Responses dropped from the HTTP cache to stay within its budget.",
+                value=cache.evictions,
+            ),
+        ]
 
     def _connections(self) -> Iterable[Metric]:
         limiter = self.connections
