@@ -11,10 +11,15 @@ import os
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
+from twisted.internet.task import deferLater
+
 from twisted.internet import reactor
 from twisted.internet.error import ProcessExitedAlready
 from twisted.trial.unittest import TestCase
 
+from kamalproxy.tls.store import cacheDirectoryFor
+
+from tests.integration.test_tls import curlRun, parseCurl, startPebble
 from tests.integration.harness import (
     STARTUP_TIMEOUT,
     STOP_TIMEOUT,
@@ -35,9 +40,15 @@ class Thrust:
     A C{kamal-proxy thrust} subprocess in its own working directory.
     """
 
-    def __init__(self, testCase: TestCase, command: Sequence[str], env: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self,
+        testCase: TestCase,
+        command: Sequence[str],
+        env: Optional[Mapping[str, str]] = None,
+        port: Optional[int] = None,
+    ) -> None:
         self.workDir = tempDir(testCase)
-        self.port = freePort()
+        self.port = freePort() if port is None else port
         self.appPort = freePort()
         self.output = OutputCollector("kamal-proxy thrust")
         settings = {
@@ -147,3 +158,50 @@ class ThrustTests(TestCase):
         self.assertEqual(await thrust.output.waitForExit(STOP_TIMEOUT), 1)
         self.assertTrue(any("Failed to start wrapped process /nonexistent/app" in line for line in thrust.output.lines))
         self.assertTrue(any("Server stopped" in line for line in thrust.output.lines))
+
+
+class ThrustTLSTests(TestCase):
+    """
+    With C{TLS_DOMAIN}, thrust gets a certificate as C{deploy --tls} does.
+    """
+
+    timeout = 90
+
+    async def test_certificateFromPebble(self) -> None:
+        """
+        C{TLS_DOMAIN=a.test} and C{ACME_DIRECTORY} naming Pebble: the app is
+        served over HTTPS on C{HTTPS_PORT} with a Pebble certificate for
+        a.test, kept in C{STORAGE_PATH}; plain HTTP is redirected.
+        """
+        pebble, root = await startPebble(self)
+        httpsPort = freePort()
+        thrust = Thrust(
+            self,
+            [sys.executable, APP],
+            {
+                "TLS_DOMAIN": "a.test",
+                "THRUSTER_HTTPS_PORT": str(httpsPort),
+                "ACME_DIRECTORY": pebble.directoryURL,
+                "SSL_CERT_FILE": pebble.caBundle.path,  # trust Pebble's own HTTPS
+            },
+            port=pebble.httpPort,
+        )
+        with open(os.path.join(thrust.workDir, "hello.txt"), "w") as f:
+            f.write("secure hello")
+        await thrust.waitFor(f"app listening on {thrust.appPort}")
+        url = f"https://a.test:{httpsPort}/hello.txt"
+        args = ("--resolve", f"a.test:{httpsPort}:127.0.0.1", "--cacert", root.path, url)
+        deadline = reactor.seconds() + 30
+        while True:
+            result = await curlRun(*args)
+            if result.code == 0 or reactor.seconds() > deadline:
+                break
+            await deferLater(reactor, 0.2, lambda: None)
+        status, _, body = parseCurl(result)
+        self.assertEqual((status, body), (200, "secure hello"), result.err + thrust.output.describe())
+        stored = cacheDirectoryFor(os.path.join(thrust.workDir, "storage"), pebble.directoryURL)
+        self.assertTrue(stored.child("a.test.pem").exists())
+        redirect = await curlRun("-H", "Host: a.test", f"http://127.0.0.1:{pebble.httpPort}/hello.txt")
+        self.assertEqual(parseCurl(redirect)[0], 301)
+        thrust.signal("TERM")
+        self.assertEqual(await thrust.output.waitForExit(STOP_TIMEOUT), 7)
