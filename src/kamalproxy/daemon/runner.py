@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.daemon.test_tap -*-
 """
 C{kamal-proxy run}: the daemon in the foreground, logging JSON lines to
-standard output as the original does.
+standard output as the original does (or lines for people with
+C{--log-format text}).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def run(argv: Sequence[str], reactor: Optional[Any] = None) -> int:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    observer = daemonLogObserver(sys.stdout, debug=bool(options["debug"]))
+    observer = daemonLogObserver(
+        sys.stdout, debug=bool(options["debug"]), format=options["log-format"]
+    )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     try:
         service = buildService(options, reactor)
