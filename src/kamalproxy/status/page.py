@@ -48,8 +48,8 @@ def _asset(name: str) -> bytes:
 
 class _ReadOnly(Resource):
     """
-    A leaf answering C{GET} and C{HEAD} only (Twisted answers 405 to
-    anything else, naming them in C{Allow}).
+    A leaf answering C{GET} and C{HEAD} only: any other method gets 405
+    with C{Allow: GET, HEAD}.
     """
 
     isLeaf = True
@@ -57,6 +57,14 @@ class _ReadOnly(Resource):
 
     def body(self) -> bytes:
         raise NotImplementedError
+
+    def render(self, request: Any) -> bytes:
+        if request.method in (b"GET", b"HEAD"):
+            return super().render(request)  # type: ignore[no-any-return]
+        request.setResponseCode(405)
+        request.setHeader(b"Allow", b"GET, HEAD")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"Method Not Allowed: the status page is read-only\n"
 
     def render_GET(self, request: Any) -> bytes:
         request.setHeader(b"Content-Type", self.contentType)
