@@ -141,6 +141,10 @@ class StatusPageTests(SynchronousTestCase):
         children = statusChildren(_report(self.listing))
         self.assertEqual(sorted(children), [b"status", b"status.css", b"status.js", b"status.json"])
 
+    def test_elseNotFound(self) -> None:
+        head = _exchange(Site(self.root), b"GET", b"/metrics")
+        self.assertTrue(head.startswith(b"HTTP/1.1 404 "), head)
+
     def test_rootRedirects(self) -> None:
         request, _ = _render(self.root, b"/")
         self.assertEqual(request.responseCode, 302)

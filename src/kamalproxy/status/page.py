@@ -15,6 +15,7 @@ import json
 from importlib.resources import files
 from typing import Any
 
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.util import Redirect
 
@@ -129,6 +130,9 @@ class StatusRoot(Resource):
         for name, child in statusChildren(report).items():
             self.putChild(name, child)
         self.putChild(b"", Redirect(b"/status"))
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        return notFound()  # type: ignore[return-value]
 
 
 __all__ = ["StatusJSON", "StatusRoot", "reportJSON", "statusChildren"]
