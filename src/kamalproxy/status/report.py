@@ -110,7 +110,8 @@ class StatusReport:
 
     def report(self) -> dict[str, Any]:
         """
-        The status now (the C{/status.json} schema).
+        The status now (the C{/status.json} schema). The statistics of
+        services no longer deployed are dropped on the way.
         """
         described: Sequence[dict[str, Any]] = self.describe()
         self.stats.forget({d["service"] for d in described})
