@@ -9,7 +9,11 @@ add under wrk is left out, so the figure moves only when our code (or
 Twisted's HTTP code) does: use it to compare two versions, and bench/run.sh
 for figures next to Caddy and nginx.
 
-    python bench/inprocess.py [REQUESTS] [ROUNDS]
+    python bench/inprocess.py [REQUESTS] [ROUNDS] [--livestats]
+
+With C{--livestats} the rounds alternate between the request log alone
+and the request log plus the status page's L{LiveStats} observer, and both
+medians are printed (the difference is the statistics' cost per request).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
+from kamalproxy.observe.livestats import LiveStats
 from kamalproxy.observe.requestlog import RequestLogger
+from kamalproxy.status.report import RequestObservers
 from kamalproxy.routing.router import Router
 from kamalproxy.http.site import ProxySite
 from kamalproxy.upstream.client import UpstreamConnection
@@ -47,7 +53,7 @@ class _Target(StringTransport):
         self.loseConnection()
 
 
-def build() -> tuple[Any, StringTransport, list[UpstreamConnection]]:
+def build(withStats: bool = False) -> tuple[Any, StringTransport, list[UpstreamConnection]]:
     clock = MemoryReactorClock()
     connections: list[UpstreamConnection] = []
 
@@ -63,15 +69,17 @@ def build() -> tuple[Any, StringTransport, list[UpstreamConnection]]:
     router = Router(clock, connectorFor)
     router.restore([{"name": "bench", "targets": ["127.0.0.1:9001"], "options": {}}])
     logger = RequestLogger(clock, Logger(namespace="bench", observer=lambda event: None))
-    site = ProxySite(router, clock, requestLog=logger)
+    site = ProxySite(
+        router, clock, requestLog=RequestObservers((logger, LiveStats(clock))) if withStats else logger
+    )
     protocol = site.buildProtocol(None)
     client = StringTransport()
     protocol.makeConnection(client)
     return protocol, client, connections
 
 
-def run(requests: int) -> float:
-    protocol, client, connections = build()
+def run(requests: int, withStats: bool = False) -> float:
+    protocol, client, connections = build(withStats)
     start = time.process_time()
     for _ in range(requests):
         protocol.dataReceived(REQUEST)
@@ -83,9 +91,25 @@ def run(requests: int) -> float:
 
 
 def main(argv: list[str]) -> None:
+    withStats = "--livestats" in argv
+    argv = [a for a in argv if a != "--livestats"]
     requests = int(argv[1]) if len(argv) > 1 else 20000
     rounds = int(argv[2]) if len(argv) > 2 else 5
     run(2000)  # warm-up
+    if withStats:
+        run(2000, True)
+        plain, stats = [], []
+        for _ in range(rounds):
+            plain.append(run(requests))
+            stats.append(run(requests, True))
+        plain.sort()
+        stats.sort()
+        middle = len(plain) // 2
+        print(
+            f"in-process: {plain[middle]:.1f} us/request log only, {stats[middle]:.1f} with LiveStats "
+            f"(medians of {rounds}; difference {stats[middle] - plain[middle]:+.1f} us)"
+        )
+        return
     figures = sorted(run(requests) for _ in range(rounds))
     print(f"in-process: {figures[len(figures) // 2]:.1f} us/request (median of {rounds}; min {figures[0]:.1f})")
 

@@ -495,6 +495,12 @@ VERBS: tuple[Verb, ...] = (
     Verb("remove", "Remove the service", aliases=("rm",)),
     Verb("list", "List the services currently running", takesService=False, aliases=("ls",)),
     Verb(
+        "status",
+        "Show services, target health, request rates and latency, certificates and deploys",
+        (Flag("json", BOOL, False, "Print the status as JSON (the schema of /status.json)"),),
+        takesService=False,
+    ),
+    Verb(
         "pause",
         "Pause a service",
         (

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent
+from twisted.web.server import Site
 
 from kamalproxy.cache.store import DEFAULT_CACHE_SIZE, DEFAULT_MAX_ITEM_SIZE, MemoryCache
 from kamalproxy import versionLine
@@ -35,7 +36,10 @@ from kamalproxy.routing.options import ServiceOptions
 from kamalproxy.daemon.paths import defaultSocketPath, defaultStateDir
 from kamalproxy.listen.connlimit import ConnectionLimitFactory, ConnectionLimiter
 from kamalproxy.listen.proxyprotocol import DEFAULT_ALLOWED, ProxyAllowlist, ProxyProtocol, parseNetworks
-from kamalproxy.observe.requestlog import RequestLogger
+from kamalproxy.observe.livestats import LiveStats
+from kamalproxy.observe.requestlog import JSON, LOG_FORMATS, RequestLogger
+from kamalproxy.status.page import StatusRoot
+from kamalproxy.status.report import DeployHistory, RequestObservers, StatusReport
 from kamalproxy.routing.router import Router, tcpConnectorFor
 from kamalproxy.http.site import ProxySite
 from kamalproxy.daemon.state import StateStore
@@ -152,6 +156,8 @@ class Options(usage.Options):
         ["socket", None, None, "Control socket path. [default: $KAMAL_PROXY_SOCKET, $XDG_RUNTIME_DIR/kamal-proxy.sock, or the temp dir]"],
         ["state-dir", None, None, "Directory for the state file. [default: ~/.config/kamal-proxy]"],
         ["metrics-port", None, None, "Prometheus metrics port (0 = off). [default: 0]", _port],
+        ["status-port", None, None, "Port for the live status page (/status) and /status.json, on --bind (0 = off). [default: 0]", _port],
+        ["log-format", None, None, "Request log lines: json (as the original) or text (short lines for people). [default: json]"],
         ["http-idle-timeout", None, None, "Close a connection waiting this long for a request (0 = never). [default: 60s]", _seconds],
         ["http-read-timeout", None, None, "Time a request's head and body have to arrive from its first byte; else 408 (0 = none). [default: 30s]", _seconds],
         ["http-write-timeout", None, None, "Abort a connection whose client reads nothing for this long (0 = never). [default: 30s]", _seconds],
@@ -199,6 +205,7 @@ class Options(usage.Options):
             ("metrics-port", _port, 0),
             ("cache-size", _count, DEFAULT_CACHE_SIZE),
             ("max-cache-item-size", _count, DEFAULT_MAX_ITEM_SIZE),
+            ("status-port", _port, 0),
             *((key, convert, default) for key, convert, default, _ in _CHANNEL_OPTIONS),
         ):
             if self[key] is None:
@@ -218,6 +225,11 @@ class Options(usage.Options):
             raise usage.UsageError("`--http3` is not supported yet")
         if self["metrics-port"]:
             raise usage.UsageError("`--metrics-port` is not supported yet")
+        self["log-format"] = (self["log-format"] or _fromEnv(env, "LOG_FORMAT") or JSON).lower()
+        if self["log-format"] not in LOG_FORMATS:
+            raise usage.UsageError(
+                f"`--log-format` must be one of {', '.join(LOG_FORMATS)}, not {self['log-format']!r}"
+            )
         if self["http-endpoint"] is None:
             self["http-endpoint"] = tcpEndpoint(self["http-port"], self["bind"])
         if self["https-endpoint"] is None:
@@ -403,6 +415,8 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
 
     selector = CertificateSelector(lambda host: router.serviceForHost(host))
     responder = HTTP01Responder()
+    stats = LiveStats(reactor)
+    deploys = DeployHistory()
     router = Router(
         reactor,
         tcpConnectorFor(reactor),
@@ -415,12 +429,16 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
             config.get("cache-size", DEFAULT_CACHE_SIZE),
             config.get("max-cache-item-size", DEFAULT_MAX_ITEM_SIZE),
         ),
+        deployObservers=(deploys,),
     )
     router.restore(store.load())
+    status = StatusReport(reactor, router.describe, stats, deploys)
     site = ProxySite(
         router,
         reactor,
-        requestLog=RequestLogger(reactor),
+        requestLog=RequestObservers(
+            (RequestLogger(reactor, format=config.get("log-format") or JSON), stats)
+        ),
         limits=channelLimits(config),
         h2c=bool(config.get("h2c")),
     )
@@ -454,9 +472,17 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     )
     os.makedirs(os.path.dirname(os.path.abspath(socketPath)), exist_ok=True)
     control = f"unix:{socketPath.replace(':', chr(92) + ':')}:mode=600"
-    controlListener = strports.service(control, ControlFactory(router), reactor=reactor)
+    controlListener = strports.service(control, ControlFactory(router, status.report), reactor=reactor)
     controlListener._raiseSynchronously = True
     controlListener.setServiceParent(service)
+    if config.get("status-port"):
+        statusSite = Site(StatusRoot(status), reactor=reactor)
+        statusSite.displayTracebacks = False
+        statusListener = strports.service(
+            tcpEndpoint(config["status-port"], config.get("bind") or ""), statusSite, reactor=reactor
+        )
+        statusListener._raiseSynchronously = True
+        statusListener.setServiceParent(service)
     return service
 
 
@@ -474,6 +500,8 @@ def _listening(config: Mapping[str, Any], socketPath: str) -> str:
     if config.get("https-endpoint"):
         parts.append(f"HTTPS on {where(config['https-endpoint'])}")
     parts.append(f"control socket {socketPath}")
+    if config.get("status-port"):
+        parts.append(f"status page on port {config['status-port']}")
     if config.get("proxy-protocol"):
         parts.append(f"PROXY protocol from {ProxyAllowlist(config['proxy-protocol-from'])}")
     return ", ".join(parts)
