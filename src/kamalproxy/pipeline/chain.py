@@ -21,6 +21,7 @@ from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.balance import balance
 from kamalproxy.pipeline.bodylimits import limitBody
 from kamalproxy.pipeline.challenge import answerChallenges
+from kamalproxy.pipeline.compression import compressResponses
 from kamalproxy.pipeline.forward import forward
 from kamalproxy.pipeline.pausegate import pauseGate
 from kamalproxy.pipeline.responsebuffer import bufferResponses
@@ -66,15 +67,19 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
          path answers 200;
       5. body limits: a declared body over the maximum is refused at once
          (413), the body is buffered (memory, then disk) or streamed;
-      6. X-Sendfile: the app is told it may hand files over (when the
+      6. compression: the sink encodes the response (zstd, brotli, gzip)
+         when the client accepts it and the response is worth it; it is
+         the innermost of the response stages, so the ones after it (the
+         X-Sendfile stage, the cache) see identity responses;
+      7. X-Sendfile: the app is told it may hand files over (when the
          service has sendfile roots) and the sink replaces a response
          naming a file with the file; the header never reaches the client;
-      7. response buffering wraps the response sink when the service
+      8. response buffering wraps the response sink when the service
          buffers responses;
-      8. rollout split: a request the service's rollout split selects (by
+      9. rollout split: a request the service's rollout split selects (by
          its C{kamal-rollout} cookie) goes to the rollout group;
-      9. balance: a healthy target is picked (503 when there is none);
-      10. forward: the request is sent to the target and its response
+      10. balance: a healthy target is picked (503 when there is none);
+      11. forward: the request is sent to the target and its response
          flows back out through the sinks.
 
     C{router} supplies the routes, the ACME responder, the certificate
@@ -87,6 +92,7 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
         secureChannel(router),
         pauseGate,
         limitBody,
+        compressResponses(router),
         sendfile,
         bufferResponses,
         splitRollout,
