@@ -6,9 +6,11 @@ it gets, over HTTP/1.1 and HTTP/2.
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import shutil
+import socket
 from typing import Any
 
 from twisted.internet import reactor
@@ -21,6 +23,7 @@ from tests.integration.harness import (
     ctl,
     deployArgs,
     hasCurl,
+    pollUntil,
     runCommand,
     startDaemon,
     tempDir,
@@ -37,13 +40,29 @@ PAGE = (
     )
 )[: 100 * 1024]
 
+BIG_BLOCK = base64.b64encode(random.Random(3).randbytes(768 * 1024))  # compresses to ~75 %
+BIG_TOTAL = 96 * len(BIG_BLOCK)
+
+
+def _rssKiB(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 class _App(Resource):
     """
     C{/page}: PAGE with a Content-Length and an ETag; C{/chunked}: PAGE
-    written in ten pieces (chunked).
+    written in ten pieces (chunked); C{/big}: C{BIG_TOTAL} bytes of text,
+    read from a file by Twisted's own flow-controlled producer, counted in
+    C{sent} as they are written.
     """
 
     isLeaf = True
+    sent = 0
+    bigPath = ""
 
     def render(self, request: Any) -> Any:
         if request.path == b"/up":
@@ -52,6 +71,17 @@ class _App(Resource):
         if request.path == b"/page":
             request.setHeader(b"etag", b'"page-1"')
             return PAGE
+        if request.path == b"/big":
+            from twisted.web.static import File
+
+            counted = request.write
+
+            def write(data: bytes) -> None:
+                self.sent += len(data)
+                counted(data)
+
+            request.write = write
+            return File(self.bigPath, defaultType="text/plain").render_GET(request)
         if request.path == b"/chunked":
             step = len(PAGE) // 10 + 1
             for i in range(0, len(PAGE), step):
@@ -128,3 +158,32 @@ class CompressionTests(TestCase):
             headers, body = await self.curlGet(daemon.url("/page"), version)
             self.assertNotIn("content-encoding", headers)
             self.assertEqual((headers.get("etag"), headers.get("vary"), body), ('"page-1"', "Accept-Encoding", PAGE))
+
+    async def test_slowClientPausesTheApp(self) -> None:
+        """
+        A client that asks for a large compressed response and stops
+        reading makes the proxy stop reading the app: the app's writes stall
+        long before the end, and the daemon's memory does not grow with the
+        response.
+        """
+        daemon, app = await self.setUpProxy()
+        app.bigPath = os.path.join(tempDir(self), "big.txt")
+        with open(app.bigPath, "wb") as f:
+            for _ in range(BIG_TOTAL // len(BIG_BLOCK)):
+                f.write(BIG_BLOCK)
+        before = _rssKiB(daemon.pid)
+        client = socket.create_connection(("127.0.0.1", daemon.port))
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nAccept-Encoding: zstd\r\n\r\n")
+        seen = [-1]
+
+        def stalled() -> bool:
+            last, seen[0] = seen[0], app.sent
+            return app.sent > 0 and app.sent == last
+
+        await pollUntil(stalled, 60.0, "the app's writes to stall", interval=0.5)
+        self.assertLess(app.sent, BIG_TOTAL // 2, "the proxy read on while its client did not")
+        self.assertLess(_rssKiB(daemon.pid) - before, 20 * 1024)
+        head = client.recv(4096)
+        self.assertIn(b"\r\nContent-Encoding: zstd\r\n", head)
