@@ -98,7 +98,7 @@ def main():
     parser.add_argument("--conns", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=300)
     a = parser.parse_args()
-    signalDeadline = time.monotonic() + a.timeout
+    deadline = time.monotonic() + a.timeout
     work = tempfile.mkdtemp(prefix="kp-bench-compress-")
     started = []
     try:
@@ -142,7 +142,7 @@ def main():
         cpu = {name: [] for name in urls}
         for _ in range(a.rounds):
             for name, url in urls.items():
-                if time.monotonic() > signalDeadline:
+                if time.monotonic() > deadline:
                     raise RuntimeError("out of time")
                 before = cpuSeconds(pids[name])
                 requests, rate = wrk(url, a.conns, a.duration)
