@@ -9,11 +9,14 @@ add under wrk is left out, so the figure moves only when our code (or
 Twisted's HTTP code) does: use it to compare two versions, and bench/run.sh
 for figures next to Caddy and nginx.
 
-    python bench/inprocess.py [--metrics] [REQUESTS] [ROUNDS]
+    python bench/inprocess.py [REQUESTS] [ROUNDS] [--livestats | --metrics]
 
-With C{--metrics} the rounds alternate between the proxy without and with
-the Prometheus request metrics observer (C{--metrics-port}), and both
-figures and their difference are printed.
+With C{--livestats} the rounds alternate between the request log alone
+and the request log plus the status page's L{LiveStats} observer, and both
+medians are printed (the difference is the statistics' cost per request).
+With C{--metrics} they alternate between the proxy without and with the
+Prometheus request metrics observer (C{--metrics-port}), and both figures
+and their paired difference are printed.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
+from kamalproxy.observe.livestats import LiveStats
 from kamalproxy.observe.metrics import ProxyMetrics
 from kamalproxy.observe.requestlog import RequestLogger
+from kamalproxy.status.report import RequestObservers
 from kamalproxy.routing.router import Router
 from kamalproxy.http.site import ProxySite
 from kamalproxy.upstream.client import UpstreamConnection
@@ -52,7 +57,7 @@ class _Target(StringTransport):
         self.loseConnection()
 
 
-def build(metrics: bool = False) -> tuple[Any, StringTransport, list[UpstreamConnection]]:
+def build(withStats: bool = False, metrics: bool = False) -> tuple[Any, StringTransport, list[UpstreamConnection]]:
     clock = MemoryReactorClock()
     connections: list[UpstreamConnection] = []
 
@@ -70,7 +75,10 @@ def build(metrics: bool = False) -> tuple[Any, StringTransport, list[UpstreamCon
     router.restore([{"name": "bench", "targets": ["127.0.0.1:9001"], "options": {}}])
     logger = RequestLogger(clock, Logger(namespace="bench", observer=lambda event: None))
     site = ProxySite(
-        router, clock, requestLog=logger, observers=() if observed is None else (observed.requests,)
+        router,
+        clock,
+        requestLog=RequestObservers((logger, LiveStats(clock))) if withStats else logger,
+        observers=() if observed is None else (observed.requests,),
     )
     protocol = site.buildProtocol(None)
     client = StringTransport()
@@ -78,8 +86,8 @@ def build(metrics: bool = False) -> tuple[Any, StringTransport, list[UpstreamCon
     return protocol, client, connections
 
 
-def run(requests: int, metrics: bool = False) -> float:
-    protocol, client, connections = build(metrics)
+def run(requests: int, withStats: bool = False, metrics: bool = False) -> float:
+    protocol, client, connections = build(withStats, metrics)
     start = time.process_time()
     for _ in range(requests):
         protocol.dataReceived(REQUEST)
@@ -91,15 +99,37 @@ def run(requests: int, metrics: bool = False) -> float:
 
 
 def main(argv: list[str]) -> None:
+    withStats = "--livestats" in argv
     metrics = "--metrics" in argv
-    argv = [a for a in argv if a != "--metrics"]
+    argv = [a for a in argv if a not in ("--livestats", "--metrics")]
     requests = int(argv[1]) if len(argv) > 1 else 20000
     rounds = int(argv[2]) if len(argv) > 2 else 5
     run(2000)  # warm-up
-    if not metrics:
-        figures = sorted(run(requests) for _ in range(rounds))
-        print(f"in-process: {_summary(figures)}")
+    if metrics:
+        compareMetrics(requests, rounds)
         return
+    if withStats:
+        run(2000, True)
+        plain, stats = [], []
+        for _ in range(rounds):
+            plain.append(run(requests))
+            stats.append(run(requests, True))
+        plain.sort()
+        stats.sort()
+        middle = len(plain) // 2
+        print(
+            f"in-process: {plain[middle]:.1f} us/request log only, {stats[middle]:.1f} with LiveStats "
+            f"(medians of {rounds}; difference {stats[middle] - plain[middle]:+.1f} us)"
+        )
+        return
+    figures = sorted(run(requests) for _ in range(rounds))
+    print(f"in-process: {figures[len(figures) // 2]:.1f} us/request (median of {rounds}; min {figures[0]:.1f})")
+
+
+def compareMetrics(requests: int, rounds: int) -> None:
+    """
+    Paired rounds without and with the metrics observer.
+    """
     run(2000, metrics=True)
     without, with_, differences = [], [], []
     for _ in range(rounds):

@@ -89,12 +89,12 @@ KP_TLS_PORT=9110
 CADDY_TLS_PORT=9103
 TLS_DIR=$W/tls
 KP_RUN_FLAGS=${KP_RUN_FLAGS:-"--http-port $KP_PORT --https-port $KP_TLS_PORT --bind 127.0.0.1 --state-dir $KP_STATE --socket $KP_SOCK"}
-KP_DEPLOY_ARGS=${KP_DEPLOY_ARGS:-"bench --target 127.0.0.1:9001 --health-check-path /up"}
+KP_DEPLOY_ARGS=${KP_DEPLOY_ARGS:-"bench --target 127.0.0.1:9001 --health-check-path /up --cache=false"}
 # https section only: a second service, deployed when the section starts and removed when it ends.
 # It owns TLS_HOST (what h2load sends as SNI) and 127.0.0.1 (what wrk sends as SNI and Host: wrk
 # takes both from the URL). Owning 127.0.0.1 makes plain-HTTP requests with that Host answer 301
 # (TLS redirect), which is why it must not exist while the http1/slow sections run.
-KP_TLS_DEPLOY_ARGS=${KP_TLS_DEPLOY_ARGS:-"bench-tls --target 127.0.0.1:9001 --health-check-path /up --host $TLS_HOST --host 127.0.0.1 --tls --tls-certificate-path $TLS_DIR/cert.pem --tls-private-key-path $TLS_DIR/key.pem"}
+KP_TLS_DEPLOY_ARGS=${KP_TLS_DEPLOY_ARGS:-"bench-tls --target 127.0.0.1:9001 --health-check-path /up --cache=false --host $TLS_HOST --host 127.0.0.1 --tls --tls-certificate-path $TLS_DIR/cert.pem --tls-private-key-path $TLS_DIR/key.pem"}
 KP_DEPLOY_TIMEOUT=${KP_DEPLOY_TIMEOUT:-120}   # seconds; deploy blocks until the target is healthy
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }

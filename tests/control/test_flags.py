@@ -207,6 +207,28 @@ class KamalDeployTests(SynchronousTestCase):
             f"--sendfile-root {base}/missing: no such directory",
         )
 
+    def test_compression(self) -> None:
+        """
+        Compression is on by default with 32 bytes of jitter and no guard;
+        C{--compression=false}, C{--compression-jitter} and
+        C{--compression-disable-on-auth} change that; a jitter out of range
+        is refused.
+        """
+        service = deploy("deploy s --target web")[2].service
+        self.assertEqual(
+            (service.compression, service.compression_jitter, service.compression_disable_on_auth), (True, 32, False)
+        )
+        service = deploy(
+            "deploy s --target web --compression=false --compression-jitter 0 --compression-disable-on-auth"
+        )[2].service
+        self.assertEqual(
+            (service.compression, service.compression_jitter, service.compression_disable_on_auth), (False, 0, True)
+        )
+        self.assertEqual(
+            deployError(self, "deploy s --target web --compression-jitter=-1"),
+            "compression jitter must be between 0 and 65536",
+        )
+
 
 class SyntaxTests(SynchronousTestCase):
     """

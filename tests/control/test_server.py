@@ -21,6 +21,7 @@ from kamalproxy.control.commands import (
     Deploy,
     InvalidArguments,
     List,
+    Status,
     Pause,
     Remove,
     Resume,
@@ -72,6 +73,27 @@ class ControlServerTests(SynchronousTestCase):
         """
         result = self.successResultOf(self.call(List))
         self.assertEqual(json.loads(result["services"]), [])
+
+    def test_statusWithoutReport(self) -> None:
+        """
+        C{Status} on a locator given no report fails with a clear reason.
+        """
+        failure = self.failureResultOf(self.call(Status), CommandFailed)
+        self.assertEqual(str(failure.value), "this daemon keeps no status")
+
+    def test_status(self) -> None:
+        """
+        C{Status} answers the report as the JSON of C{/status.json}.
+        """
+        client, _, pump = connectedServerAndClient(
+            lambda: amp.AMP(locator=ControlLocator(self.router, lambda: {"services": [], "x": "<b>"})),
+            amp.AMP,
+        )
+        answer = client.callRemote(Status)
+        pump.flush()
+        text = self.successResultOf(answer)["status"]
+        self.assertEqual(json.loads(text), {"services": [], "x": "<b>"})
+        self.assertNotIn("<", text)
 
     def test_deployThenList(self) -> None:
         """

@@ -138,6 +138,21 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(_parse([], {"HTTP_PORT": "8080"})["http-port"], 8080)
         self.assertEqual(_parse([], {"HTTPS_PORT": "8443"})["https-port"], 8443)
 
+    def test_statusPortAndLogFormat(self) -> None:
+        """
+        C{--status-port} (C{KAMAL_PROXY_STATUS_PORT}, C{STATUS_PORT}) is off
+        by default; C{--log-format} (C{LOG_FORMAT}) is C{json} unless
+        C{text} is asked for; any other format is refused.
+        """
+        config = _parse([])
+        self.assertEqual((config["status-port"], config["log-format"]), (0, "json"))
+        self.assertEqual(_parse(["--status-port", "9100"])["status-port"], 9100)
+        self.assertEqual(_parse([], {"KAMAL_PROXY_STATUS_PORT": "9101", "STATUS_PORT": "1"})["status-port"], 9101)
+        self.assertEqual(_parse(["--log-format", "text"])["log-format"], "text")
+        self.assertEqual(_parse([], {"KAMAL_PROXY_LOG_FORMAT": "TEXT"})["log-format"], "text")
+        error = self.assertRaises(usage.UsageError, _parse, ["--log-format", "xml"])
+        self.assertEqual(str(error), "`--log-format` must be one of json, text, not 'xml'")
+
     def test_prefixedEnvWins(self) -> None:
         """
         C{KAMAL_PROXY_HTTP_PORT} wins over C{HTTP_PORT}.
@@ -702,10 +717,14 @@ class MetricsPortTests(SynchronousTestCase):
         assert proxyMetrics is not None
         self.assertIs(factory.resource.metrics, proxyMetrics)
         self.assertIn(proxyMetrics.requests, site.observers)
-        self.assertEqual(service.router.deployObservers, (proxyMetrics.deploys,))
+        self.assertIn(proxyMetrics.deploys, service.router.deployObservers)
         self.assertIs(proxyMetrics.router, service.router)
         self.assertIs(proxyMetrics.connections, limited.limiter)
         self.assertIn("metrics on port 9090", formatEvent(events[0]))
+        # the status page is on the metrics port too, beside the metrics
+        self.assertEqual(
+            sorted(service.metricsRoot.children), [b"status", b"status.css", b"status.js", b"status.json"]
+        )
 
     def test_offByDefault(self) -> None:
         """

@@ -23,6 +23,7 @@ from twisted.web.server import Request
 
 from kamalproxy.interfaces import IExchange
 from kamalproxy.observe.requestlog import (
+    TEXT,
     JSONLinesObserver,
     RequestLogger,
     daemonLogObserver,
@@ -513,3 +514,88 @@ class DaemonLogTests(SynchronousTestCase):
                 ("INFO", "Request"),
             ],
         )
+
+
+class TextLogTests(SynchronousTestCase):
+    """
+    C{--log-format text}: L{RequestLogger.textLine} and L{TextLinesObserver}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+
+    def _exchange(self, path: bytes = b"/items/1") -> Any:
+        request = _request({b"host": b"example.com"})
+        request.path = path
+        exchange = IExchange(request)
+        exchange.started = NOW - 0.0123
+        exchange.service = _Named("app")
+        exchange.target = _Named("10.0.0.1:3000", attribute="address")
+        request.setResponseCode(201)
+        return exchange
+
+    def test_line(self) -> None:
+        """
+        The line has time, method, host and path, status, duration in
+        milliseconds, service and target.
+        """
+        line = RequestLogger(self.clock, format=TEXT).textLine(self._exchange())
+        self.assertEqual(
+            line, "2023-11-14T22:13:20.500000Z POST example.com/items/1 201 12.3ms app 10.0.0.1:3000"
+        )
+
+    def test_unroutedAndCache(self) -> None:
+        """
+        No service or target shows as C{-}; the cache's verdict is added
+        when the exchange has one.
+        """
+        exchange = self._exchange()
+        exchange.service = exchange.target = None
+        logger = RequestLogger(self.clock, format=TEXT)
+        self.assertTrue(logger.textLine(exchange).endswith(" 201 12.3ms - -"))
+        cached = self._exchange()
+        line = logger.textLine(_WithCache(cached, "hit"))  # type: ignore[arg-type]
+        self.assertTrue(line.endswith(" app 10.0.0.1:3000 cache=hit"))
+
+    def test_controlCharactersEscaped(self) -> None:
+        """
+        A control character in the path cannot start a forged line.
+        """
+        line = RequestLogger(self.clock, format=TEXT).textLine(self._exchange(b"/a\nb"))
+        self.assertIn("/a\\x0ab", line)
+        self.assertNotIn("\n", line)
+
+    def test_daemonObserverWritesText(self) -> None:
+        """
+        With C{format} L{TEXT}, the daemon's observer writes request lines
+        as they are and other events as C{time LEVEL message}; a JSON
+        logger's lines are unchanged.
+        """
+        out = StringIO()
+        observer = daemonLogObserver(out, format=TEXT)
+        logger = Logger(namespace="kamalproxy.test", observer=observer)
+        RequestLogger(self.clock, logger, format=TEXT).requestEnded(self._exchange())
+        logger.info("Deployed {service}", service="app")
+        first, second = out.getvalue().splitlines()
+        self.assertTrue(first.endswith("POST example.com/items/1 201 12.3ms app 10.0.0.1:3000"))
+        self.assertRegex(second, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z INFO Deployed app$")
+        jsonOut = StringIO()
+        jsonLogger = Logger(namespace="kamalproxy.test", observer=daemonLogObserver(jsonOut))
+        exchange = self._exchange()
+        exchange.requestId = b"req-1"
+        RequestLogger(self.clock, jsonLogger).requestEnded(exchange)
+        self.assertEqual(jsonOut.getvalue(), RequestLogger(self.clock).line(exchange) + "\n")
+
+
+class _WithCache:
+    """
+    An exchange with a C{cacheStatus} (the cache's field, when it exists).
+    """
+
+    def __init__(self, exchange: Any, cacheStatus: str) -> None:
+        self._exchange = exchange
+        self.cacheStatus = cacheStatus
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._exchange, name)

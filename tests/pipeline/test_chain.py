@@ -18,6 +18,7 @@ from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.interfaces import IExchange, IRequestObserver, IResponseSink
 from kamalproxy.pipeline.chain import buildChain, compose
 from kamalproxy.pipeline.dispatcher import Dispatcher, ProxyResource
+from kamalproxy.pipeline.compression import CompressingSink
 from kamalproxy.pipeline.responsebuffer import BufferingSink
 from kamalproxy.pipeline.sendfile import SendfileSink
 from kamalproxy.observe.requestlog import RequestLogger
@@ -182,7 +183,8 @@ class ChainTests(SynchronousTestCase):
         """
         A request that passes every stage reaches the last one with its
         service, prefix and target; with C{buffer_responses} its sink is a
-        L{BufferingSink} around the X-Sendfile sink around the request's own.
+        L{BufferingSink} around the X-Sendfile sink around the compression
+        sink around the request's own.
         """
         proxy = _Proxy(self, target={"buffer_responses": True})
         proxy.protocol.dataReceived(b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -192,7 +194,8 @@ class ChainTests(SynchronousTestCase):
         self.assertEqual((exchange.path, exchange.query), (b"/x", b"?y=1"))
         self.assertIsInstance(exchange.sink, BufferingSink)
         self.assertIsInstance(exchange.sink.inner, SendfileSink)
-        self.assertIsInstance(exchange.sink.inner.inner, RequestSink)
+        self.assertIsInstance(exchange.sink.inner.inner, CompressingSink)
+        self.assertIsInstance(exchange.sink.inner.inner.inner, RequestSink)
         self.assertEqual(statusOf(proxy.client.value()), 200)
 
     def test_noHealthyTarget(self) -> None:

@@ -617,14 +617,16 @@ class RouterRolloutTests(SynchronousTestCase):
 
     def test_describe(self) -> None:
         """
-        C{list}'s description of a service shows its rollout targets and
-        split.
+        C{list}'s description of a service shows its rollout targets, their
+        health and the split.
         """
         self.deployed()
         [entry] = self.router.describe()
-        self.assertEqual(entry["rollout"], {"targets": [ROLLOUT]})
+        health = {ROLLOUT: "healthy"}
+        self.assertEqual(entry["rollout"], {"targets": [ROLLOUT], "health": health})
         self.router.rolloutSet("app", 25, ["staff"])
         [entry] = self.router.describe()
         self.assertEqual(
-            entry["rollout"], {"targets": [ROLLOUT], "percentage": 25, "allowlist": ["staff"]}
+            entry["rollout"],
+            {"targets": [ROLLOUT], "health": health, "percentage": 25, "allowlist": ["staff"]},
         )

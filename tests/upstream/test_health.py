@@ -165,6 +165,31 @@ class HealthCheckTests(SynchronousTestCase):
         self.assertEqual(len(self.probed.conns), 3)
         self.assertEqual(len(self.probed.results), 3)
 
+    def test_stopAbandonsProbeUnderWay(self) -> None:
+        """
+        L{HealthCheck.stop} with a probe under way closes its connection and
+        never reports its result, even when the answer would have come.
+        """
+        check = _check(self.probed, self.clock)
+        check.start()
+        [conn] = self.probed.conns
+        check.stop()
+        self.assertFalse(conn.transport.connected)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.clock.advance(30)
+        self.assertEqual(self.probed.results, [])
+
+    def test_probeAfterStopReports(self) -> None:
+        """
+        A probe started after L{HealthCheck.stop} (by hand) is reported as
+        usual.
+        """
+        check = _check(self.probed, self.clock)
+        check.stop()
+        check.probe()
+        self.probed.conns[-1].dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(self.probed.results, [(True, "status 204")])
+
     def test_startTwice(self) -> None:
         """
         Starting a running check does not start a second loop.

@@ -5,7 +5,8 @@ C{kamal-proxy}: a drop-in for the original's command line.
 C{kamal-proxy run [flags]} starts the daemon (L{kamalproxy.daemon.runner}); every
 other verb (C{deploy}, C{remove}, C{list}, ...) is exactly what
 C{kamal-proxy-ctl} does, so Kamal's C{docker exec kamal-proxy kamal-proxy
-deploy ...} works unchanged.
+deploy ...} works unchanged.  C{kamal-proxy thrust COMMAND [ARGS...]} runs
+an app behind the proxy as Thruster does (L{kamalproxy.thrust.runner}).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         C{sys.argv[1:]}).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["thrust"]:
+        from kamalproxy.thrust.runner import thrust
+
+        sys.exit(thrust(args[1:]))
     runArgs = _runArguments(args)
     if runArgs is not None:
         from kamalproxy.daemon.runner import run

@@ -176,6 +176,18 @@ class CachePurge(amp.Command):
     errors = _ERRORS
 
 
+class Status(amp.Command):
+    """
+    The proxy's status: the JSON of C{/status.json} (services, their state,
+    targets and health, request rates and latencies, certificates, the
+    last deploys).
+    """
+
+    arguments = []  # type: ignore[var-annotated]
+    response = [(b"status", amp.Unicode())]
+    errors = _ERRORS
+
+
 __all__ = [
     "CachePurge",
     "CommandFailed",
@@ -190,5 +202,6 @@ __all__ = [
     "RolloutStop",
     "Resume",
     "StateNotSaved",
+    "Status",
     "Stop",
 ]

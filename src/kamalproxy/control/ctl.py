@@ -9,6 +9,7 @@ UNIX control socket, the way the original's C{kamal-proxy deploy ...} does.
     kamal-proxy-ctl pause app-web --max-pause=30s
     kamal-proxy-ctl resume app-web
     kamal-proxy-ctl list
+    kamal-proxy-ctl status [--json]
     kamal-proxy-ctl rollout deploy app-web --target=172.1.0.3:80
     kamal-proxy-ctl rollout set app-web --percent=25 --list=staff-1,staff-2
     kamal-proxy-ctl rollout stop app-web
@@ -50,6 +51,7 @@ from kamalproxy.control.commands import (
     RolloutDeploy,
     RolloutSet,
     RolloutStop,
+    Status,
     Stop,
 )
 from kamalproxy.control.flags import (
@@ -305,6 +307,15 @@ async def _execute(
         except ValueError as e:
             raise _Failed(str(e)) from None
         stdout.write(formatServiceTable(services))
+    elif name == "status":
+        from kamalproxy.status.summary import formatStatus  # it formats with formatTable
+
+        answer = await _call(reactor, socketPath, Status, CALL_MARGIN)
+        try:
+            report = json.loads(answer["status"])
+        except ValueError as e:
+            raise _Failed(f"the daemon sent an invalid status: {e}") from None
+        stdout.write(json.dumps(report, indent=2) + "\n" if invocation.values.get("json") else formatStatus(report))
     elif name == "rollout deploy":
         service, targets, readers, deployTimeout, drainTimeout = rolloutDeployRequest(invocation)
         await _call(

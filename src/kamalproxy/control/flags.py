@@ -35,6 +35,7 @@ import attr
 from kamalproxy.routing.durations import InvalidDuration, formatDuration, parseDuration
 from kamalproxy.routing.options import (
     DEFAULT_BUFFER_MEMORY,
+    DEFAULT_COMPRESSION_JITTER,
     DEFAULT_DEPLOY_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEALTH_CHECK_INTERVAL,
@@ -442,6 +443,26 @@ _DEPLOY_FLAGS = (
         "(may be specified multiple times; X-Sendfile is off without one)",
     ),
     Flag(
+        "compression",
+        BOOL,
+        True,
+        "Compress responses with zstd, brotli or gzip, as the client accepts "
+        "(--compression=false to send them as the app wrote them)",
+    ),
+    Flag(
+        "compression-jitter",
+        INT,
+        DEFAULT_COMPRESSION_JITTER,
+        "Most bytes of padding added to a compressed response against BREACH (0 for none)",
+    ),
+    Flag(
+        "compression-disable-on-auth",
+        BOOL,
+        False,
+        "Do not compress responses to requests with cookies or credentials, "
+        "nor responses that set cookies or are private",
+    ),
+    Flag(
         "log-request-header",
         STRINGS,
         (),
@@ -493,6 +514,12 @@ VERBS: tuple[Verb, ...] = (
     Verb("deploy", "Deploy a target host", _DEPLOY_FLAGS),
     Verb("remove", "Remove the service", aliases=("rm",)),
     Verb("list", "List the services currently running", takesService=False, aliases=("ls",)),
+    Verb(
+        "status",
+        "Show services, target health, request rates and latency, certificates and deploys",
+        (Flag("json", BOOL, False, "Print the status as JSON (the schema of /status.json)"),),
+        takesService=False,
+    ),
     Verb(
         "pause",
         "Pause a service",
@@ -747,6 +774,9 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             exclude_metrics_paths=values["exclude-metrics-path"],
             sendfile_roots=tuple(_absolute(root) for root in values["sendfile-root"]),
             cache=values["cache"],
+            compression=values["compression"],
+            compression_jitter=values["compression-jitter"],
+            compression_disable_on_auth=values["compression-disable-on-auth"],
         ),
         target=TargetOptions(
             health_check=HealthCheckConfig(

@@ -7,7 +7,7 @@ router's public methods, and the factory served on the control socket.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import fail
 from twisted.internet.interfaces import IPushProducer
@@ -29,16 +29,28 @@ from kamalproxy.control.commands import (
     RolloutStop,
     Resume,
     StateNotSaved,
+    Status,
     Stop,
 )
 from kamalproxy.routing.options import DeployOptions, InvalidOptions, fromJSON
 from kamalproxy.routing.router import DeployError, Router
 from kamalproxy.daemon.state import SaveFailed
+from kamalproxy.status.page import reportJSON
 
 _COMMANDS: dict[bytes, type[amp.Command]] = {
     c.commandName: c
     for c in (
-        Deploy, Remove, List, Pause, Stop, Resume, RolloutDeploy, RolloutSet, RolloutStop, CachePurge
+        Deploy,
+        Remove,
+        List,
+        Pause,
+        Stop,
+        Resume,
+        RolloutDeploy,
+        RolloutSet,
+        RolloutStop,
+        CachePurge,
+        Status,
     )
 }
 
@@ -75,12 +87,15 @@ def _shownArguments(arguments: dict[str, Any]) -> str:
 class ControlLocator(amp.CommandLocator):
     """
     Answers control commands by calling a L{Router}.
+
+    @ivar report: returns the status report (L{Status}), or L{None}.
     """
 
     log = Logger()
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, report: Optional[Callable[[], dict[str, Any]]] = None) -> None:
         self.router = router
+        self.report = report
 
     def locateResponder(self, name: bytes) -> Any:
         """
@@ -230,6 +245,12 @@ class ControlLocator(amp.CommandLocator):
     def list(self) -> dict[str, Any]:
         return {"services": json.dumps(self.router.describe())}
 
+    @Status.responder
+    def status(self) -> dict[str, Any]:
+        if self.report is None:
+            raise CommandFailed("this daemon keeps no status")
+        return {"status": reportJSON(self.report()).decode("utf-8")}
+
 
 @implementer(IPushProducer)
 class ControlProtocol(amp.AMP):
@@ -267,8 +288,12 @@ class ControlFactory(Factory):
     Serves L{ControlLocator} over AMP.
     """
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, report: Optional[Callable[[], dict[str, Any]]] = None) -> None:
+        """
+        @param report: returns the status report (L{Status}).
+        """
         self.router = router
+        self.report = report
 
     def buildProtocol(self, addr: Any) -> amp.AMP:
-        return ControlProtocol(locator=ControlLocator(self.router))
+        return ControlProtocol(locator=ControlLocator(self.router, self.report))

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.daemon.test_tap -*-
 """
 C{kamal-proxy run}: the daemon in the foreground, logging JSON lines to
-standard output as the original does.
+standard output as the original does (or lines for people with
+C{--log-format text}).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def run(argv: Sequence[str], reactor: Optional[Any] = None) -> int:
         reactor = globalReactor
     # Request lines are written once per reactor turn; the last ones when
     # the reactor has stopped (after a SIGTERM's drain, too).
-    observer = daemonLogObserver(sys.stdout, debug=bool(options["debug"]), reactor=reactor)
+    observer = daemonLogObserver(
+        sys.stdout, debug=bool(options["debug"]), reactor=reactor, format=options["log-format"]
+    )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     try:
         service = buildService(options, reactor)

@@ -25,6 +25,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent
+from twisted.web.server import Site
 
 from kamalproxy.cache.store import DEFAULT_CACHE_SIZE, DEFAULT_MAX_ITEM_SIZE, MemoryCache
 from kamalproxy import versionLine
@@ -37,7 +38,10 @@ from kamalproxy.daemon.paths import defaultSocketPath, defaultStateDir
 from kamalproxy.listen.connlimit import ConnectionLimitFactory, ConnectionLimiter
 from kamalproxy.listen.proxyprotocol import DEFAULT_ALLOWED, ProxyAllowlist, ProxyProtocol, parseNetworks
 from kamalproxy.observe.metrics import MetricsResource, MetricsSite, ProxyMetrics
-from kamalproxy.observe.requestlog import RequestLogger
+from kamalproxy.observe.livestats import LiveStats
+from kamalproxy.observe.requestlog import JSON, LOG_FORMATS, RequestLogger
+from kamalproxy.status.page import StatusRoot, statusChildren
+from kamalproxy.status.report import DeployHistory, RequestObservers, StatusReport
 from kamalproxy.routing.router import Router, tcpConnectorFor
 from kamalproxy.http.site import ProxySite
 from kamalproxy.daemon.state import StateStore
@@ -155,6 +159,8 @@ class Options(usage.Options):
         ["state-dir", None, None, "Directory for the state file. [default: ~/.config/kamal-proxy]"],
         ["metrics-port", None, None, "Port to serve Prometheus metrics on, every path (0 = off). [default: 0]", _port],
         ["metrics-endpoint", None, None, "Endpoint description for the metrics, e.g. tcp:9090:interface=127.0.0.1 (overrides --metrics-port/--bind)."],
+        ["status-port", None, None, "Port for the live status page (/status) and /status.json, on --bind (0 = off). [default: 0]", _port],
+        ["log-format", None, None, "Request log lines: json (as the original) or text (short lines for people). [default: json]"],
         ["http-idle-timeout", None, None, "Close a connection waiting this long for a request (0 = never). [default: 60s]", _seconds],
         ["http-read-timeout", None, None, "Time a request's head and body have to arrive from its first byte; else 408 (0 = none). [default: 30s]", _seconds],
         ["http-write-timeout", None, None, "Abort a connection whose client reads nothing for this long (0 = never). [default: 30s]", _seconds],
@@ -202,6 +208,7 @@ class Options(usage.Options):
             ("metrics-port", _port, 0),
             ("cache-size", _count, DEFAULT_CACHE_SIZE),
             ("max-cache-item-size", _count, DEFAULT_MAX_ITEM_SIZE),
+            ("status-port", _port, 0),
             *((key, convert, default) for key, convert, default, _ in _CHANNEL_OPTIONS),
         ):
             if self[key] is None:
@@ -219,6 +226,11 @@ class Options(usage.Options):
             self["state-dir"] = _fromEnv(env, "STATE_DIR") or defaultStateDir(env)
         if self["http3"]:
             raise usage.UsageError("`--http3` is not supported yet")
+        self["log-format"] = (self["log-format"] or _fromEnv(env, "LOG_FORMAT") or JSON).lower()
+        if self["log-format"] not in LOG_FORMATS:
+            raise usage.UsageError(
+                f"`--log-format` must be one of {', '.join(LOG_FORMATS)}, not {self['log-format']!r}"
+            )
         if self["http-endpoint"] is None:
             self["http-endpoint"] = tcpEndpoint(self["http-port"], self["bind"])
         if self["https-endpoint"] is None:
@@ -417,6 +429,8 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     selector = CertificateSelector(lambda host: router.serviceForHost(host))
     responder = HTTP01Responder()
     metrics = ProxyMetrics(reactor) if config.get("metrics-endpoint") else None
+    stats = LiveStats(reactor)
+    deploys = DeployHistory()
     router = Router(
         reactor,
         tcpConnectorFor(reactor),
@@ -425,17 +439,20 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         challenges=responder,
         certificates=selector,
         httpsPort=_endpointPort(config.get("https-endpoint")) or config.get("https-port") or 443,
-        deployObservers=() if metrics is None else (metrics.deploys,),
         cache=MemoryCache(
             config.get("cache-size", DEFAULT_CACHE_SIZE),
             config.get("max-cache-item-size", DEFAULT_MAX_ITEM_SIZE),
         ),
+        deployObservers=(deploys,) if metrics is None else (deploys, metrics.deploys),
     )
     router.restore(store.load())
+    status = StatusReport(reactor, router.describe, stats, deploys)
     site = ProxySite(
         router,
         reactor,
-        requestLog=RequestLogger(reactor),
+        requestLog=RequestObservers(
+            (RequestLogger(reactor, format=config.get("log-format") or JSON), stats)
+        ),
         limits=channelLimits(config),
         h2c=bool(config.get("h2c")),
         observers=() if metrics is None else (metrics.requests,),
@@ -470,6 +487,8 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         )
         metricsListener._raiseSynchronously = True
         metricsListener.setServiceParent(service)
+        for name, child in statusChildren(status).items():  # the status page on the metrics port too
+            service.metricsRoot.putChild(name, child)
     issuers = acmeIssuers(
         config, reactor, router, selector, responder, None if metrics is None else metrics.acmeFailed
     )
@@ -484,9 +503,17 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     )
     os.makedirs(os.path.dirname(os.path.abspath(socketPath)), exist_ok=True)
     control = f"unix:{socketPath.replace(':', chr(92) + ':')}:mode=600"
-    controlListener = strports.service(control, ControlFactory(router), reactor=reactor)
+    controlListener = strports.service(control, ControlFactory(router, status.report), reactor=reactor)
     controlListener._raiseSynchronously = True
     controlListener.setServiceParent(service)
+    if config.get("status-port"):
+        statusSite = Site(StatusRoot(status), reactor=reactor)
+        statusSite.displayTracebacks = False
+        statusListener = strports.service(
+            tcpEndpoint(config["status-port"], config.get("bind") or ""), statusSite, reactor=reactor
+        )
+        statusListener._raiseSynchronously = True
+        statusListener.setServiceParent(service)
     return service
 
 
@@ -506,6 +533,8 @@ def _listening(config: Mapping[str, Any], socketPath: str) -> str:
     parts.append(f"control socket {socketPath}")
     if config.get("metrics-endpoint"):
         parts.append(f"metrics on {where(config['metrics-endpoint'])}")
+    if config.get("status-port"):
+        parts.append(f"status page on port {config['status-port']}")
     if config.get("proxy-protocol"):
         parts.append(f"PROXY protocol from {ProxyAllowlist(config['proxy-protocol-from'])}")
     return ", ".join(parts)

@@ -7,6 +7,10 @@ The event carries the finished line as C{kamal_json} (its format is just
 that field), so a text observer shows the JSON and L{JSONLinesObserver}
 writes it as it is. L{daemonLogObserver} is what C{kamal-proxy run} logs
 through: Twisted's own chatter only with C{--debug}.
+
+With C{--log-format text} the logger makes a short line for people instead
+(L{RequestLogger.textLine}, carried as C{kamal_text}) and
+L{TextLinesObserver} writes every event as such a line.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from kamalproxy.interfaces import IRequestObserver
 from kamalproxy.twistedcompat import fieldKey, rawHeaders
 
 REQUEST_FORMAT = "{kamal_json}"
+TEXT_REQUEST_FORMAT = "{kamal_text}"
+JSON = "json"
+TEXT = "text"
+LOG_FORMATS = (JSON, TEXT)
 
 # The request line is assembled by hand in a fixed field order (json.dumps
 # of a dict was about 5 % of the proxy's time per request); string values go
@@ -133,9 +141,15 @@ class RequestLogger:
     pipeline.
     """
 
-    def __init__(self, clock: Any, logger: Optional[Logger] = None) -> None:
+    def __init__(self, clock: Any, logger: Optional[Logger] = None, format: str = JSON) -> None:
+        """
+        @param format: L{JSON} (the original's line) or L{TEXT}
+            (L{textLine}).
+        """
         self._clock = clock
         self._log = logger or Logger(namespace="kamalproxy.request")
+        if format == TEXT:
+            self.requestEnded = self._textEnded  # type: ignore[method-assign]
 
     def requestStarted(self, exchange: Exchange) -> None:
         pass
@@ -156,6 +170,33 @@ class RequestLogger:
                 "log_time": time.time(),
             }
         )
+
+    def _textEnded(self, exchange: Exchange) -> None:
+        self._log.info(TEXT_REQUEST_FORMAT, kamal_text=self.textLine(exchange))
+
+    def textLine(self, exchange: Exchange) -> str:
+        """
+        A short line for people: time, method, host and path, status,
+        duration, service and target, and the cache's verdict when there
+        is one::
+
+            2026-12-04T07:10:15.123456Z GET app.example.com/up 200 1.2ms web 10.0.0.2:80 cache=hit
+        """
+        request = exchange.request
+        now = self._clock.seconds()
+        started = exchange.started or now
+        host = _header(rawHeaders(request.requestHeaders), _HOST) or "-"
+        service, target = exchange.service, exchange.target
+        line = (
+            f"{formatTime(now)} {request.method.decode('latin-1')} "
+            f"{host}{request.path.decode('latin-1')} {int(exchange.status or request.code)} "
+            f"{(now - started) * 1000:.1f}ms {service.name if service is not None else '-'} "
+            f"{target.address if target is not None else '-'}"
+        )
+        cache = getattr(exchange, "cacheStatus", None)
+        if cache:
+            line += f" cache={cache}"
+        return line if line.isprintable() else _printable(line)
 
     def line(self, exchange: Exchange) -> str:
         """
@@ -271,6 +312,37 @@ class JSONLinesObserver:
             self._out.flush()
 
 
+def _printable(text: str) -> str:
+    """
+    C{text} with control characters shown as C{\\xNN}, so that a client's
+    host or path cannot forge log lines.
+    """
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+@implementer(ILogObserver)
+class TextLinesObserver:
+    """
+    Writes every event as one line for people (C{--log-format text}):
+    request lines as they are, other events as C{time LEVEL message}.
+    """
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        line = event.get("kamal_text")
+        if line is None:
+            level = _LEVELS.get(event.get("log_level"), "INFO")  # type: ignore[arg-type]
+            when = formatTime(event.get("log_time") or time.time())
+            line = _printable(f"{when} {level} {formatEvent(event)}")
+            failure = event.get("log_failure")
+            if failure is not None:
+                line += "\n" + failure.getTraceback().rstrip("\n")
+        self._out.write(line + "\n")
+        self._out.flush()
+
+
 _FACTORY_FORMATS = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
 
 
@@ -309,15 +381,21 @@ class TwistedDetailsAsDebug:
 class DaemonLogObserver:
     """
     The daemon's log on C{out} (C{kamal-proxy run}'s standard output): JSON
-    lines of request lines and the events that matter (deploys, removes,
-    certificates, warnings, errors); with C{debug}, also debug events and
-    Twisted's details. With a C{reactor}, request lines are written once
-    per reactor turn (see L{JSONLinesObserver}); L{flush} writes those that
-    wait.
+    lines (with C{format} L{TEXT}, lines for people) of request lines and
+    the events that matter (deploys, removes, certificates, warnings,
+    errors); with C{debug}, also debug events and Twisted's details. With a
+    C{reactor}, JSON request lines are written once per reactor turn (see
+    L{JSONLinesObserver}); L{flush} writes those that wait.
     """
 
-    def __init__(self, out: IO[str], debug: bool = False, reactor: Optional[IReactorTime] = None) -> None:
-        self._lines = JSONLinesObserver(out, reactor)
+    def __init__(
+        self,
+        out: IO[str],
+        debug: bool = False,
+        reactor: Optional[IReactorTime] = None,
+        format: str = JSON,
+    ) -> None:
+        self._lines: Any = TextLinesObserver(out) if format == TEXT else JSONLinesObserver(out, reactor)
         level = LogLevel.debug if debug else LogLevel.info
         self._others = TwistedDetailsAsDebug(
             FilteringLogObserver(self._lines, [LogLevelFilterPredicate(defaultLogLevel=level)])
@@ -339,13 +417,18 @@ class DaemonLogObserver:
         """
         Write the request lines that wait.
         """
-        self._lines.flush()
+        flush = getattr(self._lines, "flush", None)
+        if flush is not None:
+            flush()
 
 
 def daemonLogObserver(
-    out: IO[str], debug: bool = False, reactor: Optional[IReactorTime] = None
+    out: IO[str],
+    debug: bool = False,
+    reactor: Optional[IReactorTime] = None,
+    format: str = JSON,
 ) -> DaemonLogObserver:
     """
     The daemon's log observer (see L{DaemonLogObserver}).
     """
-    return DaemonLogObserver(out, debug, reactor)
+    return DaemonLogObserver(out, debug, reactor, format)

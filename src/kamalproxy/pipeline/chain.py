@@ -22,6 +22,7 @@ from kamalproxy.pipeline.balance import balance
 from kamalproxy.pipeline.bodylimits import limitBody
 from kamalproxy.pipeline.cache import cacheResponses
 from kamalproxy.pipeline.challenge import answerChallenges
+from kamalproxy.pipeline.compression import compressResponses
 from kamalproxy.pipeline.forward import forward
 from kamalproxy.pipeline.pausegate import pauseGate
 from kamalproxy.pipeline.responsebuffer import bufferResponses
@@ -67,18 +68,22 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
          path answers 200;
       5. body limits: a declared body over the maximum is refused at once
          (413), the body is buffered (memory, then disk) or streamed;
-      6. X-Sendfile: the app is told it may hand files over (when the
+      6. compression: the sink encodes the response (zstd, brotli, gzip)
+         when the client accepts it and the response is worth it; it is
+         the innermost of the response stages, so the ones after it (the
+         X-Sendfile stage, the cache) see identity responses;
+      7. X-Sendfile: the app is told it may hand files over (when the
          service has sendfile roots) and the sink replaces a response
          naming a file with the file; the header never reaches the client;
-      7. response buffering wraps the response sink when the service
+      8. response buffering wraps the response sink when the service
          buffers responses;
-      8. rollout split: a request the service's rollout split selects (by
+      9. rollout split: a request the service's rollout split selects (by
          its C{kamal-rollout} cookie) goes to the rollout group;
-      9. cache: a request the HTTP cache can answer is answered from it;
+     10. cache: a request the HTTP cache can answer is answered from it;
          otherwise the response sink is wrapped to store the response
          (the key knows the group chosen above);
-      10. balance: a healthy target is picked (503 when there is none);
-      11. forward: the request is sent to the target and its response
+     11. balance: a healthy target is picked (503 when there is none);
+     12. forward: the request is sent to the target and its response
          flows back out through the sinks.
 
     C{router} supplies the routes, the ACME responder, the certificate
@@ -91,6 +96,7 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
         secureChannel(router),
         pauseGate,
         limitBody,
+        compressResponses(router),
         sendfile,
         bufferResponses,
         splitRollout,

@@ -22,6 +22,8 @@ DEFAULT_TARGET_TIMEOUT = 30.0
 DEFAULT_DEPLOY_TIMEOUT = 30.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
 DEFAULT_BUFFER_MEMORY = 1 << 20
+DEFAULT_COMPRESSION_JITTER = 32
+MAX_COMPRESSION_JITTER = 65536
 DEFAULT_WRITER_AFFINITY_TIMEOUT = 1.0
 
 ROUND_ROBIN = "round-robin"
@@ -115,6 +117,9 @@ class ServiceOptions:
     exclude_metrics_paths: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
     sendfile_roots: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
     cache: bool = True
+    compression: bool = True
+    compression_jitter: int = DEFAULT_COMPRESSION_JITTER
+    compression_disable_on_auth: bool = False
 
     @property
     def customCertificate(self) -> bool:
@@ -299,6 +304,9 @@ def normalizeDeploy(
             f"invalid load balancing policy: {options.service.load_balancing!r} "
             f"(expected {' or '.join(LOAD_BALANCING_POLICIES)})"
         )
+    jitter = options.service.compression_jitter
+    if not 0 <= jitter <= MAX_COMPRESSION_JITTER:
+        raise InvalidOptions(f"compression jitter must be between 0 and {MAX_COMPRESSION_JITTER}")
     _checkTLS(options.service, hosts)
     canonical = options.service.canonical_host.strip()
     if canonical:

@@ -195,9 +195,13 @@ class RolloutSlot:
 
     def describe(self) -> dict[str, Any]:
         """
-        What C{list} shows of the rollout.
+        What C{list} shows of the rollout: its targets and their health,
+        and the split.
         """
-        described: dict[str, Any] = {"targets": self.group.addresses}
+        described: dict[str, Any] = {
+            "targets": self.group.addresses,
+            "health": {t.address: t.state for t in self.group.targets},
+        }
         if self.group.readers:
             described["read_targets"] = self.group.readerAddresses
         if self.split is not None:

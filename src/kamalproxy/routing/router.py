@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from kamalproxy.compress.stats import CompressionStats
 from kamalproxy.routing.durations import formatDuration
 from kamalproxy.http.errorpages import loadErrorPages
 from kamalproxy.routing.options import (
@@ -164,6 +165,8 @@ class Router(ProxyResource):
     @ivar httpsPort: the HTTPS port named in redirects (omitted when 443).
     @ivar targetObservers: L{ITargetObserver}s told when a target's health
         changes.
+    @ivar compressionStats: what response compression did (counters for
+        metrics), a L{kamalproxy.compress.stats.CompressionStats}.
     @ivar deployObservers: L{IDeployObserver}s told when a deploy or rollout
         deploy ends (L{kamalproxy.routing.deploys.DeployRecord}).
     @ivar cache: the daemon's HTTP cache
@@ -200,6 +203,7 @@ class Router(ProxyResource):
         self.targetObservers = targetObservers
         self.deployObservers = deployObservers
         self.cache = cache
+        self.compressionStats = CompressionStats()
 
     # IResource (from ProxyResource): a router mounted in a resource tree
     # under a plain twisted.web.server.Site runs the pipeline over itself.

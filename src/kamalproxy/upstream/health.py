@@ -6,7 +6,7 @@ interval; any 2xx within the timeout is healthy.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
@@ -72,6 +72,8 @@ class HealthCheck:
         self._interval = config.interval
         self._onResult = onResult
         self._loop: Optional[LoopingCall] = None
+        self._underWay: Optional[Deferred] = None
+        self._stops = 0
 
     @property
     def running(self) -> bool:
@@ -89,19 +91,34 @@ class HealthCheck:
 
     def stop(self) -> None:
         """
-        Stop probing (a probe under way is abandoned).
+        Stop probing: a probe under way is abandoned (its connection
+        closed) and its result is not reported.
         """
+        self._stops += 1
         loop, self._loop = self._loop, None
         if loop is not None and loop.running:
             loop.stop()
+        underWay, self._underWay = self._underWay, None
+        if underWay is not None:
+            underWay.cancel()
 
     def probe(self) -> Deferred:
         """
-        Run one probe and report its result; the Deferred never fails.
+        Run one probe and report its result (unless L{stop} is called
+        meanwhile); the Deferred never fails.
         """
+        stops = self._stops
         d = Deferred.fromCoroutine(self._probeOnce())
+        self._underWay = d
         d.addTimeout(self._timeout, self._clock)
-        d.addCallbacks(self._succeeded, self._failed)
+
+        def report(result: Any, outcome: Callable[[Any], None]) -> None:
+            if self._underWay is d:
+                self._underWay = None
+            if stops == self._stops:
+                outcome(result)
+
+        d.addCallbacks(report, report, callbackArgs=(self._succeeded,), errbackArgs=(self._failed,))
         return d
 
     async def _probeOnce(self) -> int:

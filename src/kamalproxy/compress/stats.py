@@ -1,0 +1,27 @@
+# -*- test-case-name: tests.pipeline.test_compression -*-
+"""
+The compression counters, kept as plain attributes for metrics.
+"""
+
+from __future__ import annotations
+
+from kamalproxy.compress.negotiate import PREFERENCE
+
+
+class CompressionStats:
+    """
+    What compression did since the daemon started.
+
+    @ivar responses: responses compressed, by coding (C{"zstd"}, C{"br"},
+        C{"gzip"}).
+    @ivar bytesIn: identity body bytes of the compressed responses.
+    @ivar bytesOut: encoded bytes sent for them.
+    """
+
+    def __init__(self) -> None:
+        self.responses: dict[str, int] = dict.fromkeys(PREFERENCE, 0)
+        self.bytesIn = 0
+        self.bytesOut = 0
+
+
+__all__ = ["CompressionStats"]
