@@ -9,11 +9,14 @@ add under wrk is left out, so the figure moves only when our code (or
 Twisted's HTTP code) does: use it to compare two versions, and bench/run.sh
 for figures next to Caddy and nginx.
 
-    python bench/inprocess.py [REQUESTS] [ROUNDS] [--livestats]
+    python bench/inprocess.py [REQUESTS] [ROUNDS] [--livestats | --metrics]
 
 With C{--livestats} the rounds alternate between the request log alone
 and the request log plus the status page's L{LiveStats} observer, and both
 medians are printed (the difference is the statistics' cost per request).
+With C{--metrics} they alternate between the proxy without and with the
+Prometheus request metrics observer (C{--metrics-port}), and both figures
+and their paired difference are printed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
 from kamalproxy.observe.livestats import LiveStats
+from kamalproxy.observe.metrics import ProxyMetrics
 from kamalproxy.observe.requestlog import RequestLogger
 from kamalproxy.status.report import RequestObservers
 from kamalproxy.routing.router import Router
@@ -53,7 +57,7 @@ class _Target(StringTransport):
         self.loseConnection()
 
 
-def build(withStats: bool = False) -> tuple[Any, StringTransport, list[UpstreamConnection]]:
+def build(withStats: bool = False, metrics: bool = False) -> tuple[Any, StringTransport, list[UpstreamConnection]]:
     clock = MemoryReactorClock()
     connections: list[UpstreamConnection] = []
 
@@ -66,11 +70,15 @@ def build(withStats: bool = False) -> tuple[Any, StringTransport, list[UpstreamC
 
         return connect
 
-    router = Router(clock, connectorFor)
+    observed = ProxyMetrics(clock) if metrics else None
+    router = Router(clock, connectorFor, deployObservers=() if observed is None else (observed.deploys,))
     router.restore([{"name": "bench", "targets": ["127.0.0.1:9001"], "options": {}}])
     logger = RequestLogger(clock, Logger(namespace="bench", observer=lambda event: None))
     site = ProxySite(
-        router, clock, requestLog=RequestObservers((logger, LiveStats(clock))) if withStats else logger
+        router,
+        clock,
+        requestLog=RequestObservers((logger, LiveStats(clock))) if withStats else logger,
+        observers=() if observed is None else (observed.requests,),
     )
     protocol = site.buildProtocol(None)
     client = StringTransport()
@@ -78,8 +86,8 @@ def build(withStats: bool = False) -> tuple[Any, StringTransport, list[UpstreamC
     return protocol, client, connections
 
 
-def run(requests: int, withStats: bool = False) -> float:
-    protocol, client, connections = build(withStats)
+def run(requests: int, withStats: bool = False, metrics: bool = False) -> float:
+    protocol, client, connections = build(withStats, metrics)
     start = time.process_time()
     for _ in range(requests):
         protocol.dataReceived(REQUEST)
@@ -92,10 +100,14 @@ def run(requests: int, withStats: bool = False) -> float:
 
 def main(argv: list[str]) -> None:
     withStats = "--livestats" in argv
-    argv = [a for a in argv if a != "--livestats"]
+    metrics = "--metrics" in argv
+    argv = [a for a in argv if a not in ("--livestats", "--metrics")]
     requests = int(argv[1]) if len(argv) > 1 else 20000
     rounds = int(argv[2]) if len(argv) > 2 else 5
     run(2000)  # warm-up
+    if metrics:
+        compareMetrics(requests, rounds)
+        return
     if withStats:
         run(2000, True)
         plain, stats = [], []
@@ -112,6 +124,26 @@ def main(argv: list[str]) -> None:
         return
     figures = sorted(run(requests) for _ in range(rounds))
     print(f"in-process: {figures[len(figures) // 2]:.1f} us/request (median of {rounds}; min {figures[0]:.1f})")
+
+
+def compareMetrics(requests: int, rounds: int) -> None:
+    """
+    Paired rounds without and with the metrics observer.
+    """
+    run(2000, metrics=True)
+    without, with_, differences = [], [], []
+    for _ in range(rounds):
+        plain, measured = run(requests), run(requests, metrics=True)
+        without.append(plain)
+        with_.append(measured)
+        differences.append(measured - plain)
+    print(f"in-process without metrics: {_summary(sorted(without))}")
+    print(f"in-process with metrics:    {_summary(sorted(with_))}")
+    print(f"difference (paired rounds): {_summary(sorted(differences))}")
+
+
+def _summary(figures: list[float]) -> str:
+    return f"{figures[len(figures) // 2]:.2f} us/request (median of {len(figures)}; min {figures[0]:.2f}, max {figures[-1]:.2f})"
 
 
 if __name__ == "__main__":

@@ -442,7 +442,6 @@ class UnsupportedTests(SynchronousTestCase):
     """
 
     unsupportedValues = {
-        "exclude-metrics-path": "/up",
         "client-ip-header": "CF-Connecting-IP",
         "scope-cookie-paths": None,
     }
@@ -766,3 +765,21 @@ class PauseVerbsTests(SynchronousTestCase):
             commandError(self, "resume a b"),
             "resume takes one service name, got 2: 'a', 'b' (usage: resume <service> [flags])",
         )
+
+
+class ExcludeMetricsPathTests(SynchronousTestCase):
+    """
+    C{--exclude-metrics-path}: repeated or comma-separated, kept in the
+    service's options.
+    """
+
+    def test_given(self) -> None:
+        """
+        Every path given is kept, in order; none by default.
+        """
+        _, _, options = parseDeploy(
+            ["s", "--target", "web", "--exclude-metrics-path=/up", "--exclude-metrics-path", "/ping,/metrics"]
+        )
+        self.assertEqual(options.service.exclude_metrics_paths, ("/up", "/ping", "/metrics"))
+        _, _, options = parseDeploy(["s", "--target", "web"])
+        self.assertEqual(options.service.exclude_metrics_paths, ())

@@ -656,6 +656,89 @@ class ProxyProtocolOptionsTests(SynchronousTestCase):
         self.assertIn("PROXY protocol from 10.0.0.0/8", formatEvent(events[0]))
 
 
+class MetricsPortTests(SynchronousTestCase):
+    """
+    C{--metrics-port} (C{METRICS_PORT}): the Prometheus metrics on a
+    listener of their own, on C{--bind}.
+    """
+
+    def setUp(self) -> None:
+        self.directory = tempDir(self)
+        self.reactor = MemoryReactorClock()
+
+    def build(self, *argv: str) -> ProxyService:
+        config = _parse(
+            [
+                "--http-endpoint", "tcp:8080",
+                "--socket", os.path.join(self.directory, "kp.sock"),
+                "--state-dir", os.path.join(self.directory, "state"),
+                *argv,
+            ]
+        )
+        service = buildService(config, self.reactor)
+        self.addCleanup(service.router.stop)
+        return service
+
+    def test_options(self) -> None:
+        """
+        Off by default; the flag or the environment sets the port, on the
+        C{--bind} address.
+        """
+        self.assertEqual(_parse()["metrics-port"], 0)
+        self.assertIsNone(_parse()["metrics-endpoint"])
+        config = _parse(["--metrics-port", "9090", "--bind", "127.0.0.1"])
+        self.assertEqual(config["metrics-endpoint"], "tcp:9090:backlog=1024:interface=127.0.0.1")
+        self.assertEqual(_parse([], {"METRICS_PORT": "9091"})["metrics-port"], 9091)
+        self.assertEqual(_parse([], {"KAMAL_PROXY_METRICS_PORT": "9092"})["metrics-port"], 9092)
+        self.assertEqual(_parse([], {"METRICS_PORT": "nine"})["metrics-port"], 0)
+        self.assertRaises(usage.UsageError, _parse, ["--metrics-port", "70000"])
+
+    def test_listener(self) -> None:
+        """
+        With a metrics port a third TCP listener serves L{MetricsResource}
+        (not through the proxy's site, nor its connection limit), the
+        proxy site and the router report to the metrics, and the start line
+        names the port.
+        """
+        from kamalproxy.observe.metrics import MetricsResource, MetricsSite
+
+        events: list[dict[str, Any]] = []
+        self.patch(ProxyService, "log", Logger(observer=events.append))
+        service = self.build("--metrics-port", "9090", "--bind", "127.0.0.1")
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(_, limited, _, _), _, (port, factory, _, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, interface), (9090, "127.0.0.1"))
+        self.assertIsInstance(factory, MetricsSite)
+        self.assertIsInstance(factory.resource, MetricsResource)
+        self.assertIs(factory.resource, service.metricsRoot)
+        site = limited.wrappedFactory
+        proxyMetrics = service.metrics
+        assert proxyMetrics is not None
+        self.assertIs(factory.resource.metrics, proxyMetrics)
+        self.assertIn(proxyMetrics.requests, site.observers)
+        self.assertIn(proxyMetrics.deploys, service.router.deployObservers)
+        self.assertIs(proxyMetrics.router, service.router)
+        self.assertIs(proxyMetrics.connections, limited.limiter)
+        self.assertIn("metrics on port 9090", formatEvent(events[0]))
+        # the status page is on the metrics port too, beside the metrics
+        self.assertEqual(
+            sorted(service.metricsRoot.children), [b"status", b"status.css", b"status.js", b"status.json"]
+        )
+
+    def test_offByDefault(self) -> None:
+        """
+        Without it there is no metrics listener and no metrics observer.
+        """
+        service = self.build()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(len(self.reactor.tcpServers), 2)
+        self.assertIsNone(service.metricsRoot)
+        self.assertIsNone(service.metrics)
+        self.assertEqual(len(service.site.observers), 2)
+
+
 class CacheOptionsTests(SynchronousTestCase):
     """
     C{--cache-size} and C{--max-cache-item-size}, and their environment

@@ -126,6 +126,17 @@ class PoolTests(SynchronousTestCase):
         store = self.pool.issuers[(DIRECTORY, own)].store
         self.assertEqual(store.path, cacheDirectoryFor(own, DIRECTORY))
 
+    def test_issuanceFailedGivenToEveryIssuer(self) -> None:
+        """
+        The pool's C{issuanceFailed} (the metrics') is every issuer's.
+        """
+        self.pool.issuanceFailed = observer = lambda host, failure: None
+        self.deploy("a", "a.test")
+        self.deploy("s", "s.test", tls_staging=True)
+        self.assertTrue(self.pool.issuers)
+        for issuer in self.pool.issuers.values():
+            self.assertIs(issuer.issuanceFailed, observer)
+
     def test_issuesIntoTheNamedCache(self) -> None:
         """
         A running pool issues a deployed host's certificate into the cache

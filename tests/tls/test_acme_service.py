@@ -302,6 +302,22 @@ class BackoffTests(ServiceTestsMixin, SynchronousTestCase):
         self.assertIn("rateLimited", errors[0])
         self.assertIn("retrying in 60s", errors[0])
 
+    def test_failureObserved(self) -> None:
+        """
+        Every failed issuance is told to C{issuanceFailed} with its host
+        and failure (for metrics); a success is not.
+        """
+        failed: List[Tuple[str, Any]] = []
+        service = self.makeService(issuanceFailed=lambda host, failure: failed.append((host, failure)))
+        service.startService()
+        self.client.fail()
+        self.clock.advance(60)
+        self.client.fail()
+        self.clock.advance(120)
+        self.client.succeed(self.clock)
+        self.assertEqual([host for host, _ in failed], ["a.test", "a.test"])
+        self.assertIsInstance(failed[0][1].value, AcmeError)
+
     def test_removedHostNotRetried(self) -> None:
         """
         A host removed from the provider while backing off is not retried.

@@ -479,7 +479,6 @@ _DEPLOY_FLAGS = (
         STRINGS,
         (),
         "Request path(s) to exclude from Prometheus metrics (may be specified multiple times)",
-        supported=False,
     ),
     Flag(
         "forward-headers",
@@ -772,6 +771,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             writer_affinity_timeout=values["writer-affinity-timeout"],
             read_targets_accept_websockets=values["read-target-websockets"],
             load_balancing=values["load-balancing"].strip(),
+            exclude_metrics_paths=values["exclude-metrics-path"],
             sendfile_roots=tuple(_absolute(root) for root in values["sendfile-root"]),
             cache=values["cache"],
             compression=values["compression"],

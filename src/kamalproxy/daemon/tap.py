@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 from datetime import timedelta
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService
@@ -21,6 +21,7 @@ from twisted.internet import endpoints
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent
@@ -36,9 +37,10 @@ from kamalproxy.routing.options import ServiceOptions
 from kamalproxy.daemon.paths import defaultSocketPath, defaultStateDir
 from kamalproxy.listen.connlimit import ConnectionLimitFactory, ConnectionLimiter
 from kamalproxy.listen.proxyprotocol import DEFAULT_ALLOWED, ProxyAllowlist, ProxyProtocol, parseNetworks
+from kamalproxy.observe.metrics import MetricsResource, MetricsSite, ProxyMetrics
 from kamalproxy.observe.livestats import LiveStats
 from kamalproxy.observe.requestlog import JSON, LOG_FORMATS, RequestLogger
-from kamalproxy.status.page import StatusRoot
+from kamalproxy.status.page import StatusRoot, statusChildren
 from kamalproxy.status.report import DeployHistory, RequestObservers, StatusReport
 from kamalproxy.routing.router import Router, tcpConnectorFor
 from kamalproxy.http.site import ProxySite
@@ -155,7 +157,8 @@ class Options(usage.Options):
         ["certificate-reload-interval", None, None, "How often custom certificate files are checked for changes (reloaded when changed). [default: 10s]", _seconds],
         ["socket", None, None, "Control socket path. [default: $KAMAL_PROXY_SOCKET, $XDG_RUNTIME_DIR/kamal-proxy.sock, or the temp dir]"],
         ["state-dir", None, None, "Directory for the state file. [default: ~/.config/kamal-proxy]"],
-        ["metrics-port", None, None, "Prometheus metrics port (0 = off). [default: 0]", _port],
+        ["metrics-port", None, None, "Port to serve Prometheus metrics on, every path (0 = off). [default: 0]", _port],
+        ["metrics-endpoint", None, None, "Endpoint description for the metrics, e.g. tcp:9090:interface=127.0.0.1 (overrides --metrics-port/--bind)."],
         ["status-port", None, None, "Port for the live status page (/status) and /status.json, on --bind (0 = off). [default: 0]", _port],
         ["log-format", None, None, "Request log lines: json (as the original) or text (short lines for people). [default: json]"],
         ["http-idle-timeout", None, None, "Close a connection waiting this long for a request (0 = never). [default: 60s]", _seconds],
@@ -223,8 +226,6 @@ class Options(usage.Options):
             self["state-dir"] = _fromEnv(env, "STATE_DIR") or defaultStateDir(env)
         if self["http3"]:
             raise usage.UsageError("`--http3` is not supported yet")
-        if self["metrics-port"]:
-            raise usage.UsageError("`--metrics-port` is not supported yet")
         self["log-format"] = (self["log-format"] or _fromEnv(env, "LOG_FORMAT") or JSON).lower()
         if self["log-format"] not in LOG_FORMATS:
             raise usage.UsageError(
@@ -234,6 +235,8 @@ class Options(usage.Options):
             self["http-endpoint"] = tcpEndpoint(self["http-port"], self["bind"])
         if self["https-endpoint"] is None:
             self["https-endpoint"] = tcpEndpoint(self["https-port"], self["bind"])
+        if self["metrics-endpoint"] is None and self["metrics-port"]:
+            self["metrics-endpoint"] = tcpEndpoint(self["metrics-port"], self["bind"])
         self["h2c"] = self["h2c"] or _envFlag(env, "H2C_ENABLED")
         self._proxyProtocolOptions(env)
         for key, name in (
@@ -359,6 +362,16 @@ class ProxyService(MultiService):
     """
 
     log = Logger()
+    metrics: Optional[ProxyMetrics] = None
+    """
+    Every metric, with C{--metrics-port}: the observers the site and the
+    router report to, and the collector the metrics port serves.
+    """
+    metricsRoot: Optional[MetricsResource] = None
+    """
+    The metrics port's root resource with C{--metrics-port}: other pages of
+    that port are put on it as children (C{putChild}).
+    """
 
     def __init__(
         self, router: Router, site: ProxySite, grace: float = SHUTDOWN_GRACE, listening: str = ""
@@ -415,6 +428,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
 
     selector = CertificateSelector(lambda host: router.serviceForHost(host))
     responder = HTTP01Responder()
+    metrics = ProxyMetrics(reactor) if config.get("metrics-endpoint") else None
     stats = LiveStats(reactor)
     deploys = DeployHistory()
     router = Router(
@@ -429,7 +443,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
             config.get("cache-size", DEFAULT_CACHE_SIZE),
             config.get("max-cache-item-size", DEFAULT_MAX_ITEM_SIZE),
         ),
-        deployObservers=(deploys,),
+        deployObservers=(deploys,) if metrics is None else (deploys, metrics.deploys),
     )
     router.restore(store.load())
     status = StatusReport(reactor, router.describe, stats, deploys)
@@ -441,6 +455,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         ),
         limits=channelLimits(config),
         h2c=bool(config.get("h2c")),
+        observers=() if metrics is None else (metrics.requests,),
     )
     site.displayTracebacks = False
     service = ProxyService(router, site, listening=_listening(config, socketPath))
@@ -460,7 +475,23 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
         )
         httpsListener._raiseSynchronously = True
         httpsListener.setServiceParent(service)
-    issuers = acmeIssuers(config, reactor, router, selector, responder)
+    if metrics is not None:
+        metrics.router, metrics.connections, metrics.certificates = router, limiter, selector
+        service.metrics = metrics
+        service.metricsRoot = MetricsResource(
+            metrics,
+            lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+        )
+        metricsListener = strports.service(
+            config["metrics-endpoint"], MetricsSite(service.metricsRoot, reactor), reactor=reactor
+        )
+        metricsListener._raiseSynchronously = True
+        metricsListener.setServiceParent(service)
+        for name, child in statusChildren(status).items():  # the status page on the metrics port too
+            service.metricsRoot.putChild(name, child)
+    issuers = acmeIssuers(
+        config, reactor, router, selector, responder, None if metrics is None else metrics.acmeFailed
+    )
     issuers.setServiceParent(service)
     CertificateReloader(
         reactor, router, config.get("certificate-reload-interval") or DEFAULT_RELOAD_INTERVAL
@@ -500,6 +531,8 @@ def _listening(config: Mapping[str, Any], socketPath: str) -> str:
     if config.get("https-endpoint"):
         parts.append(f"HTTPS on {where(config['https-endpoint'])}")
     parts.append(f"control socket {socketPath}")
+    if config.get("metrics-endpoint"):
+        parts.append(f"metrics on {where(config['metrics-endpoint'])}")
     if config.get("status-port"):
         parts.append(f"status page on port {config['status-port']}")
     if config.get("proxy-protocol"):
@@ -541,12 +574,15 @@ def acmeIssuers(
     router: Router,
     selector: CertificateSelector,
     responder: HTTP01Responder,
+    issuanceFailed: Optional[Callable[[str, Any], Any]] = None,
 ) -> AcmeIssuers:
     """
     The daemon's L{AcmeIssuers}: certificates cached under
     C{<state-dir>/certs} unless a deploy names its C{--tls-acme-cache-path},
     with the default directories' issuers made at once so that the
     certificates already cached are served from the start.
+
+    @param issuanceFailed: told of every failed issuance (metrics).
     """
     bundle = config.get("acme-ca-bundle")
     timing: dict[str, Any] = {}
@@ -577,6 +613,7 @@ def acmeIssuers(
         directoryFor,
         os.path.join(config["state-dir"], "certs"),
         clientFor,
+        issuanceFailed,
         **timing,
     )
     # the directories a deploy can pick, from the one rule that picks them

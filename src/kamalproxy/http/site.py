@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import weakref
 from io import BytesIO
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -124,7 +124,7 @@ class ProxySite(Site):
     them, counting those in flight so that a shutdown can wait for them.
 
     @ivar observers: told when each request starts and ends: the site
-        itself, then C{requestLog}.
+        itself, then C{requestLog}, then the C{observers} given.
     """
 
     requestFactory = ProxyRequest
@@ -138,6 +138,7 @@ class ProxySite(Site):
         requestLog: Any = None,
         limits: Optional[ChannelLimits] = None,
         h2c: bool = False,
+        observers: Sequence[IRequestObserver] = (),
         **kwargs: Any,
     ) -> None:
         """
@@ -145,6 +146,8 @@ class ProxySite(Site):
             L{kamalproxy.observe.requestlog.RequestLogger}), or a callable called
             with each request that ends.
         @param h2c: also serve cleartext HTTP/2 by prior knowledge (C{--h2c}).
+        @param observers: more L{IRequestObserver}s, told after the request
+            log (such as L{kamalproxy.observe.metrics.RequestMetrics}).
         """
         kwargs.setdefault("reactor", clock)  # timeouts on the injected clock, not the global reactor
         super().__init__(resource, **kwargs)
@@ -154,12 +157,12 @@ class ProxySite(Site):
         self.h2c = h2c
         dispatcher = getattr(resource, "dispatcher", None)
         self.dispatcher = dispatcher if dispatcher is not None else Dispatcher(clock, _bufferWhole)
-        observers: list[IRequestObserver] = [self]
+        told: list[IRequestObserver] = [self]
         if requestLog is not None:
-            observers.append(
+            told.append(
                 requestLog if IRequestObserver.providedBy(requestLog) else _CallWhenEnded(requestLog)
             )
-        self.observers = tuple(observers)
+        self.observers = (*told, *observers)
         self.active: set[IRequest] = set()
         self._idleWaiters: list[Deferred] = []
         self._channels: "weakref.WeakSet[Any]" = weakref.WeakSet()

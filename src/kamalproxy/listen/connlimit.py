@@ -44,6 +44,13 @@ class ConnectionLimiter:
         self.report.refuse(addr)
         return False
 
+    @property
+    def refused(self) -> int:
+        """
+        Connections refused over the limit since the start.
+        """
+        return self.report.refused
+
     def opened(self) -> None:
         self.open += 1
 

@@ -1,3 +1,3 @@
 """
-Seeing what the proxy does: the request log (and, later, metrics and the status page).
+Seeing what the proxy does: the request log, Prometheus metrics (and, later, the status page).
 """

@@ -94,7 +94,9 @@ class ServiceOptions:
     How a service is reached: the hosts and path prefixes it owns.
 
     An empty C{hosts} makes the service the default one, serving any host not
-    claimed by another service.
+    claimed by another service. C{exclude_metrics_paths}: request paths (as
+    the target sees them, after prefix stripping) left out of the
+    Prometheus request metrics.
     """
 
     hosts: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
@@ -112,6 +114,7 @@ class ServiceOptions:
     writer_affinity_timeout: float = DEFAULT_WRITER_AFFINITY_TIMEOUT
     read_targets_accept_websockets: bool = False
     load_balancing: str = ROUND_ROBIN
+    exclude_metrics_paths: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
     sendfile_roots: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
     cache: bool = True
     compression: bool = True

@@ -14,11 +14,12 @@ restored; the certificates already in its cache are served at once.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kamalproxy.routing.options import ServiceOptions
 from kamalproxy.tls.service import AcmeIssuingService
@@ -53,6 +54,7 @@ class AcmeIssuers(MultiService):
         directoryFor: Callable[[ServiceOptions], str],
         defaultCache: str,
         clientFor: Callable[[str, DirectoryStore], Any],
+        issuanceFailed: Optional[Callable[[str, Failure], Any]] = None,
         **timing: Any,
     ) -> None:
         """
@@ -60,6 +62,8 @@ class AcmeIssuers(MultiService):
         @param defaultCache: the cache base when a deploy names none.
         @param clientFor: an async callable making the ACME client for a
             directory URL and the store that holds its account key.
+        @param issuanceFailed: called with C{(host, failure)} whenever an
+            issuer fails to get a certificate (for metrics).
         @param timing: C{renewBefore}/C{checkInterval} for every issuer.
         """
         super().__init__()
@@ -70,6 +74,7 @@ class AcmeIssuers(MultiService):
         self.directoryFor = directoryFor
         self.defaultCache = defaultCache
         self.clientFor = clientFor
+        self.issuanceFailed = issuanceFailed
         self.timing = timing
         self.issuers: dict[IssuerKey, AcmeIssuingService] = {}
 
@@ -136,6 +141,7 @@ class AcmeIssuers(MultiService):
             hosts=lambda: self.hostsFor(key),
             clientFactory=makeClient,
             certificateChanged=self.selector.addRecord,
+            issuanceFailed=self.issuanceFailed,
             **self.timing,
         )
         self.issuers[key] = issuer

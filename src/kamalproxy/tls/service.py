@@ -137,6 +137,8 @@ class AcmeIssuingService(Service):
         retried at the next attempt if it fails.
     @ivar certificateChanged: called with C{(host, record)} after every new
         certificate is stored (see also L{addObserver}).
+    @ivar issuanceFailed: called with C{(host, failure)} after every failed
+        issuance (for metrics), or L{None}.
     """
 
     clock: IReactorTime
@@ -151,6 +153,7 @@ class AcmeIssuingService(Service):
     maxBackoff: timedelta = timedelta(hours=1)
     concurrency: int = 1
     certificateChanged: Optional[CertificateObserver] = None
+    issuanceFailed: Optional[Callable[[str, Failure], Any]] = None
 
     _states: Dict[str, _HostState] = attr.ib(factory=dict, init=False)
     _observers: List[CertificateObserver] = attr.ib(factory=list, init=False)
@@ -387,6 +390,11 @@ class AcmeIssuingService(Service):
         state.lastError = failure
         delay = self._backoff(state.failures)
         state.retryAt = self.clock.seconds() + delay
+        if self.issuanceFailed is not None:
+            try:
+                self.issuanceFailed(host, failure)
+            except Exception:
+                log.failure("issuanceFailed observer failed for {host}", host=host)
         if _expected(failure):
             log.error(
                 "Could not get a certificate for {host} (attempt {attempt}): "

@@ -16,7 +16,7 @@ alert) rather than being answered with another host's certificate.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import attr
 from cryptography import x509
@@ -209,17 +209,46 @@ class CertificateSelector:
         if service.options.service.customCertificate:
             loaded = service.tlsCertificate
             return loaded.notAfter.date().isoformat() if loaded is not None else "pending"
-        hosts = service.options.service.hosts
-        if service.options.service.tls_on_demand_url:
-            # no hosts of its own: the names issued on demand for it
-            hosts = [h for h in list(self.acme) if self.serviceFor(h) is service]
         expiries = []
-        for host in hosts:
+        for host in self._acmeHosts(service):
             loaded = self.acme.get(host.lower())
             if loaded is None:
                 return "pending"
             expiries.append(loaded.notAfter)
         return min(expiries).date().isoformat() if expiries else "pending"
+
+    def expiries(self, services: Iterable[Any]) -> dict[str, datetime]:
+        """
+        When the certificate served for each host name of C{services}
+        expires, by lower-case host name (C{*} for a default service's
+        custom certificate); hosts still waiting for one are left out.
+        """
+        found: dict[str, datetime] = {}
+        for service in services:
+            options = service.options.service
+            if not options.tls_enabled:
+                continue
+            if options.customCertificate:
+                loaded = service.tlsCertificate
+                if loaded is not None:
+                    for host in options.hosts or ("*",):
+                        found[host.lower()] = loaded.notAfter
+                continue
+            for host in self._acmeHosts(service):
+                loaded = self.acme.get(host.lower())
+                if loaded is not None:
+                    found[host.lower()] = loaded.notAfter
+        return found
+
+    def _acmeHosts(self, service: Any) -> list[str]:
+        """
+        The host names an automatic TLS service gets ACME certificates
+        for: its hosts, or for on-demand TLS (no hosts of its own) the
+        names issued on demand for it.
+        """
+        if service.options.service.tls_on_demand_url:
+            return [h for h in list(self.acme) if self.serviceFor(h) is service]
+        return list(service.options.service.hosts)
 
     def serverOptions(self) -> CertificateOptions:
         """
