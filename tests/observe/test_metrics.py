@@ -95,14 +95,17 @@ class _Proxy:
         options = DeployOptions(service=ServiceOptions(**service))
         self.case.successResultOf(Deferred.fromCoroutine(self.router.deploy(name, targets, options)))
 
-    def send(self, host: bytes, path: bytes = b"/", method: bytes = b"GET") -> Any:
+    def send(self, host: bytes, path: bytes = b"/", method: bytes = b"GET", extra: bytes = b"") -> Any:
         """
-        Send a request on a new connection; returns its client transport.
+        Send a request (with the header lines C{extra}) on a new
+        connection; returns its client transport.
         """
         protocol, client, _ = proxyConnection(
             self.router, self.clock, observers=[self.metrics.requests]
         )
-        protocol.dataReceived(method + b" " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        protocol.dataReceived(
+            method + b" " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n" + extra + b"\r\n"
+        )
         return client
 
     def answer(self, status: int = 200, body: bytes = b"ok") -> None:
@@ -486,6 +489,31 @@ class BeyondTheOriginalTests(SynchronousTestCase):
         self.assertGreater(cache.size, 0)
         self.assertEqual(samples[("kamal_proxy_cache_limit_bytes", frozenset())], float(1 << 20))
         self.assertEqual(samples[("kamal_proxy_cache_evictions_total", frozenset())], 0.0)
+
+    def test_compression(self) -> None:
+        """
+        Compressed responses are counted by encoding, with the bytes before
+        and after and their ratio.
+        """
+        proxy = self.proxy
+        proxy.deploy("app", [APP])
+        body = b"<p>hello, hello, hello</p>" * 100
+        client = proxy.send(b"app.test", b"/page", extra=b"Accept-Encoding: gzip\r\n")
+        proxy.targets.connections[-1].dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.assertEqual(statusOf(client.value()), 200)
+        samples = scrape(proxy.metrics)
+        self.assertEqual(
+            named(samples, "kamal_proxy_compressed_responses_total"),
+            {labels(encoding="gzip"): 1.0, labels(encoding="br"): 0.0, labels(encoding="zstd"): 0.0},
+        )
+        bytesIn = samples[("kamal_proxy_compression_input_bytes_total", frozenset())]
+        bytesOut = samples[("kamal_proxy_compression_output_bytes_total", frozenset())]
+        self.assertEqual(bytesIn, float(len(body)))
+        self.assertLess(0, bytesOut)
+        self.assertLess(bytesOut, bytesIn / 10)
+        self.assertAlmostEqual(samples[("kamal_proxy_compression_ratio", frozenset())], bytesOut / bytesIn)
 
     def test_addedSource(self) -> None:
         """

@@ -405,6 +405,7 @@ class ProxyMetrics(Collector):
             self.acmeFailures.collect,
             self._connections,
             self._cache,
+            self._compression,
         ]
 
     def add(self, source: Callable[[], Iterable[Metric]]) -> None:
@@ -488,6 +489,37 @@ class ProxyMetrics(Collector):
                 "kamal_proxy_cache_evictions",
                 "Responses dropped from the HTTP cache to stay within its budget.",
                 value=cache.evictions,
+            ),
+        ]
+
+    def _compression(self) -> Iterable[Metric]:
+        stats = getattr(self.router, "compressionStats", None)
+        if stats is None:
+            return []
+        responses = CounterMetricFamily(
+            "kamal_proxy_compressed_responses",
+            "Responses compressed, labeled by encoding (zstd, br, gzip).",
+            labels=("encoding",),
+        )
+        for coding, count in sorted(stats.responses.items()):
+            responses.add_metric((coding,), count)
+        ratio = stats.bytesOut / stats.bytesIn if stats.bytesIn else 0.0
+        return [
+            responses,
+            CounterMetricFamily(
+                "kamal_proxy_compression_input_bytes",
+                "Body bytes of the compressed responses before compression.",
+                value=stats.bytesIn,
+            ),
+            CounterMetricFamily(
+                "kamal_proxy_compression_output_bytes",
+                "Bytes sent for the compressed responses' bodies.",
+                value=stats.bytesOut,
+            ),
+            GaugeMetricFamily(
+                "kamal_proxy_compression_ratio",
+                "Compressed bytes sent per input byte since the start (0 before any).",
+                value=ratio,
             ),
         ]
 
