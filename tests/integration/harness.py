@@ -53,7 +53,10 @@ The daemon's log line once its listeners and control socket are bound
 (L{startDaemon} then waits for an answer on the socket).
 """
 
-_DAEMON_ENVIRONMENT = ("HTTP_PORT", "HTTPS_PORT", "METRICS_PORT", "DEBUG", "BIND", "STATE_DIR")
+_DAEMON_ENVIRONMENT = (
+    "HTTP_PORT", "HTTPS_PORT", "METRICS_PORT", "STATUS_PORT", "LOG_FORMAT", "CACHE_SIZE", "MAX_CACHE_ITEM_SIZE",
+    "DEBUG", "BIND", "STATE_DIR",
+)
 
 
 def executable(name: str) -> str:
