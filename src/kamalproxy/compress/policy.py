@@ -56,7 +56,26 @@ L{examine}'s answer for an eligible response without C{Content-Length}.
 """
 
 
+_TYPE_ANSWERS: dict[bytes, bool] = {}
+_TYPE_ANSWERS_KEPT = 1000
+
+
 def compressibleType(contentType: bytes) -> bool:
+    """
+    Whether a C{Content-Type} is worth compressing (see
+    L{_compressibleType}); answers are remembered per value, since an
+    app sends a handful of them.
+    """
+    answer = _TYPE_ANSWERS.get(contentType)
+    if answer is None:
+        answer = _compressibleType(contentType)
+        if len(_TYPE_ANSWERS) >= _TYPE_ANSWERS_KEPT:
+            _TYPE_ANSWERS.clear()
+        _TYPE_ANSWERS[contentType] = answer
+    return answer
+
+
+def _compressibleType(contentType: bytes) -> bool:
     """
     Whether a C{Content-Type} is worth compressing: not video, audio,
     images other than SVG, BMP and icons (Thruster's list: JPEG, PNG,
