@@ -965,6 +965,24 @@ class ConnectionLimitTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(factory.limiter.open, 0)
 
+    def test_plainSiteCounted(self) -> None:
+        """
+        Twisted's own HTTP channel protocol (a plain C{Site}, as an
+        embedding application may wrap), whose class's descriptors win
+        over its instance, is wrapped and counted: the limit holds.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        factory = ConnectionLimitFactory(Site(Resource()), ConnectionLimiter(self.clock, 1))
+        protocol = factory.buildProtocol(PEER)
+        protocol.makeConnection(_TCPTransport(peerAddress=PEER))
+        self.assertEqual(factory.limiter.open, 1)
+        self.assertIsNone(factory.buildProtocol(PEER))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(factory.limiter.open, 0)
+        self.clock.advance(1)  # the refusal summary's log line
+
     def test_countsAcrossTLS(self) -> None:
         """
         Around TLS (the HTTPS listener), the limit needs no special case: a

@@ -83,7 +83,8 @@ def _countInPlace(protocol: Any, limiter: ConnectionLimiter) -> bool:
     sits between the port's transport and the protocol on every read and
     write (that hop showed in profiles).
 
-    @return: whether it could be hooked (not when it has no C{__dict__}).
+    @return: whether it could be hooked (not when it has no C{__dict__},
+        nor when its class's descriptors take precedence over it).
     """
     makeConnection = protocol.makeConnection
     connectionLost = protocol.connectionLost
@@ -102,7 +103,12 @@ def _countInPlace(protocol: Any, limiter: ConnectionLimiter) -> bool:
         return False
     fields["makeConnection"] = countedMakeConnection
     fields["connectionLost"] = countedConnectionLost
-    return True
+    if protocol.makeConnection is countedMakeConnection and protocol.connectionLost is countedConnectionLost:
+        return True
+    # A data descriptor on the class (proxyForInterface's, as on Twisted's
+    # own HTTP channel protocol) wins over the instance: wrap it instead.
+    del fields["makeConnection"], fields["connectionLost"]
+    return False
 
 
 class ConnectionLimitFactory(WrappingFactory[_CountedConnection]):
