@@ -29,8 +29,8 @@ from tests.integration.harness import (
 )
 from tests.integration.test_http2 import H2Client, inThread
 
-HTTP1_REQUESTS = 40
-HTTP2_REQUESTS = 10
+HTTP1_REQUESTS = 160
+HTTP2_REQUESTS = 40
 
 
 async def describe(daemon: Daemon, service: str) -> dict[str, Any]:
