@@ -16,9 +16,8 @@ flags; C{--} ends the flags; C{-h}/C{--help} asks for help.
 
 Every flag of the original's verbs is recognised. Those whose feature is not
 built yet are refused when given with a value that asks for the feature
-("C{`--tls` is not supported yet}"); given with their default value (as in
-C{--tls=false}) they are accepted and do nothing. Verbs not built yet are
-refused after their flags have been read.
+("C{`--scope-cookie-paths` is not supported yet}"); given with their default
+value (as in C{--scope-cookie-paths=false}) they are accepted and do nothing.
 
 Every error is a L{FlagError} with a one-line message.
 """
@@ -102,14 +101,12 @@ class Verb:
     @ivar name: the canonical name, with the group if any (C{"rollout set"}).
     @ivar takesService: C{True} for verbs that take exactly one service name,
         C{False} for those that take no argument at all.
-    @ivar supported: C{False} for verbs that are recognised but not built.
     """
 
     name: str
     summary: str
     flags: tuple[Flag, ...] = ()
     takesService: bool = True
-    supported: bool = True
     aliases: tuple[str, ...] = ()
 
     @property
@@ -703,17 +700,14 @@ def notSupported(what: str) -> FlagError:
 
 def checkSupported(invocation: Invocation) -> None:
     """
-    Refuse a verb that is not built, or a flag whose feature is not built and
-    that was given with a value other than its default.
+    Refuse a flag whose feature is not built and that was given with a
+    value other than its default.
 
-    @raise FlagError: "C{`pause` is not supported yet}",
-        "C{`--tls` is not supported yet}".
+    @raise FlagError: "C{`--scope-cookie-paths` is not supported yet}".
     """
     verb = invocation.verb
     if verb is None:
         return
-    if not verb.supported:
-        raise notSupported(verb.name)
     flags = {flag.name: flag for flag in verb.flags}
     for name in invocation.given:
         flag = flags[name]
@@ -947,7 +941,7 @@ def usage(prog: str, topic: str | None = None, withRun: bool = False) -> str:
         )
     verb = findVerb(topic) if topic else None
     if verb is not None:
-        lines = [verb.summary + ("" if verb.supported else " (not supported yet)"), ""]
+        lines = [verb.summary, ""]
         lines += ["Usage:", f"  {prog} {verb.synopsis}", ""]
         if verb.aliases:
             lines += ["Aliases:", "  " + ", ".join((verb.name, *verb.aliases)), ""]
@@ -978,7 +972,7 @@ def usage(prog: str, topic: str | None = None, withRun: bool = False) -> str:
 
 
 def _summary(verb: Verb) -> str:
-    return verb.summary + ("" if verb.supported else " (not supported yet)")
+    return verb.summary
 
 
 def _commandLines(commands: Sequence[tuple[str, str]]) -> list[str]:
