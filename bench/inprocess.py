@@ -32,7 +32,6 @@ from twisted.logger import Logger
 from kamalproxy.observe.livestats import LiveStats
 from kamalproxy.observe.metrics import ProxyMetrics
 from kamalproxy.observe.requestlog import RequestLogger
-from kamalproxy.status.report import RequestObservers
 from kamalproxy.routing.router import Router
 from kamalproxy.http.site import ProxySite
 from kamalproxy.upstream.client import UpstreamConnection
@@ -77,8 +76,8 @@ def build(withStats: bool = False, metrics: bool = False) -> tuple[Any, StringTr
     site = ProxySite(
         router,
         clock,
-        requestLog=RequestObservers((logger, LiveStats(clock))) if withStats else logger,
-        observers=() if observed is None else (observed.requests,),
+        requestLog=logger,
+        observers=((LiveStats(clock),) if withStats else ()) + (() if observed is None else (observed.requests,)),
     )
     protocol = site.buildProtocol(None)
     client = StringTransport()

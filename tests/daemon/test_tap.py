@@ -736,7 +736,9 @@ class MetricsPortTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.tcpServers), 2)
         self.assertIsNone(service.metricsRoot)
         self.assertIsNone(service.metrics)
-        self.assertEqual(len(service.site.observers), 2)
+        from kamalproxy.observe.metrics import RequestMetrics
+
+        self.assertFalse([o for o in service.site.observers if isinstance(o, RequestMetrics)])
 
 
 class CacheOptionsTests(SynchronousTestCase):

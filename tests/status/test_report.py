@@ -10,10 +10,10 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kamalproxy.interfaces import IDeployObserver, IRequestObserver
+from kamalproxy.interfaces import IDeployObserver
 from kamalproxy.observe.livestats import LiveStats
 from kamalproxy.routing.deploys import DEPLOY, FAILED, SUCCEEDED, DeployRecord
-from kamalproxy.status.report import DEPLOYS_KEPT, DeployHistory, RequestObservers, StatusReport
+from kamalproxy.status.report import DEPLOYS_KEPT, DeployHistory, StatusReport
 
 NOW = 1_700_000_000.0
 
@@ -120,24 +120,3 @@ class DeployHistoryTests(SynchronousTestCase):
         self.assertEqual(len(history.records), DEPLOYS_KEPT)
         self.assertEqual(history.records[0].service, "last")
         self.assertEqual(history.records[1].service, f"s{DEPLOYS_KEPT + 2}")
-
-
-class RequestObserversTests(SynchronousTestCase):
-    def test_tellsEachInOrder(self) -> None:
-        heard: list[tuple[str, str, object]] = []
-
-        class Observer:
-            def __init__(self, name: str) -> None:
-                self.name = name
-
-            def requestStarted(self, exchange: object) -> None:
-                heard.append(("started", self.name, exchange))
-
-            def requestEnded(self, exchange: object) -> None:
-                heard.append(("ended", self.name, exchange))
-
-        both = RequestObservers([Observer("a"), Observer("b")])  # type: ignore[list-item]
-        self.assertTrue(IRequestObserver.providedBy(both))
-        both.requestStarted(1)
-        both.requestEnded(2)
-        self.assertEqual(heard, [("started", "a", 1), ("started", "b", 1), ("ended", "a", 2), ("ended", "b", 2)])

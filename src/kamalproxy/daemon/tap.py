@@ -41,7 +41,7 @@ from kamalproxy.observe.metrics import MetricsResource, MetricsSite, ProxyMetric
 from kamalproxy.observe.livestats import LiveStats
 from kamalproxy.observe.requestlog import JSON, LOG_FORMATS, RequestLogger
 from kamalproxy.status.page import StatusRoot, statusChildren
-from kamalproxy.status.report import DeployHistory, RequestObservers, StatusReport
+from kamalproxy.status.report import DeployHistory, StatusReport
 from kamalproxy.routing.router import Router, tcpConnectorFor
 from kamalproxy.http.site import ProxySite
 from kamalproxy.daemon.state import StateStore
@@ -450,12 +450,10 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     site = ProxySite(
         router,
         reactor,
-        requestLog=RequestObservers(
-            (RequestLogger(reactor, format=config.get("log-format") or JSON), stats)
-        ),
+        requestLog=RequestLogger(reactor, format=config.get("log-format") or JSON),
         limits=channelLimits(config),
         h2c=bool(config.get("h2c")),
-        observers=() if metrics is None else (metrics.requests,),
+        observers=(stats,) if metrics is None else (stats, metrics.requests),
     )
     site.displayTracebacks = False
     service = ProxyService(router, site, listening=_listening(config, socketPath))

@@ -9,11 +9,11 @@ deploys, as one JSON-ready C{dict} whose schema is documented in the README
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from zope.interface import implementer
 
-from kamalproxy.interfaces import IDeployObserver, IRequestObserver
+from kamalproxy.interfaces import IDeployObserver
 from kamalproxy.observe.livestats import BUCKET_SECONDS, WINDOW_BUCKETS, LiveStats
 from kamalproxy.routing.deploys import DeployRecord
 
@@ -32,24 +32,6 @@ class DeployHistory:
 
     def deployFinished(self, record: DeployRecord) -> None:
         self.records.appendleft(record)
-
-
-@implementer(IRequestObserver)
-class RequestObservers:
-    """
-    Several L{IRequestObserver}s as one (the site takes one request log).
-    """
-
-    def __init__(self, observers: Iterable[IRequestObserver]) -> None:
-        self.observers = tuple(observers)
-
-    def requestStarted(self, exchange: Any) -> None:
-        for observer in self.observers:
-            observer.requestStarted(exchange)
-
-    def requestEnded(self, exchange: Any) -> None:
-        for observer in self.observers:
-            observer.requestEnded(exchange)
 
 
 def _deploy(record: DeployRecord) -> dict[str, Any]:
@@ -125,4 +107,4 @@ class StatusReport:
         }
 
 
-__all__ = ["DeployHistory", "RequestObservers", "SCHEMA_VERSION", "StatusReport"]
+__all__ = ["DeployHistory", "SCHEMA_VERSION", "StatusReport"]
