@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import attr
 
+from kamalproxy.control.flags import parseBool
 from kamalproxy.routing.options import DeployOptions, ServiceOptions, TargetOptions
 
 ENV_PREFIX = "THRUSTER_"
@@ -46,17 +47,6 @@ def findEnv(environ: Mapping[str, str], name: str) -> Optional[str]:
 
 def _int(raw: str) -> int:
     return int(raw.strip())
-
-
-def _bool(raw: str) -> bool:
-    """
-    A boolean as Go's C{strconv.ParseBool} reads one.
-    """
-    if raw in ("1", "t", "T", "true", "TRUE", "True"):
-        return True
-    if raw in ("0", "f", "F", "false", "FALSE", "False"):
-        return False
-    raise ValueError(raw)
 
 
 def _domains(raw: str) -> tuple[str, ...]:
@@ -127,18 +117,18 @@ ENVIRONMENT = (
     ("STORAGE_PATH", "storagePath", str),
     ("CACHE_SIZE", "cacheSize", _int),
     ("MAX_CACHE_ITEM_SIZE", "maxCacheItemSize", _int),
-    ("X_SENDFILE_ENABLED", "sendfile", _bool),
-    ("GZIP_COMPRESSION_ENABLED", "compression", _bool),
+    ("X_SENDFILE_ENABLED", "sendfile", parseBool),
+    ("GZIP_COMPRESSION_ENABLED", "compression", parseBool),
     ("GZIP_COMPRESSION_JITTER", "compressionJitter", _int),
-    ("GZIP_COMPRESSION_DISABLE_ON_AUTH", "compressionDisableOnAuth", _bool),
+    ("GZIP_COMPRESSION_DISABLE_ON_AUTH", "compressionDisableOnAuth", parseBool),
     ("MAX_REQUEST_BODY", "maxRequestBody", _int),
     ("BAD_GATEWAY_PAGE", "badGatewayPage", str),
     ("HTTP_IDLE_TIMEOUT", "idleTimeout", _int),
     ("HTTP_READ_TIMEOUT", "readTimeout", _int),
     ("HTTP_WRITE_TIMEOUT", "writeTimeout", _int),
-    ("H2C_ENABLED", "h2c", _bool),
-    ("LOG_REQUESTS", "logRequests", _bool),
-    ("DEBUG", "debug", _bool),
+    ("H2C_ENABLED", "h2c", parseBool),
+    ("LOG_REQUESTS", "logRequests", parseBool),
+    ("DEBUG", "debug", parseBool),
     ("BIND", "bind", str),
 )
 
@@ -153,7 +143,7 @@ def readEnvironment(environ: Mapping[str, str]) -> ThrustConfig:
         field: _get(environ, name, parse, getattr(defaults, field))
         for name, field, parse in ENVIRONMENT
     }
-    values["forwardHeaders"] = _get(environ, "FORWARD_HEADERS", _bool, not values["tlsDomains"])
+    values["forwardHeaders"] = _get(environ, "FORWARD_HEADERS", parseBool, not values["tlsDomains"])
     return ThrustConfig(**values)
 
 
