@@ -115,12 +115,6 @@ class Exchange:
         for observer in self.observers:
             observer.requestStarted(self)
 
-    def bodyReceived(self, data: bytes) -> None:
-        """
-        Request body bytes arrived from the client.
-        """
-        self.bodyConsumer(data)
-
     def whenComplete(self, callback: Callable[[], None]) -> None:
         if self.complete:
             callback()
