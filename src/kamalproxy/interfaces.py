@@ -101,6 +101,27 @@ class IResponseSink(Interface):
         """
 
 
+class IEncodedVariants(Interface):
+    """
+    The encoded copies a stored response keeps (the HTTP cache's), so the
+    compression stage sends a copy instead of compressing the body again.
+    """
+
+    limit = Attribute("The largest encoded body worth offering to L{keep}.")
+
+    def encoded(coding):  # type: ignore[no-untyped-def]
+        """
+        The whole body encoded with C{coding} (C{"gzip"}, C{"zstd"},
+        C{"br"}) kept before, or L{None}.
+        """
+
+    def keep(coding, body):  # type: ignore[no-untyped-def]
+        """
+        Keep C{body}, the whole body encoded with C{coding}, for later
+        responses (when the stored response is still stored and has room).
+        """
+
+
 class IRequestObserver(Interface):
     """
     Told when requests start and end: the request log, the shutdown

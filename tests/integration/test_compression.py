@@ -22,6 +22,8 @@ from tests.integration.harness import (
     Daemon,
     ctl,
     deployArgs,
+    fetch,
+    freePort,
     hasCurl,
     pollUntil,
     runCommand,
@@ -54,7 +56,8 @@ def _rssKiB(pid: int) -> int:
 
 class _App(Resource):
     """
-    C{/page}: PAGE with a Content-Length and an ETag; C{/chunked}: PAGE
+    C{/page}: PAGE with a Content-Length and an ETag; C{/cached}: PAGE,
+    cacheable, counted in C{cachedAsked}; C{/chunked}: PAGE
     written in ten pieces (chunked); C{/big}: C{BIG_TOTAL} bytes of text,
     read from a file by Twisted's own flow-controlled producer, counted in
     C{sent} as they are written.
@@ -62,6 +65,7 @@ class _App(Resource):
 
     isLeaf = True
     sent = 0
+    cachedAsked = 0
     bigPath = ""
 
     def render(self, request: Any) -> Any:
@@ -70,6 +74,10 @@ class _App(Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         if request.path == b"/page":
             request.setHeader(b"etag", b'"page-1"')
+            return PAGE
+        if request.path == b"/cached":
+            self.cachedAsked += 1
+            request.setHeader(b"cache-control", b"public, max-age=600")
             return PAGE
         if request.path == b"/big":
             from twisted.web.static import File
@@ -133,6 +141,32 @@ class CompressionTests(TestCase):
         headers[":version"] = lines[0].split()[0]
         with open(out, "rb") as f:
             return headers, f.read()
+
+    async def test_compressedHits(self) -> None:
+        """
+        A cacheable page reaches the app once; every coding's hits, over
+        HTTP/1.1 and HTTP/2, carry the very bytes of that coding's first
+        response (the encoded copy the cache kept), which curl decodes to
+        the page.
+        """
+        metricsPort = freePort()
+        daemon, app = await self.setUpProxy("--h2c", "--metrics-port", str(metricsPort))
+        for coding in ("gzip", "br", "zstd"):
+            raw = []
+            for version in ("--http1.1", "--http2-prior-knowledge", "--http1.1"):
+                headers, body = await self.curlGet(daemon.url("/cached"), version, "-H", f"Accept-Encoding: {coding}")
+                self.assertEqual(headers.get("content-encoding"), coding)
+                if headers["x-cache"] == "hit":  # a miss may have gone out as it was encoded, chunked
+                    self.assertEqual(headers.get("content-length"), str(len(body)))
+                raw.append((headers["x-cache"], body))
+            self.assertEqual([status for status, _ in raw], ["miss" if coding == "gzip" else "hit", "hit", "hit"])
+            self.assertEqual({body for _, body in raw}, {raw[0][1]}, coding)
+            headers, body = await self.curlGet(daemon.url("/cached"), "--compressed", "-H", f"Accept-Encoding: {coding}")
+            self.assertEqual((headers["x-cache"], body), ("hit", PAGE))
+        self.assertEqual(app.cachedAsked, 1)
+        status, _, metrics = await fetch(f"http://127.0.0.1:{metricsPort}/metrics")
+        # Each coding compressed once; its other three responses sent the kept copy.
+        self.assertIn(b"\nkamal_proxy_compressed_responses_reused_total 9.0\n", metrics)
 
     async def test_decodedByCurl(self) -> None:
         """

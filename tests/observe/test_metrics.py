@@ -514,6 +514,9 @@ class BeyondTheOriginalTests(SynchronousTestCase):
         self.assertLess(0, bytesOut)
         self.assertLess(bytesOut, bytesIn / 10)
         self.assertAlmostEqual(samples[("kamal_proxy_compression_ratio", frozenset())], bytesOut / bytesIn)
+        self.assertEqual(samples[("kamal_proxy_compressed_responses_reused_total", frozenset())], 0.0)
+        proxy.router.compressionStats.reused = 3  # hits sent from the cache's encoded copies
+        self.assertEqual(scrape(proxy.metrics)[("kamal_proxy_compressed_responses_reused_total", frozenset())], 3.0)
 
     def test_addedSource(self) -> None:
         """

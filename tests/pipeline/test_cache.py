@@ -5,9 +5,11 @@ with the real forwarding to in-memory targets.
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import attr
+import brotli
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -251,6 +253,102 @@ class NotStoredTests(SynchronousTestCase):
         self.assertEqual(proxy.cache.entries, 0)
         proxy.request()
         self.assertEqual(proxy.sent, 2)
+
+
+PAGE = b"".join(b"<p>paragraph %d of the page</p>\n" % i for i in range(300))
+HTML_PUBLIC = PUBLIC + b"Content-Type: text/html\r\n"
+BR = b"Accept-Encoding: br\r\n"
+
+
+class EncodedCopyTests(SynchronousTestCase):
+    """
+    The cache keeps the encoded copies the compression stage makes, so a
+    compressed hit costs no compression.
+    """
+
+    def test_hitSendsKeptCopy(self) -> None:
+        """
+        The miss is compressed on its way to the client and its encoded
+        body kept with the entry; a hit in the same coding sends those
+        bytes again without compressing.
+        """
+        proxy = CacheProxy(self)
+        stats = proxy.router.compressionStats
+        status, fields, first = proxy.fetch(HTML_PUBLIC, PAGE, request=BR)
+        self.assertEqual((status, fields[b"x-cache"], fields[b"content-encoding"]), (200, b"miss", b"br"))
+        self.assertEqual(brotli.decompress(first), PAGE)
+        [entry] = list(proxy.cache)
+        self.assertEqual((entry.body, entry.encoded), (PAGE, {"br": first}))
+        self.assertEqual(proxy.cache.size, entry.size)
+        bytesIn = stats.bytesIn
+        status, fields, second = get(proxy, headers=BR)
+        self.assertEqual((status, fields[b"x-cache"], fields[b"content-encoding"]), (200, b"hit", b"br"))
+        self.assertEqual(fields[b"content-length"], b"%d" % len(first))
+        self.assertEqual(second, first)
+        self.assertEqual((stats.responses["br"], stats.reused, proxy.sent), (2, 1, 1))
+        self.assertEqual(stats.bytesIn, 2 * bytesIn)
+
+    def test_eachCodingKept(self) -> None:
+        """
+        A hit in a coding not kept yet is compressed once, then kept too;
+        a client without C{Accept-Encoding} gets the identity body.
+        """
+        proxy = CacheProxy(self)
+        proxy.fetch(HTML_PUBLIC, PAGE, request=BR)
+        gzipped = get(proxy, headers=b"Accept-Encoding: gzip\r\n")[2]
+        self.assertEqual(gzip.decompress(gzipped), PAGE)
+        self.assertEqual(get(proxy, headers=b"Accept-Encoding: gzip\r\n")[2], gzipped)
+        [entry] = list(proxy.cache)
+        self.assertEqual(sorted(entry.encoded), ["br", "gzip"])
+        self.assertEqual(proxy.router.compressionStats.reused, 1)
+        status, fields, body = get(proxy)
+        self.assertEqual((body, fields[b"vary"]), (PAGE, b"Accept-Encoding"))
+        self.assertNotIn(b"content-encoding", fields)
+
+    def test_notKeptOverItemLimit(self) -> None:
+        """
+        A copy that would take the entry over C{--max-cache-item-size} is
+        not kept: hits are compressed each time, correctly.
+        """
+        proxy = CacheProxy(self, maxItemSize=len(PAGE) + 700)
+        proxy.fetch(HTML_PUBLIC, PAGE, request=BR)
+        [entry] = list(proxy.cache)
+        self.assertEqual(entry.encoded, {})
+        self.assertEqual(brotli.decompress(get(proxy, headers=BR)[2]), PAGE)
+        self.assertEqual(proxy.router.compressionStats.reused, 0)
+
+    def test_revalidatedKeepsCopies(self) -> None:
+        """
+        A 304 that revalidates the entry leaves its body, so its copies
+        still serve; a changed response replaces them.
+        """
+        proxy = CacheProxy(self)
+        headers = b'Cache-Control: max-age=1\r\nETag: "v1"\r\nContent-Type: text/html\r\n'
+        first = proxy.fetch(headers, PAGE, request=BR)[2]
+        proxy.clock.advance(5)
+        client = proxy.request(headers=BR)
+        proxy.respond(b'Cache-Control: max-age=1\r\nETag: "v1"\r\n', b"", b"304 Not Modified")
+        status, fields, body = parse(client.value())
+        self.assertEqual((fields[b"x-cache"], body), (b"revalidated", first))
+        self.assertEqual(proxy.router.compressionStats.reused, 1)
+        proxy.clock.advance(5)
+        newer = PAGE.replace(b"paragraph", b"section")
+        client = proxy.request(headers=BR)
+        proxy.respond(b'Cache-Control: max-age=60\r\nETag: "v2"\r\nContent-Type: text/html\r\n', newer)
+        self.assertEqual(brotli.decompress(parse(client.value())[2]), newer)
+        self.assertEqual(brotli.decompress(get(proxy, headers=BR)[2]), newer)
+        self.assertEqual(proxy.router.compressionStats.reused, 2)
+
+    def test_rangeFromIdentity(self) -> None:
+        """
+        A Range request is answered from the identity body (206 is never
+        compressed), whatever copies are kept.
+        """
+        proxy = CacheProxy(self)
+        proxy.fetch(HTML_PUBLIC, PAGE, request=BR)
+        status, fields, body = get(proxy, headers=BR + b"Range: bytes=0-9\r\n")
+        self.assertEqual((status, body), (206, PAGE[:10]))
+        self.assertNotIn(b"content-encoding", fields)
 
 
 class VaryTests(SynchronousTestCase):

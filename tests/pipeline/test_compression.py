@@ -17,7 +17,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from kamalproxy.compress.stats import CompressionStats
-from kamalproxy.interfaces import IResponseSink
+from kamalproxy.interfaces import IEncodedVariants, IResponseSink
 from kamalproxy.pipeline.compression import CompressingSink
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.routing.router import Router
@@ -82,6 +82,7 @@ def sinkFor(
     jitter: int = 0,
     guard: bool = False,
     requestHeaders: RawHeaders = (),
+    variants: Optional[IEncodedVariants] = None,
 ) -> tuple[CompressingSink, Recorder, Clock, CompressionStats]:
     request = Request(DummyChannel())
     request.method = method
@@ -92,8 +93,27 @@ def sinkFor(
     clock = Clock()
     recorder = Recorder()
     stats = CompressionStats()
-    sink = CompressingSink(recorder, Exchange(request, clock), stats, jitter, guard)
+    exchange = Exchange(request, clock, encodedVariants=variants)
+    sink = CompressingSink(recorder, exchange, stats, jitter, guard)
     return sink, recorder, clock, stats
+
+
+@implementer(IEncodedVariants)
+class Copies:
+    """
+    A stored response's encoded copies, in a dictionary.
+    """
+
+    def __init__(self, limit: int = 1 << 20, **copies: bytes) -> None:
+        self.limit = limit
+        self.copies = copies
+        self.kept: list[tuple[str, bytes]] = []
+
+    def encoded(self, coding: str) -> Optional[bytes]:
+        return self.copies.get(coding)
+
+    def keep(self, coding: str, body: bytes) -> None:
+        self.kept.append((coding, body))
 
 
 def respond(sink: CompressingSink, headers: RawHeaders, *chunks: bytes, status: int = 200) -> None:
@@ -271,6 +291,72 @@ class SinkTests(SynchronousTestCase):
         self.assertEqual(plain.data[3] & 0x10, 0)
         comment = padded.data[10 : padded.data.index(b"\0", 10)]
         self.assertTrue(1 <= len(comment) <= 32 and (b"Padding-" * 5).startswith(comment), comment)
+
+    def test_sendsKeptCopy(self) -> None:
+        """
+        A stored response that has a copy in the chosen coding is answered
+        with the copy, with its length: nothing is compressed, the identity
+        body that follows is not sent; counted as a compressed response
+        and as reused.
+        """
+        verifyObject(IEncodedVariants, Copies())
+        copy = brotli.compress(BODY)
+        sink, recorder, _, stats = sinkFor(b"gzip, br", variants=Copies(br=copy, gzip=b"not this one"))
+        headers = [HTML, (b"Content-Length", b"%d" % len(BODY)), (b"ETag", b'"v1"')]
+        respond(sink, headers, BODY)
+        self.assertEqual(recorder.data, copy)
+        self.assertEqual(recorder.headers[b"content-encoding"], b"br")
+        self.assertEqual(recorder.headers[b"content-length"], b"%d" % len(copy))
+        self.assertEqual(recorder.headers[b"etag"], b'W/"v1"')
+        self.assertTrue(recorder.ended)
+        self.assertEqual((stats.responses["br"], stats.reused), (1, 1))
+        self.assertEqual((stats.bytesIn, stats.bytesOut), (len(BODY), len(copy)))
+
+    def test_keepsWhatItEncoded(self) -> None:
+        """
+        Without a copy in the chosen coding, the body is encoded as usual
+        and the whole encoded body is offered to be kept at the end.
+        """
+        copies = Copies(br=b"another coding")
+        sink, recorder, _, stats = sinkFor(b"gzip", variants=copies)
+        respond(sink, [HTML, (b"Content-Length", b"%d" % len(BODY))], BODY[:1000], BODY[1000:])
+        self.assertEqual(copies.kept, [("gzip", recorder.data)])
+        self.assertEqual(gzip.decompress(recorder.data), BODY)
+        self.assertEqual(stats.reused, 0)
+
+    def test_keepsStreamedBody(self) -> None:
+        """
+        A body encoded as it streamed (no Content-Length) is kept whole:
+        everything sent, which decodes to the identity body.
+        """
+        copies = Copies()
+        sink, recorder, _, _ = sinkFor(b"gzip", variants=copies)
+        respond(sink, [HTML], BODY[:2000], BODY[2000:])
+        [(coding, kept)] = copies.kept
+        self.assertEqual((coding, kept), ("gzip", recorder.data))
+        self.assertEqual(gzip.decompress(kept), BODY)
+
+    def test_keepsNothingOverLimit(self) -> None:
+        """
+        An encoded body larger than the copies' limit is sent whole but
+        not kept.
+        """
+        copies = Copies(limit=100)
+        sink, recorder, _, _ = sinkFor(b"gzip", variants=copies)
+        respond(sink, [HTML], BODY[:2000], BODY[2000:])
+        self.assertEqual(copies.kept, [])
+        self.assertEqual(gzip.decompress(recorder.data), BODY)
+
+    def test_keepsNothingFailed(self) -> None:
+        """
+        A response that fails midway keeps nothing.
+        """
+        copies = Copies()
+        sink, recorder, _, _ = sinkFor(b"gzip", variants=copies)
+        sink.head(200, b"OK", [HTML])
+        sink.body(BODY[:2000])
+        sink.fail(502)
+        self.assertEqual((copies.kept, recorder.failed), ([], 502))
 
     def test_failBeforeOutputGivesPage(self) -> None:
         """

@@ -13,6 +13,7 @@ from twisted.web.http_headers import Headers
 from kamalproxy.cache.conditional import notModified, notModifiedHeaders
 from kamalproxy.cache.ranges import ifRangeHolds, parseRange, partialAnswer
 from kamalproxy.cache.store import Entry, MemoryCache
+from kamalproxy.cache.variants import StoredVariants
 from kamalproxy.pipeline.exchange import Exchange
 
 
@@ -40,13 +41,14 @@ def serveEntry(
         cache.count(status)
         ours = [(b"Age", b"%d" % int(entry.age(exchange.clock.seconds()))), (b"X-Cache", status.encode("ascii"))]
         code, reason, headers, body = entry.status, entry.reason, entry.headers, entry.body
-        if _namesFile(headers):
+        if namesFile(headers):
             # An X-Sendfile response: the file, not the stored (empty) body,
             # is the representation; the X-Sendfile sink outside answers the
             # client's conditions and Range from it.
             sink.head(code, reason, headers + ours)
             sink.end()
             return
+        exchange.encodedVariants = StoredVariants(cache, exchange.clock, entry)
         if 200 <= code < 300 and notModified(
             asked.getRawHeaders(b"if-none-match"),
             (asked.getRawHeaders(b"if-modified-since") or [None])[0],
@@ -82,7 +84,7 @@ def _discard(data: bytes) -> None:
     pass
 
 
-def _namesFile(headers: list[tuple[bytes, bytes]]) -> bool:
+def namesFile(headers: list[tuple[bytes, bytes]]) -> bool:
     """
     Whether C{headers} carry C{X-Sendfile}: the response hands a file over.
     """

@@ -95,6 +95,8 @@ class Entry:
     @ivar generation: the service's purge generation it was fetched in.
     @ivar counted: the size the store counted it with.
     @ivar receivedAge: the C{Age} it arrived with.
+    @ivar encoded: encoded copies of the body the compression stage made
+        while sending it, by coding (C{"zstd"}, C{"br"}, C{"gzip"}).
     """
 
     key: Key
@@ -115,6 +117,7 @@ class Entry:
     lastModified: Optional[bytes] = None
     counted: int = 0
     receivedAge: float = 0.0
+    encoded: dict[str, bytes] = attr.ib(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self._update()
@@ -132,7 +135,8 @@ class Entry:
 
     @property
     def size(self) -> int:
-        return len(self.body) + sum(len(n) + len(v) + 4 for n, v in self.headers) + ENTRY_OVERHEAD
+        fields = sum(len(n) + len(v) + 4 for n, v in self.headers)
+        return len(self.body) + sum(map(len, self.encoded.values())) + fields + ENTRY_OVERHEAD
 
     def age(self, now: float) -> float:
         """
@@ -269,6 +273,19 @@ class MemoryCache:
             self.size += new - entry.counted
             entry.counted = new
             self._evict(now)
+
+    def keepEncoded(self, entry: Entry, coding: str, body: bytes, now: float) -> bool:
+        """
+        Keep C{body}, C{entry}'s body encoded with C{coding}, with it, so
+        that a compressed hit costs no compression. Refused when C{entry}
+        is no longer stored, or would grow beyond the item limit; it
+        counts against the budget like the rest of the entry.
+        """
+        if entry not in self._lru or entry.size + len(body) > self.maxItemSize:
+            return False
+        entry.encoded[coding] = body
+        self.resized(entry, now)
+        return True
 
     def _evict(self, now: float) -> None:
         if self.size <= self.maxSize:

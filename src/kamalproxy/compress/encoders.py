@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Iterable, Optional, Protocol
+from typing import Optional, Protocol
 
 import brotli
 import zstandard
@@ -273,16 +273,6 @@ def newEncoder(coding: str, jitter: int = 0, sizeHint: int = 0) -> Encoder:
     raise ValueError(f"unknown content coding: {coding!r}")
 
 
-def encodeBody(coding: str, chunks: Iterable[bytes], jitter: int = 0) -> bytes:
-    """
-    A whole body, encoded (for a cache storing an encoded variant).
-    """
-    encoder = newEncoder(coding, jitter)
-    out = [encoder.compress(chunk) for chunk in chunks]
-    out.append(encoder.finish())
-    return b"".join(out)
-
-
 __all__ = [
     "BrotliEncoder",
     "Encoder",
@@ -292,7 +282,6 @@ __all__ = [
     "MAX_JITTER",
     "ZstdEncoder",
     "brotliMetadata",
-    "encodeBody",
     "newEncoder",
     "padding",
 ]

@@ -507,6 +507,11 @@ class ProxyMetrics(Collector):
         return [
             responses,
             CounterMetricFamily(
+                "kamal_proxy_compressed_responses_reused",
+                "Compressed responses sent from an encoded copy the HTTP cache kept, without compressing.",
+                value=stats.reused,
+            ),
+            CounterMetricFamily(
                 "kamal_proxy_compression_input_bytes",
                 "Body bytes of the compressed responses before compression.",
                 value=stats.bytesIn,

@@ -34,7 +34,8 @@ from kamalproxy.cache.store import Entry, Key, MemoryCache, storedHeaders, varyV
 from kamalproxy.interfaces import IResponseSink
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.sinks import SinkWrapper
-from kamalproxy.cache.answer import serveEntry
+from kamalproxy.cache.answer import namesFile, serveEntry
+from kamalproxy.cache.variants import StoredVariants
 from kamalproxy.cache.sinks import BYPASS, BackgroundRequest, InvalidatingSink, NullSink, TaggingSink
 from kamalproxy.upstream.client import RawHeaders
 
@@ -437,6 +438,7 @@ class FillSink(SinkWrapper):
         self._parts: Optional[list[bytes]] = None
         self._size = 0
         self._conditions: Optional[Headers] = None
+        self._variants: Optional[StoredVariants] = None
         if validating is not None:  # the client's own, which the revalidation replaces
             asked = exchange.request.requestHeaders
             self._conditions = Headers(
@@ -483,6 +485,8 @@ class FillSink(SinkWrapper):
             self._head = (status, reason, headers)
             self._parts = []
             self.stage._passes.pop(self.key, None)
+            if not namesFile(headers):  # the file is what would be encoded
+                self._variants = self.exchange.encodedVariants = StoredVariants(self.cache, self.exchange.clock)
         else:
             if entry is not None:
                 self.cache.remove(entry)
@@ -544,7 +548,8 @@ class FillSink(SinkWrapper):
             generation=self.generation,
             receivedAge=ageValue(headers),
         )
-        self.cache.store(entry, now)
+        if self.cache.store(entry, now) and self._variants is not None:
+            self._variants.entry = entry
 
     def fail(self, status: int) -> None:
         entry = self.validating

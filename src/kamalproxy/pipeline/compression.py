@@ -24,7 +24,11 @@ input sits in the encoder.
 
 The sink wraps the one it finds: stages after this one in the chain (the
 X-Sendfile stage, the cache) see identity responses, and this one encodes
-what they pass on.
+what they pass on. When the response is a stored one (a cache hit) or is
+being stored (a miss), the cache offers its encoded copies through
+C{exchange.encodedVariants}: a copy in the chosen coding is sent as it is,
+without compressing anything, and an encoded body made whole is kept for
+the next hits.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from kamalproxy.compress.policy import (
     withVary,
 )
 from kamalproxy.compress.stats import CompressionStats
-from kamalproxy.interfaces import IResponseSink
+from kamalproxy.interfaces import IEncodedVariants, IResponseSink
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.sinks import SinkWrapper
 from kamalproxy.twistedcompat import fieldKey, rawHeaders
@@ -56,7 +60,7 @@ Handler = Callable[[Exchange], None]
 _ACCEPT_ENCODING = fieldKey(b"accept-encoding")
 _GUARDED = tuple(fieldKey(name) for name in GUARDED_REQUEST_FIELDS)
 
-_PASS, _WAIT, _ENCODE = range(3)
+_PASS, _WAIT, _ENCODE, _COPY = range(4)
 
 
 def compressResponses(router: Any) -> Callable[[Exchange, Handler], None]:
@@ -117,6 +121,9 @@ class CompressingSink(SinkWrapper):
         self._heldSize = 0
         self._streaming = False
         self._timer: Optional[IDelayedCall] = None
+        self._variants: Optional[IEncodedVariants] = None
+        self._kept: Optional[list[bytes]] = None
+        self._keptSize = 0
 
     def head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         length = examine(status, headers, self._guard)
@@ -132,6 +139,14 @@ class CompressingSink(SinkWrapper):
             return
         self._coding = coding
         self._head = (status, reason, headers)
+        variants = self._exchange.encodedVariants
+        if variants is not None:
+            copy = variants.encoded(coding)
+            if copy is not None:
+                self._sendCopy(copy, max(length, 0))
+                return
+            self._variants = variants
+            self._kept = []
         if length == UNKNOWN_LENGTH:
             self._mode = _WAIT
             self._streaming = True
@@ -143,13 +158,25 @@ class CompressingSink(SinkWrapper):
         self._encoder = newEncoder(self._coding, self._jitter, sizeHint)
         self._stats.responses[self._coding] += 1
 
+    def _sendCopy(self, copy: bytes, identityLength: int) -> None:
+        """
+        Send C{copy}, the stored response's body encoded before; the
+        identity body (C{identityLength} bytes) that follows is not needed.
+        """
+        self._mode = _COPY
+        stats = self._stats
+        stats.responses[self._coding] += 1
+        stats.reused += 1
+        stats.bytesIn += identityLength
+        self._send(copy, len(copy))
+
     def body(self, data: bytes) -> None:
         mode = self._mode
         if mode == _ENCODE:
             self._encode(data)
         elif mode == _PASS:
             self.inner.body(data)
-        else:
+        elif mode == _WAIT:
             self._held.append(data)
             self._heldSize += len(data)
             if self._heldSize >= MIN_SIZE:
@@ -187,6 +214,12 @@ class CompressingSink(SinkWrapper):
             self.inner.head(status, reason, encodedHeaders(headers, self._coding, length))
         self._stats.bytesOut += len(data)
         if data:
+            kept = self._kept
+            if kept is not None:
+                self._keptSize += len(data)
+                kept.append(data)
+                if self._variants is not None and self._keptSize > self._variants.limit:
+                    self._kept = None
             self.inner.body(data)
 
     def end(self) -> None:
@@ -196,6 +229,9 @@ class CompressingSink(SinkWrapper):
             assert encoder is not None
             out = encoder.finish()
             self._send(out, len(out) if self._head is not None else None)
+            kept, self._kept = self._kept, None
+            if kept is not None and self._variants is not None:
+                self._variants.keep(self._coding, b"".join(kept))
         elif mode == _WAIT:  # ended under the minimum: as it is
             self._cancelTimer()
             head, self._head = self._head, None
@@ -212,6 +248,7 @@ class CompressingSink(SinkWrapper):
         self._encoder = None
         self._head = None
         self._held = []
+        self._kept = None
         self.inner.fail(status)
 
     def _cancelTimer(self) -> None:

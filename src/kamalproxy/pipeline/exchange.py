@@ -71,6 +71,9 @@ class Exchange:
     @ivar onClientGone: called when the client goes away before the end.
     @ivar cacheStatus: what the HTTP cache did (C{hit}, C{miss}, C{bypass},
         C{stale}, C{revalidated}), or C{""} when it was not used.
+    @ivar encodedVariants: the L{kamalproxy.interfaces.IEncodedVariants}
+        of the stored response this response is (a cache hit) or is
+        becoming (a miss being stored), or L{None}.
     """
 
     request: Any
@@ -101,6 +104,7 @@ class Exchange:
     bodyConsumer: Callable[[bytes], object] = _discard
     onClientGone: Optional[Callable[[], None]] = None
     cacheStatus: str = ""
+    encodedVariants: Any = None
     _waiters: list[Callable[[], None]] = attr.ib(factory=list)
 
     def __repr__(self) -> str:
