@@ -6,13 +6,17 @@ console scripts of the Python running it, which import from PYTHONPATH first). E
 127.0.0.1 and is stopped by PID:
 
 1. writes a 100 KiB HTML page (varied markup and words, so it compresses as a real page does,
-   about 2.5:1) in a temporary directory, served by nginx (one worker, no gzip) as the origin;
-2. starts `kamal-proxy run` (deployed in front of nginx, compression on by default) and Caddy
-   (`reverse_proxy` to nginx with `encode zstd gzip`, its defaults);
+   about 2.5:1) in a temporary directory, served by nginx (one worker, no gzip) as the origin,
+   as /miss/page.html with `Cache-Control: no-store` and as /hit/page.html with
+   `Cache-Control: public, max-age=600`;
+2. starts `kamal-proxy run` (deployed in front of nginx, compression and the cache on by default)
+   and Caddy (`reverse_proxy` to nginx with `encode zstd gzip`, its defaults; it has no cache);
 3. for --rounds interleaved rounds, runs `wrk -t1 -c--conns -d--duration` with
-   `Accept-Encoding: gzip, br, zstd` against each proxy and records req/s and the proxy's CPU time
-   per response (utime + stime from /proc, sampled around the run);
-4. prints one JSON line: medians and all samples, and the encoded size each proxy sent.
+   `Accept-Encoding: gzip, br, zstd` against each case: kamal-proxy's compressed miss (the
+   response is fetched and compressed every time), kamal-proxy's compressed hit (sent from the
+   cache's kept encoded copy), Caddy (fetched and compressed every time); records req/s and the
+   proxy's CPU time per response (utime + stime from /proc, sampled around the run);
+4. prints one JSON line: medians and all samples, and the encoded size each case sent.
 
 Bounded by --timeout seconds. Usage: python3 bench/compression.py [--rounds 3 --duration 4s]
 """
@@ -44,6 +48,8 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {root};
+        location /miss/ {{ add_header Cache-Control "no-store"; }}
+        location /hit/ {{ add_header Cache-Control "public, max-age=600"; }}
     }}
 }}
 """
@@ -73,9 +79,12 @@ def page():
 
 
 def encodedSize(url):
+    """
+    The coding, encoded size and X-Cache of one response from C{url}.
+    """
     request = urllib.request.Request(url, headers={"Accept-Encoding": ACCEPT})
     with urllib.request.urlopen(request, timeout=10) as response:
-        return response.headers.get("Content-Encoding"), len(response.read())
+        return response.headers.get("Content-Encoding"), len(response.read()), response.headers.get("X-Cache")
 
 
 def wrk(url, conns, duration):
@@ -105,8 +114,10 @@ def main():
         os.chmod(work, 0o755)  # nginx's worker runs as another user
         root = os.path.join(work, "root")
         os.makedirs(root)
-        with open(os.path.join(root, "page.html"), "wb") as f:
-            f.write(page())
+        for case in ("miss", "hit"):
+            os.makedirs(os.path.join(root, case))
+            with open(os.path.join(root, case, "page.html"), "wb") as f:
+                f.write(page())
         with open(os.path.join(root, "up"), "wb") as f:
             f.write(b"ok")
         origin, proxyPort, caddyPort = freePort(), freePort(), freePort()
@@ -133,11 +144,17 @@ def main():
             waitForPort(port, 20)
         subprocess.run([tool("kamal-proxy-ctl"), "--socket", sock, "deploy", "bench", f"--target=127.0.0.1:{origin}",
                         "--health-check-interval=100ms"], check=True, timeout=60, stdout=subprocess.DEVNULL)
-        urls = {"kamal-proxy": f"http://127.0.0.1:{proxyPort}/page.html", "caddy": f"http://127.0.0.1:{caddyPort}/page.html"}
-        pids = {"kamal-proxy": daemon.pid, "caddy": caddy.pid}
-        sizes = {name: encodedSize(url) for name, url in urls.items()}
+        urls = {
+            "kamal-proxy miss": f"http://127.0.0.1:{proxyPort}/miss/page.html",
+            "kamal-proxy hit": f"http://127.0.0.1:{proxyPort}/hit/page.html",
+            "caddy": f"http://127.0.0.1:{caddyPort}/miss/page.html",
+        }
+        pids = {"kamal-proxy miss": daemon.pid, "kamal-proxy hit": daemon.pid, "caddy": caddy.pid}
         for url in urls.values():
             wrk(url, a.conns, "1s")  # warm-up
+        sizes = {name: encodedSize(url) for name, url in urls.items()}
+        if sizes["kamal-proxy miss"][2] != "miss" or sizes["kamal-proxy hit"][2] != "hit":
+            raise RuntimeError(f"X-Cache is not what the cases need: {sizes}")
         rates = {name: [] for name in urls}
         cpu = {name: [] for name in urls}
         for _ in range(a.rounds):
@@ -156,7 +173,10 @@ def main():
             "cpu_us_per_response": {name: statistics.median(values) for name, values in cpu.items()},
             "samples": {"req_per_s": rates, "cpu_us_per_response": cpu},
         }
-        result["kamal_proxy_vs_caddy"] = round(result["req_per_s"]["kamal-proxy"] / result["req_per_s"]["caddy"], 3)
+        for case in ("miss", "hit"):
+            result[f"kamal_proxy_{case}_vs_caddy"] = round(
+                result["req_per_s"][f"kamal-proxy {case}"] / result["req_per_s"]["caddy"], 3
+            )
         print(json.dumps(result))
     finally:
         stopStarted(started)
