@@ -430,11 +430,14 @@ class RoundTripTests(TestCase):
         """
         A flag error prints the reason, then a hint about C{--help}.
         """
-        code = await self.ctl("deploy", "s", "--target", "web", "--scope-cookie-paths")
+        code = await self.ctl("deploy", "s", "--target", "web", "--scope-cookie-paths=maybe")
         self.assertEqual(code, 1)
         self.assertEqual(
             self.stderr.getvalue().splitlines(),
-            ["Error: `--scope-cookie-paths` is not supported yet", 'Run "kamal-proxy-ctl --help" for usage.'],
+            [
+                'Error: invalid argument "maybe" for "--scope-cookie-paths" flag: expected true or false',
+                'Run "kamal-proxy-ctl --help" for usage.',
+            ],
         )
         self.assertEqual(self.locator.calls, [])
 

@@ -21,7 +21,6 @@ from kamalproxy.control.flags import (
     VERBS,
     Flag,
     FlagError,
-    checkSupported,
     deployRequest,
     findVerb,
     parseArgs,
@@ -71,7 +70,6 @@ def commandError(testCase: SynchronousTestCase, line: str) -> str:
         invocation = parseCommandLine(shlex.split(line))
         if invocation.verb is not None and invocation.verb.name == "deploy":
             deployRequest(invocation)
-        checkSupported(invocation)
 
     return str(testCase.assertRaises(FlagError, check))
 
@@ -436,33 +434,24 @@ class SyntaxTests(SynchronousTestCase):
         self.assertEqual(repeated, tuple(items))
 
 
-class UnsupportedTests(SynchronousTestCase):
+class DeployFlagTests(SynchronousTestCase):
     """
-    Flags and verbs of the original whose features are not built yet.
+    Rules of C{deploy}'s flags beyond their syntax.
     """
 
-    unsupportedValues = {
-        "client-ip-header": "CF-Connecting-IP",
-        "scope-cookie-paths": None,
-    }
-
-    def test_everyUnsupportedFlagNamesItself(self) -> None:
+    def test_clientIPHeaderAndCookieScope(self) -> None:
         """
-        Every flag not built is refused with its own name in backticks.
+        C{--client-ip-header} and C{--scope-cookie-paths} reach the
+        service's options; a client IP header that is no field name is
+        refused.
         """
-        deployVerb = findVerb("deploy")
-        assert deployVerb is not None
-        unsupported = {flag.name for flag in deployVerb.flags if not flag.supported}
+        _, _, options = deploy("deploy s --target web --client-ip-header=CF-Connecting-IP --scope-cookie-paths")
+        self.assertEqual(options.service.client_ip_header, "CF-Connecting-IP")
+        self.assertTrue(options.target.scope_cookie_paths)
         self.assertEqual(
-            unsupported, set(self.unsupportedValues)
+            deployError(self, "deploy s --target web --client-ip-header='Bad Header'"),
+            "invalid client IP header: 'Bad Header'",
         )
-        for name, value in self.unsupportedValues.items():
-            arg = f"--{name}" if value is None else f"--{name}={value}"
-            with self.subTest(flag=name):
-                self.assertEqual(
-                    deployError(self, f"deploy s --target web {arg} --host example.com"),
-                    f"`--{name}` is not supported yet",
-                )
 
     def test_kamalTLSLine(self) -> None:
         """
@@ -476,8 +465,7 @@ class UnsupportedTests(SynchronousTestCase):
 
     def test_defaultValuesAccepted(self) -> None:
         """
-        An unsupported flag given with its default value asks for nothing
-        and is accepted.
+        Flags given with their default values ask for nothing more.
         """
         self.assertEqual(
             deploy(
@@ -508,10 +496,9 @@ class UnsupportedTests(SynchronousTestCase):
         self.assertEqual(options.target.max_response_body_size, 20)
         self.assertEqual(options.target.max_memory_buffer_size, 5)
 
-    def test_unsupportedFlagValuesStillChecked(self) -> None:
+    def test_badBooleanValue(self) -> None:
         """
-        The value of an unsupported flag is still parsed first, so a typo is
-        reported as such.
+        A boolean flag's value that is no boolean is reported as such.
         """
         self.assertEqual(
             deployError(self, "deploy s --target web --tls=maybe"),
@@ -538,7 +525,6 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(parseCommandLine(["ls"]).verb, findVerb("list"))
         invocation = parseCommandLine(["remove", "app-web"])
         self.assertEqual((invocation.topic, invocation.service), ("remove", "app-web"))
-        checkSupported(invocation)
 
     def test_unknownVerb(self) -> None:
         """
@@ -644,7 +630,7 @@ class UsageTests(SynchronousTestCase):
         deployHelp = usage("kamal-proxy", "deploy")
         self.assertIn("--deploy-timeout duration", deployHelp)
         self.assertIn("(default 30s)", deployHelp)
-        self.assertRegex(deployHelp, r"--scope-cookie-paths +Scope.*\(not supported yet\)")
+        self.assertRegex(deployHelp, r"--scope-cookie-paths +Scope cookie paths to match path prefix\n")
         self.assertRegex(deployHelp, r"--read-target strings +Read-only target host\(s\) to deploy\n")
 
     def test_topLevel(self) -> None:
@@ -736,15 +722,12 @@ class PauseVerbsTests(SynchronousTestCase):
         reads them.
         """
         stop = parseCommandLine(shlex.split('stop app-web --drain-timeout="10s" --message="Hi"'))
-        checkSupported(stop)
         self.assertEqual(
             (stop.service, stop.values["drain-timeout"], stop.values["message"]), ("app-web", 10.0, "Hi")
         )
         resume = parseCommandLine(shlex.split("resume app-web"))
-        checkSupported(resume)
         self.assertEqual(resume.service, "app-web")
         pause = parseCommandLine(shlex.split("pause app-web --drain-timeout=30s --max-pause=1m30s"))
-        checkSupported(pause)
         self.assertEqual((pause.values["drain-timeout"], pause.values["max-pause"]), (30.0, 90.0))
 
     def test_defaults(self) -> None:

@@ -590,6 +590,8 @@ class _BackendResource(Resource):
             request.defaultContentType = request.args.get(b"type", [None])[0]
             return b"the app's own body, never sent"
         request.setHeader(b"content-type", b"application/json")
+        if request.path == b"/cookie":
+            request.setHeader(b"set-cookie", b"session=abc; Path=/; HttpOnly")
         if request.path == b"/slow":
             seconds = float(request.args.get(b"s", [b"1"])[0])
             return backend._answerLater(request, seconds, answer)

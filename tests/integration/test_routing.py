@@ -18,6 +18,8 @@ from tests.integration.harness import (
     deployArgs,
     fetch,
     hasCurl,
+    kamalProxy,
+    pollUntil,
     startBackend,
     startDaemon,
 )
@@ -117,6 +119,33 @@ class HostRoutingTests(TestCase):
             status, body = await curl(daemon.url("/api/from-curl"), "-H", "Host: any.test")
             self.assertEqual(status, 200)
             self.assertEqual(json.loads(body)["uri"], "/from-curl")
+
+    async def test_clientAddressAndCookieScope(self) -> None:
+        """
+        Deployed by the drop-in CLI with C{--client-ip-header} and
+        C{--scope-cookie-paths}: the CDN's header becomes the target's
+        C{X-Forwarded-For} (the client's own dropped) and the log's
+        C{remote_addr}; the app's C{Path=/} cookie comes back scoped to
+        C{/app}.
+        """
+        daemon = await startDaemon(self)
+        app = startBackend(self, "app")
+        result = await kamalProxy(
+            *deployArgs("app", app.address, "--path-prefix=/app", "--scope-cookie-paths",
+                        "--client-ip-header=CF-Connecting-IP", "--forward-headers"),
+            env={"KAMAL_PROXY_SOCKET": daemon.socket},
+        )
+        self.assertEqual((result.code, result.err), (0, ""))
+        status, headers, _ = await fetch(
+            daemon.url("/app/cookie"),
+            headers={"CF-Connecting-IP": "203.0.113.9", "X-Forwarded-For": "6.6.6.6"},
+        )
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["set-cookie"], "session=abc; Path=/app; HttpOnly")
+        self.assertEqual(app.requests[-1].headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1")
+        await pollUntil(lambda: any(line.get("path") == "/app/cookie" for line in daemon.requestLogs()), 10, "the request's log line")
+        [line] = [line for line in daemon.requestLogs() if line.get("path") == "/app/cookie"]
+        self.assertEqual(line["remote_addr"], "203.0.113.9")
 
     async def test_conflictingDeployChangesNothing(self) -> None:
         """

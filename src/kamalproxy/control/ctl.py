@@ -57,7 +57,6 @@ from kamalproxy.control.commands import (
 from kamalproxy.control.flags import (
     FlagError,
     Invocation,
-    checkSupported,
     deployRequest,
     readTargetsOf,
     parseCommandLine,
@@ -256,7 +255,7 @@ async def _execute(
     reactor: IReactorUNIX, invocation: Invocation, socketPath: str, stdout: TextIO
 ) -> None:
     """
-    Carry out a parsed, supported control command.
+    Carry out a parsed control command.
 
     @raise FlagError: if its options are refused before sending.
     @raise _Failed: if the daemon cannot be reached or refuses.
@@ -385,7 +384,6 @@ async def run(
         if invocation.help:
             stdout.write(usage(prog, invocation.topic, withRun=withRun))
             return 0
-        checkSupported(invocation)
     except FlagError as e:
         stderr.write(f"Error: {e}\n")
         stderr.write(f'Run "{prog} --help" for usage.\n')

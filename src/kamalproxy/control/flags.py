@@ -14,10 +14,7 @@ takes the next argument; list flags repeat and also split their value as CSV;
 durations are Go durations (C{1m30s}); positional arguments may come between
 flags; C{--} ends the flags; C{-h}/C{--help} asks for help.
 
-Every flag of the original's verbs is recognised. Those whose feature is not
-built yet are refused when given with a value that asks for the feature
-("C{`--scope-cookie-paths` is not supported yet}"); given with their default
-value (as in C{--scope-cookie-paths=false}) they are accepted and do nothing.
+Every flag of the original's verbs is recognised and built.
 
 Every error is a L{FlagError} with a one-line message.
 """
@@ -79,8 +76,6 @@ class Flag:
     @ivar kind: L{BOOL}, L{STRING}, L{STRINGS} (a list), L{DURATION} (seconds,
         as a float) or L{INT}.
     @ivar default: the value when the flag is not given (a tuple for lists).
-    @ivar supported: C{False} when the feature behind the flag is not built:
-        giving it with a value other than C{default} is an error.
     @ivar shownDefault: the default as help shows it, when C{default} does not
         say it well.
     """
@@ -89,7 +84,6 @@ class Flag:
     kind: str
     default: Any
     help: str
-    supported: bool = True
     shownDefault: str | None = None
 
 
@@ -489,14 +483,12 @@ _DEPLOY_FLAGS = (
         "",
         "Request header containing the original client IP; used to populate "
         "X-Forwarded-For when present",
-        supported=False,
     ),
     Flag(
         "scope-cookie-paths",
         BOOL,
         False,
         "Scope cookie paths to match path prefix",
-        supported=False,
     ),
 )
 
@@ -638,8 +630,7 @@ def parseCommandLine(argv: Sequence[str]) -> Invocation:
     Read a control command line: C{[--socket PATH] VERB ARGS...}, or
     C{help [VERB]}, or C{VERB --help}, or C{--version}.
 
-    The verb's flags are read and its argument count checked; whether the
-    verb and its flags are supported is left to L{checkSupported}. C{--socket}
+    The verb's flags are read and its argument count checked. C{--socket}
     is also accepted among the verb's flags and wins over one given before
     the verb.
 
@@ -689,32 +680,6 @@ def _helpInvocation(rest: Sequence[str], socket: str | None) -> Invocation:
     return Invocation(topic=verb.name, verb=verb, socket=socket, help=True)
 
 
-def notSupported(what: str) -> FlagError:
-    """
-    The error for a verb or flag whose feature is not built yet.
-
-    @param what: the verb (C{"pause"}) or the flag (C{"--tls"}).
-    """
-    return FlagError(f"`{what}` is not supported yet")
-
-
-def checkSupported(invocation: Invocation) -> None:
-    """
-    Refuse a flag whose feature is not built and that was given with a
-    value other than its default.
-
-    @raise FlagError: "C{`--scope-cookie-paths` is not supported yet}".
-    """
-    verb = invocation.verb
-    if verb is None:
-        return
-    flags = {flag.name: flag for flag in verb.flags}
-    for name in invocation.given:
-        flag = flags[name]
-        if not flag.supported and invocation.values[name] != flag.default:
-            raise notSupported(f"--{name}")
-
-
 def _absolute(path: str) -> str:
     """
     C{path} made absolute against the command's working directory (the
@@ -745,7 +710,6 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
         raise FlagError("max-request-body can only be set when request buffering is enabled")
     if "max-response-body" in given and "buffer-responses" not in given:
         raise FlagError("max-response-body can only be set when response buffering is enabled")
-    checkSupported(invocation)
     tls = bool(values["tls"])
     forwardHeaders = values["forward-headers"] if "forward-headers" in given else not tls
     options = DeployOptions(
@@ -771,6 +735,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             compression=values["compression"],
             compression_jitter=values["compression-jitter"],
             compression_disable_on_auth=values["compression-disable-on-auth"],
+            client_ip_header=values["client-ip-header"],
         ),
         target=TargetOptions(
             health_check=HealthCheckConfig(
@@ -789,6 +754,7 @@ def deployRequest(invocation: Invocation) -> tuple[str, list[str], DeployOptions
             log_request_headers=values["log-request-header"],
             log_response_headers=values["log-response-header"],
             forward_headers=forwardHeaders,
+            scope_cookie_paths=values["scope-cookie-paths"],
         ),
         deploy_timeout=values["deploy-timeout"],
         drain_timeout=values["drain-timeout"],
@@ -829,12 +795,11 @@ def rolloutDeployRequest(invocation: Invocation) -> tuple[str, list[str], list[s
     the deploy and drain timeouts.
 
     @raise FlagError: with the first problem found (C{--target} missing, a
-        feature not built, a bad target or timeout).
+        bad target or timeout).
     """
     assert invocation.service is not None
     values = invocation.values
     _requireTarget(invocation.given)
-    checkSupported(invocation)
     try:
         targets = [normalizeTarget(t) for t in values["target"]]
         readers = [normalizeTarget(t) for t in values["read-target"]]
@@ -905,7 +870,7 @@ def _flagTable(flags: Sequence[Flag]) -> list[str]:
     lefts.append("  -h, --help")
     width = max(len(left) for left in lefts) + 3
     helps = [
-        flag.help + _shownDefault(flag) + ("" if flag.supported else " (not supported yet)")
+        flag.help + _shownDefault(flag)
         for flag in flags
     ]
     helps.append("help for this command")
@@ -994,10 +959,8 @@ __all__ = [
     "VERSION_FLAG",
     "VERBS",
     "Verb",
-    "checkSupported",
     "deployRequest",
     "findVerb",
-    "notSupported",
     "parseArgs",
     "parseBool",
     "parseCommandLine",

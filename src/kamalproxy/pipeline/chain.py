@@ -22,7 +22,9 @@ from kamalproxy.pipeline.balance import balance
 from kamalproxy.pipeline.bodylimits import limitBody
 from kamalproxy.pipeline.cache import cacheResponses
 from kamalproxy.pipeline.challenge import answerChallenges
+from kamalproxy.pipeline.clientip import takeClientAddress
 from kamalproxy.pipeline.compression import compressResponses
+from kamalproxy.pipeline.cookiescope import scopeCookies
 from kamalproxy.pipeline.forward import forward
 from kamalproxy.pipeline.pausegate import pauseGate
 from kamalproxy.pipeline.responsebuffer import bufferResponses
@@ -63,27 +65,31 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
          matches);
       3. TLS gate: TLS to a service without TLS is refused (503), plain
          HTTP redirected to HTTPS, other hosts to the canonical host;
-      4. pause gate: a stopped service answers 503 (maintenance page), a
+      4. client address: with C{--client-ip-header}, that header's
+         address replaces the client's C{X-Forwarded-For};
+      5. pause gate: a stopped service answers 503 (maintenance page), a
          paused one holds the request until resumed; its health-check
          path answers 200;
-      5. body limits: a declared body over the maximum is refused at once
+      6. body limits: a declared body over the maximum is refused at once
          (413), the body is buffered (memory, then disk) or streamed;
-      6. compression: the sink encodes the response (zstd, brotli, gzip)
+      7. cookie scope: with C{--scope-cookie-paths}, the response's
+         cookies get paths under the matched prefix;
+      8. compression: the sink encodes the response (zstd, brotli, gzip)
          when the client accepts it and the response is worth it; it is
-         the innermost of the response stages, so the ones after it (the
+         the innermost of the stages that change the body, so the ones after it (the
          X-Sendfile stage, the cache) see identity responses;
-      7. X-Sendfile: the app is told it may hand files over (when the
+      9. X-Sendfile: the app is told it may hand files over (when the
          service has sendfile roots) and the sink replaces a response
          naming a file with the file; the header never reaches the client;
-      8. response buffering wraps the response sink when the service
+     10. response buffering wraps the response sink when the service
          buffers responses;
-      9. rollout split: a request the service's rollout split selects (by
+     11. rollout split: a request the service's rollout split selects (by
          its C{kamal-rollout} cookie) goes to the rollout group;
-     10. cache: a request the HTTP cache can answer is answered from it;
+     12. cache: a request the HTTP cache can answer is answered from it;
          otherwise the response sink is wrapped to store the response
          (the key knows the group chosen above);
-     11. balance: a healthy target is picked (503 when there is none);
-     12. forward: the request is sent to the target and its response
+     13. balance: a healthy target is picked (503 when there is none);
+     14. forward: the request is sent to the target and its response
          flows back out through the sinks.
 
     C{router} supplies the routes, the ACME responder, the certificate
@@ -94,8 +100,10 @@ def buildChain(router: Any, clock: IReactorTime, send: Handler = forward) -> Han
         answerChallenges(router),
         route(router),
         secureChannel(router),
+        takeClientAddress,
         pauseGate,
         limitBody,
+        scopeCookies,
         compressResponses(router),
         sendfile,
         bufferResponses,

@@ -59,7 +59,9 @@ class Exchange:
     @ivar errorPages: the service's own error page templates.
     @ivar message: the text the error page templates show.
     @ivar logHeaders: request and response header names to log.
-    @ivar trustForwarded: whether the client's C{X-Forwarded-*} are kept.
+    @ivar trustForwarded: whether the request's C{X-Forwarded-For} names the
+        client (the service trusts forwarded headers, or took it from its
+        C{--client-ip-header}), for the log.
     @ivar upgrade: the protocol the client asked to upgrade to, or L{None}.
     @ivar sink: the outermost L{IResponseSink}.
     @ivar requestSink: the innermost one, writing to the request.

@@ -86,6 +86,7 @@ class TargetOptions:
     log_request_headers: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
     log_response_headers: tuple[str, ...] = attr.ib(default=(), converter=_tupleOfStr)
     forward_headers: bool = True
+    scope_cookie_paths: bool = False
 
 
 @attr.s(auto_attribs=True, frozen=True, slots=True)
@@ -120,6 +121,7 @@ class ServiceOptions:
     compression: bool = True
     compression_jitter: int = DEFAULT_COMPRESSION_JITTER
     compression_disable_on_auth: bool = False
+    client_ip_header: str = ""
 
     @property
     def customCertificate(self) -> bool:
@@ -316,14 +318,24 @@ def normalizeDeploy(
         if hosts and canonical.lower() not in {h.lower() for h in hosts}:
             raise InvalidOptions("canonical host must be one of the service's hosts")
     roots = tuple(dict.fromkeys(_normalizeSendfileRoot(r) for r in options.service.sendfile_roots))
+    clientIPHeader = options.service.client_ip_header.strip()
+    if clientIPHeader and not _FIELD_NAME.fullmatch(clientIPHeader):
+        raise InvalidOptions(f"invalid client IP header: {clientIPHeader!r}")
     service = attr.evolve(
         options.service,
         hosts=hosts,
         path_prefixes=prefixes,
         canonical_host=canonical,
         sendfile_roots=roots,
+        client_ip_header=clientIPHeader,
     )
     return name, normalized, attr.evolve(options, service=service)
+
+
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""
+An HTTP field name (RFC 9110's token).
+"""
 
 
 def _normalizeSendfileRoot(root: str) -> str:

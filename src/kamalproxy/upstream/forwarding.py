@@ -535,7 +535,7 @@ def stampRequest(exchange: Exchange, options: TargetOptions) -> RawHeaders:
     )
     exchange.upgrade = upgrade
     exchange.requestId = requestId
-    exchange.trustForwarded = options.forward_headers
+    exchange.trustForwarded = exchange.trustForwarded or options.forward_headers
     request.defaultContentType = None
     if options.log_request_headers or options.log_response_headers:
         exchange.logHeaders = (options.log_request_headers, options.log_response_headers)
