@@ -32,6 +32,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import kamalproxy
 from kamalproxy.control import cli
 from kamalproxy.control import ctl
+from kamalproxy.control.tables import formatTable
 from kamalproxy.control.commands import (
     CommandFailed,
     ControlError,
@@ -153,8 +154,8 @@ class TableTests(SynchronousTestCase):
         """
         L{formatTable} leaves no trailing spaces and handles no rows.
         """
-        self.assertEqual(ctl.formatTable([("a", "bb"), ("ccc", "d")]), "a    bb\nccc  d\n")
-        self.assertEqual(ctl.formatTable([]), "")
+        self.assertEqual(formatTable([("a", "bb"), ("ccc", "d")]), "a    bb\nccc  d\n")
+        self.assertEqual(formatTable([]), "")
 
     def test_parseServiceList(self) -> None:
         """

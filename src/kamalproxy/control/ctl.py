@@ -54,6 +54,7 @@ from kamalproxy.control.commands import (
     Status,
     Stop,
 )
+from kamalproxy.control.tables import formatTable
 from kamalproxy.control.flags import (
     FlagError,
     Invocation,
@@ -66,6 +67,7 @@ from kamalproxy.control.flags import (
 )
 from kamalproxy.daemon.paths import defaultSocketPath
 from kamalproxy.routing.rollout import describeSplit
+from kamalproxy.status.summary import formatStatus
 
 PROG = "kamal-proxy-ctl"
 
@@ -152,21 +154,6 @@ def serviceRows(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
             )
         )
     return sorted(rows)
-
-
-def formatTable(rows: Sequence[Sequence[str]]) -> str:
-    """
-    Align C{rows} in columns separated by two spaces, as Go's C{tabwriter}
-    would (no trailing spaces); each row ends with a newline.
-    """
-    if not rows:
-        return ""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
-        lines.append("  ".join(cells).rstrip() + "\n")
-    return "".join(lines)
 
 
 def formatServiceTable(services: Iterable[Mapping[str, Any]]) -> str:
@@ -307,7 +294,6 @@ async def _execute(
             raise _Failed(str(e)) from None
         stdout.write(formatServiceTable(services))
     elif name == "status":
-        from kamalproxy.status.summary import formatStatus  # it formats with formatTable
 
         answer = await _call(reactor, socketPath, Status, CALL_MARGIN)
         try:
@@ -428,7 +414,6 @@ __all__ = [
     "CALL_MARGIN",
     "cannotConnect",
     "formatServiceTable",
-    "formatTable",
     "main",
     "parseServiceList",
     "run",

@@ -7,7 +7,8 @@ router's public methods, and the factory served on the control socket.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 from twisted.internet.defer import fail
 from twisted.internet.interfaces import IPushProducer
@@ -32,7 +33,7 @@ from kamalproxy.control.commands import (
     Status,
     Stop,
 )
-from kamalproxy.routing.options import DeployOptions, InvalidOptions, fromJSON
+from kamalproxy.routing.options import DeployOptions, fromJSON
 from kamalproxy.routing.router import DeployError, Router
 from kamalproxy.daemon.state import SaveFailed
 from kamalproxy.status.page import reportJSON
@@ -127,28 +128,36 @@ class ControlLocator(amp.CommandLocator):
 
         return checked
 
+    @contextmanager
+    def _answering(self, verb: str, service: str) -> Iterator[None]:
+        """
+        Carry out C{verb} on C{service} in the block, turning a refusal
+        (a bad option, an unknown service, a deploy that failed) into
+        L{CommandFailed}, and a change that could not be saved (so was not
+        made) into L{StateNotSaved}; both are logged.
+        """
+        try:
+            yield
+        except (DeployError, ValueError) as e:  # InvalidOptions and bad JSON are ValueErrors
+            self.log.info("{verb} of {service} failed: {error}", verb=verb, service=service, error=str(e))
+            raise CommandFailed(str(e)) from None
+        except SaveFailed as e:
+            self.log.error("{verb} of {service} not made: {error}", verb=verb, service=service, error=str(e))
+            raise StateNotSaved(str(e)) from None
+
     @Deploy.responder
     async def deploy(
         self, service: str, targets: list[str], options: str, readTargets: list[str] | None = None
     ) -> dict[str, Any]:
-        try:
+        with self._answering("Deploy", service):
             deployOptions = fromJSON(DeployOptions, json.loads(options))
             await self.router.deploy(service, targets, deployOptions, readTargets or ())
-        except (InvalidOptions, DeployError, ValueError) as e:
-            self.log.info("Deploy of {service} failed: {error}", service=service, error=str(e))
-            raise CommandFailed(str(e)) from None
-        except SaveFailed as e:
-            raise self._notSaved("Deploy", service, e) from None
         return {}
 
     @Remove.responder
     def remove(self, service: str) -> dict[str, Any]:
-        try:
+        with self._answering("Remove", service):
             self.router.remove(service)
-        except DeployError as e:
-            raise CommandFailed(str(e)) from None
-        except SaveFailed as e:
-            raise self._notSaved("Remove", service, e) from None
         return {}
 
     @RolloutDeploy.responder
@@ -160,86 +169,45 @@ class ControlLocator(amp.CommandLocator):
         deploy_timeout: float,
         drain_timeout: float,
     ) -> dict[str, Any]:
-        try:
+        with self._answering("Rollout deploy", service):
             await self.router.rolloutDeploy(service, targets, readers, deploy_timeout, drain_timeout)
-        except (InvalidOptions, DeployError) as e:
-            self.log.info("Rollout deploy of {service} failed: {error}", service=service, error=str(e))
-            raise CommandFailed(str(e)) from None
-        except SaveFailed as e:
-            raise self._notSaved("Rollout deploy", service, e) from None
         return {}
 
     @RolloutSet.responder
     def rolloutSet(self, service: str, percent: int, allowlist: list[str]) -> dict[str, Any]:
-        return self._change(
-            "Rollout set", service, lambda: self.router.rolloutSet(service, percent, allowlist)
-        )
+        with self._answering("Rollout set", service):
+            self.router.rolloutSet(service, percent, allowlist)
+        return {}
 
     @RolloutStop.responder
     def rolloutStop(self, service: str) -> dict[str, Any]:
-        return self._change("Rollout stop", service, lambda: self.router.rolloutStop(service))
+        with self._answering("Rollout stop", service):
+            self.router.rolloutStop(service)
+        return {}
 
     @CachePurge.responder
     def cachePurge(self, service: str, path: str) -> dict[str, Any]:
-        try:
+        with self._answering("Cache purge", service):
             purged = self.router.purgeCache(service, path)
-        except (InvalidOptions, DeployError) as e:
-            raise CommandFailed(str(e)) from None
         return {"purged": purged}
-
-    def _change(self, verb: str, service: str, change: Callable[[], object]) -> dict[str, Any]:
-        """
-        Make a quick C{change} to C{service}, answering a refusal with
-        L{CommandFailed} and a change that could not be saved with
-        L{StateNotSaved}.
-        """
-        try:
-            change()
-        except (InvalidOptions, DeployError) as e:
-            raise CommandFailed(str(e)) from None
-        except SaveFailed as e:
-            raise self._notSaved(verb, service, e) from None
-        return {}
 
     @Pause.responder
     async def pause(self, service: str, drain_timeout: float, max_pause: float) -> dict[str, Any]:
-        await self._paused("Pause", service, self.router.pause(service, drain_timeout, max_pause))
+        with self._answering("Pause", service):
+            await self.router.pause(service, drain_timeout, max_pause)
         return {}
 
     @Stop.responder
     async def stop(self, service: str, drain_timeout: float, message: str) -> dict[str, Any]:
-        await self._paused("Stop", service, self.router.stopServing(service, drain_timeout, message))
+        with self._answering("Stop", service):
+            await self.router.stopServing(service, drain_timeout, message)
         return {}
 
     @Resume.responder
-    async def resume(self, service: str) -> dict[str, Any]:
-        async def resuming() -> None:
+    def resume(self, service: str) -> dict[str, Any]:
+        with self._answering("Resume", service):
             self.router.resume(service)
-
-        await self._paused("Resume", service, resuming())
         return {}
-
-    async def _paused(self, verb: str, service: str, change: Any) -> None:
-        """
-        Carry out a pause, stop or resume, turning its errors into the
-        command's declared ones.
-        """
-        try:
-            await change
-        except DeployError as e:
-            raise CommandFailed(str(e)) from None
-        except SaveFailed as e:
-            raise self._notSaved(verb, service, e) from None
-
-    def _notSaved(self, verb: str, service: str, error: SaveFailed) -> StateNotSaved:
-        """
-        Log a change refused because the state could not be saved, and
-        return the error for the client.
-        """
-        self.log.error(
-            "{verb} of {service} not made: {error}", verb=verb, service=service, error=str(error)
-        )
-        return StateNotSaved(str(error))
 
     @List.responder
     def list(self) -> dict[str, Any]:

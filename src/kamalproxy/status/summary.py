@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Optional, Sequence
 
-from kamalproxy.control.ctl import formatTable
+from kamalproxy.control.tables import formatTable
 
 _SERVICE_HEADER = ("Service", "Host", "State", "Targets", "Req/s", "p50", "p99", "Errors", "Cache")
 _DEPLOY_HEADER = ("When", "Service", "Kind", "Targets", "Outcome", "Took")
