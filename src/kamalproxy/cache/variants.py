@@ -6,10 +6,10 @@ The cache stores identity bodies (the compression stage sits outside it in
 the chain), and the compression stage encodes what the cache sends. So that
 a compressed hit costs no compression, the cache hands the stage the stored
 response's L{StoredVariants} through C{exchange.encodedVariants}: the stage
-sends a copy it kept before, or keeps the one it makes. The copies are
-exactly what the stage would make again (the encoders are deterministic,
-BREACH padding included), and a response in a shared cache carries no
-secret of one user for the padding to protect.
+sends a copy it kept before, or keeps the one it makes. A copy decodes to
+the stored body and carries the BREACH padding encoding it again would give
+it (the padding depends only on the content); besides, a response a shared
+cache may store carries no one user's secret for the padding to protect.
 """
 
 from __future__ import annotations
