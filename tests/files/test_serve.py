@@ -10,12 +10,26 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from kamalproxy.files.conditional import httpDate, strongETag
-from kamalproxy.files.serve import FileAnswer, answerFor, contentTypeFor
+from kamalproxy.files.serve import FileAnswer, answerFor, contentTypeFor, strongETag
+from kamalproxy.http.validators import httpDate
 
 
 def _headers(**values: bytes) -> Headers:
     return Headers({name.replace("_", "-").encode(): [value] for name, value in values.items()})
+
+
+class ETagTests(SynchronousTestCase):
+    def test_strongAndChangesWithFile(self) -> None:
+        """
+        A file's entity tag is strong and changes with its modification time.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"one")
+        first = strongETag(os.stat(path))
+        self.assertTrue(first.startswith(b'"') and first.endswith(b'"'))
+        os.utime(path, ns=(0, 1_000_000_001))
+        self.assertNotEqual(strongETag(os.stat(path)), first)
 
 
 class AnswerForTests(SynchronousTestCase):

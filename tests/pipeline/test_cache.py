@@ -452,6 +452,37 @@ class ValidationTests(SynchronousTestCase):
             proxy.respond(b'ETag: "v1"\r\n', b"", b"304 Not Modified")
             self.assertEqual(parse(client.value())[1][b"x-cache"], b"revalidated")
 
+    def test_clientConditionalTagWithComma(self) -> None:
+        """
+        A stored C{ETag} holding a comma (a legal entity tag) answers a
+        client's C{If-None-Match} naming it with 304: the list is read tag
+        by tag, not split at every comma.
+        """
+        proxy = CacheProxy(self)
+        proxy.fetch(PUBLIC + b'ETag: "a,b"\r\n')
+        status, fields, body = get(proxy, headers=b'If-None-Match: "a,b"\r\n')
+        self.assertEqual((status, fields[b"etag"], fields[b"x-cache"], body), (304, b'"a,b"', b"hit", b""))
+        self.assertEqual(get(proxy, headers=b'If-None-Match: "x", W/"a,b"\r\n')[0], 304)
+        self.assertEqual(get(proxy, headers=b'If-None-Match: "a"\r\n')[0], 200)
+        self.assertEqual(proxy.sent, 1)
+
+    def test_pragmaOtherTokens(self) -> None:
+        """
+        C{Pragma} is read as a list of directives: C{x-no-cache} (or any
+        other directive merely containing C{no-cache}) is not C{no-cache},
+        so the fresh entry is served without revalidation; C{no-cache}
+        among other directives still revalidates.
+        """
+        proxy = CacheProxy(self)
+        proxy.fetch(PUBLIC + b'ETag: "v1"\r\n')
+        for header in (b"Pragma: x-no-cache\r\n", b"Pragma: no-cache-ish\r\n"):
+            self.assertEqual(get(proxy, headers=header)[1][b"x-cache"], b"hit", header)
+        self.assertEqual(proxy.sent, 1)
+        client = proxy.request(headers=b"Pragma: x-other=1, No-Cache\r\n")
+        self.assertIn(b'If-None-Match: "v1"', proxy.upstreamRequest())
+        proxy.respond(b'ETag: "v1"\r\n', b"", b"304 Not Modified")
+        self.assertEqual(parse(client.value())[1][b"x-cache"], b"revalidated")
+
     def test_requestMaxAgeMinFresh(self) -> None:
         """
         A request's C{max-age} and C{min-fresh} refuse entries too old or
@@ -686,6 +717,16 @@ class RangeTests(SynchronousTestCase):
     def test_ifRange(self) -> None:
         self.assertEqual(get(self.proxy, headers=b'Range: bytes=0-0\r\nIf-Range: "r"\r\n')[0], 206)
         self.assertEqual(get(self.proxy, headers=b'Range: bytes=0-0\r\nIf-Range: "old"\r\n')[0], 200)
+
+    def test_amplifyingRangesIgnored(self) -> None:
+        """
+        Ranges asking for more bytes in all than the stored body holds
+        (overlapping ones), or more than C{MAX_RANGES} of them, are
+        ignored: the whole body is sent, as X-Sendfile does.
+        """
+        for value in (b"bytes=0-9, 0-9", b"bytes=0-, -10", b"bytes=" + b",".join([b"0-0"] * 101)):
+            status, fields, body = get(self.proxy, headers=b"Range: " + value + b"\r\n")
+            self.assertEqual((status, fields[b"content-length"], body), (200, b"10", b"0123456789"), value)
 
     def test_rangeMissBypasses(self) -> None:
         """

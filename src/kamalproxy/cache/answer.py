@@ -1,7 +1,11 @@
-# -*- test-case-name: tests.pipeline.test_cache -*-
+# -*- test-case-name: tests.cache.test_answer, tests.pipeline.test_cache -*-
 """
 A stored response sent to a client: C{Age} and C{X-Cache} added, and the
-client's conditions (304) and C{Range} (206, 416) answered from it.
+client's conditions (304) and C{Range} (206, 416) answered from it by the
+rules of L{kamalproxy.http.validators} and L{kamalproxy.http.ranges}:
+C{If-None-Match} (weak comparison), else C{If-Modified-Since} against the
+stored C{Last-Modified} (or C{Date}); a C{Range} of a whole stored 200 to a
+GET when C{If-Range} holds.
 """
 
 from __future__ import annotations
@@ -10,11 +14,21 @@ from typing import Any, Optional
 
 from twisted.web.http_headers import Headers
 
-from kamalproxy.cache.conditional import notModified, notModifiedHeaders
-from kamalproxy.cache.ranges import ifRangeHolds, parseRange, partialAnswer
 from kamalproxy.cache.store import Entry, MemoryCache
 from kamalproxy.cache.variants import StoredVariants
+from kamalproxy.http.fields import firstValue
+from kamalproxy.http.ranges import Unsatisfiable, joinPieces, parseRange, partial, unsatisfiedRange
+from kamalproxy.http.validators import notModified, parseDate, rangeApplies
 from kamalproxy.pipeline.exchange import Exchange
+from kamalproxy.upstream.client import RawHeaders
+
+#: The fields a 304 carries from the stored response (RFC 9110 §15.4.5).
+_NOT_MODIFIED_FIELDS = frozenset(
+    (b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified")
+)
+
+#: The stored fields a partial answer replaces.
+_BODY_FIELDS = frozenset((b"content-range", b"content-type", b"content-length"))
 
 
 def serveEntry(
@@ -49,11 +63,8 @@ def serveEntry(
             sink.end()
             return
         exchange.encodedVariants = StoredVariants(cache, exchange.clock, entry)
-        if 200 <= code < 300 and notModified(
-            asked.getRawHeaders(b"if-none-match"),
-            (asked.getRawHeaders(b"if-modified-since") or [None])[0],
-            headers,
-        ):
+        etag = firstValue(headers, b"etag")
+        if 200 <= code < 300 and notModified(asked, etag, _modified(headers)):
             sink.head(304, b"", notModifiedHeaders(headers) + ours)
             sink.end()
             return
@@ -62,11 +73,11 @@ def serveEntry(
             rangeValue is not None
             and code == 200
             and request.method == b"GET"
-            and ifRangeHolds((asked.getRawHeaders(b"if-range") or [None])[0], headers)
+            and rangeApplies(asked, etag, parseDate(firstValue(headers, b"last-modified")))
         ):
-            ranges = parseRange(rangeValue, len(body))
-            if ranges is not None:
-                code, headers, body = partialAnswer(ranges, body, headers)
+            answer = partialAnswer(rangeValue, body, headers)
+            if answer is not None:
+                code, headers, body = answer
                 reason = b""
         out = headers + ours
         if code not in (204, 304) and not (100 <= code < 200):
@@ -82,6 +93,40 @@ def serveEntry(
 
 def _discard(data: bytes) -> None:
     pass
+
+
+def _modified(headers: RawHeaders) -> Optional[float]:
+    """
+    When a stored response was last modified, as C{If-Modified-Since} is
+    compared with: its C{Last-Modified}, else its C{Date}.
+    """
+    return parseDate(firstValue(headers, b"last-modified") or firstValue(headers, b"date"))
+
+
+def notModifiedHeaders(storedHeaders: RawHeaders) -> RawHeaders:
+    """
+    The stored fields a 304 repeats.
+    """
+    return [(n, v) for n, v in storedHeaders if n.lower() in _NOT_MODIFIED_FIELDS]
+
+
+def partialAnswer(rangeValue: bytes, body: bytes, headers: RawHeaders) -> Optional[tuple[int, RawHeaders, bytes]]:
+    """
+    The status, fields (but C{Content-Length}) and body answering a
+    C{Range} of a stored C{body} whose fields are C{headers}: a 206 (one
+    part or a multipart), a 416, or L{None} when the C{Range} is ignored.
+    """
+    size = len(body)
+    try:
+        spans = parseRange(rangeValue, size)
+    except Unsatisfiable:
+        kept = [(n, v) for n, v in headers if n.lower() not in _BODY_FIELDS]
+        return 416, kept + [(b"Content-Range", unsatisfiedRange(size))], b""
+    if spans is None:
+        return None
+    kept = [(n, v) for n, v in headers if n.lower() not in _BODY_FIELDS]
+    fields, pieces = partial(spans, size, firstValue(headers, b"content-type"))
+    return 206, kept + fields, joinPieces(pieces, body)
 
 
 def namesFile(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -1,17 +1,18 @@
 # -*- test-case-name: tests.cache.test_directives -*-
 """
-Reading the header fields the cache decides by: C{Cache-Control} (RFC 9111
-§5.2, strictly: names case-insensitive, values as tokens or quoted strings,
-duplicates and invalid values noticed), HTTP dates, and header look-ups in
-the C{(name, value)} lists responses travel as.
+Reading C{Cache-Control} (RFC 9111 §5.2), the field the cache decides by,
+strictly: names case-insensitive, values as tokens or quoted strings,
+duplicates and invalid values noticed; and C{CDN-Cache-Control} (RFC 9213).
+HTTP dates and header look-ups are in L{kamalproxy.http.validators} and
+L{kamalproxy.http.fields}.
 """
 
 from __future__ import annotations
 
-import calendar
 import re
 from typing import Iterable, Optional, Sequence
 
+from kamalproxy.http.fields import headerValues
 from kamalproxy.upstream.client import RawHeaders
 
 #: The greatest delta-seconds the cache represents (RFC 9111 §1.2.2).
@@ -23,23 +24,6 @@ INVALID = -1
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DIGITS = re.compile(r"[0-9]+\Z")
-
-
-def headerValues(headers: RawHeaders, name: bytes) -> list[bytes]:
-    """
-    The values of the field C{name} (lower case) in C{headers}, in order.
-    """
-    return [value for key, value in headers if key.lower() == name]
-
-
-def firstValue(headers: RawHeaders, name: bytes) -> Optional[bytes]:
-    """
-    The first value of the field C{name} (lower case), or L{None}.
-    """
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
 
 
 def _directives(value: bytes) -> Iterable[tuple[str, Optional[str], bool]]:
@@ -203,48 +187,5 @@ class CacheControl:
         return f"<CacheControl {self.directives!r} spoiled={sorted(self.spoiled)!r}>"
 
 
-_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
-_MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
-_TIME = r"(\d\d):(\d\d):(\d\d)"
-_IMF_FIXDATE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun), (\d\d) " + _MONTH + r" (\d{4}) " + _TIME + r" gmt\Z", re.I)
-_RFC850 = re.compile(
-    r"(monday|tuesday|wednesday|thursday|friday|saturday|sunday), (\d\d)-" + _MONTH + r"-(\d\d) " + _TIME + r" gmt\Z",
-    re.I,
-)
-_ASCTIME = re.compile(r"(mon|tue|wed|thu|fri|sat|sun) " + _MONTH + r" ([ \d]\d) " + _TIME + r" (\d{4})\Z", re.I)
-
-
 _PARSED: dict[tuple[bytes, ...], "CacheControl"] = {}
 _MAX_PARSED = 512
-
-
-def parseDate(value: Optional[bytes]) -> Optional[float]:
-    """
-    An HTTP date (RFC 9110 §5.6.7: IMF-fixdate, or the obsolete RFC 850 and
-    asctime forms, names in any case) as POSIX seconds, or L{None} when
-    absent or in any other form (other time zones, two-digit years in the
-    first form, missing commas, extra spaces ...).
-    """
-    if not value:
-        return None
-    text = value.decode("latin-1").strip()
-    match = _IMF_FIXDATE.match(text)
-    if match is not None:
-        _, day, month, year, hour, minute, second = match.groups()
-    else:
-        match = _RFC850.match(text)
-        if match is not None:
-            _, day, month, year, hour, minute, second = match.groups()
-            year = str(int(year) + (2000 if int(year) < 70 else 1900))  # RFC 9110's rule, near enough
-        else:
-            match = _ASCTIME.match(text)
-            if match is None:
-                return None
-            _, month, day, hour, minute, second, year = match.groups()
-    try:
-        fields = (int(year), _MONTHS[month.lower()], int(day), int(hour), int(minute), int(second))
-        if not (1 <= fields[2] <= 31 and fields[3] < 24 and fields[4] < 60 and fields[5] < 61):
-            return None
-        return float(calendar.timegm((*fields, 0, 0, 0)))
-    except (ValueError, OverflowError):
-        return None

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from kamalproxy.cache.directives import INVALID, CacheControl, firstValue, headerValues, parseDate
+from kamalproxy.cache.directives import INVALID, CacheControl
+from kamalproxy.http.fields import firstValue, headerValues
+from kamalproxy.http.validators import parseDate
 from kamalproxy.upstream.client import RawHeaders
 
 #: Statuses that are heuristically cacheable (RFC 9110 §15.1), less 206,

@@ -13,8 +13,8 @@ from twisted.internet.interfaces import IProducer
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from kamalproxy.cache.directives import firstValue
 from kamalproxy.cache.store import Key, MemoryCache
+from kamalproxy.http.fields import firstValue
 from kamalproxy.interfaces import IResponseSink
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.sinks import SinkWrapper

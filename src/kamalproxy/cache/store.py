@@ -9,15 +9,16 @@ counters metrics read.
 from __future__ import annotations
 
 from collections import OrderedDict
-from email.utils import formatdate
 from itertools import islice
 from typing import Any, Iterable, Optional
 
 import attr
 
-from kamalproxy.cache.directives import CacheControl, firstValue, headerValues, parseDate
+from kamalproxy.cache.directives import CacheControl
 from kamalproxy.cache.freshness import ageValue, correctedInitialAge, freshnessLifetime
-from kamalproxy.http.fields import HOP_BY_HOP
+from kamalproxy.http.fields import HOP_BY_HOP, firstValue, headerValues
+from kamalproxy.http.validators import httpDate as _httpDate
+from kamalproxy.http.validators import parseDate
 from kamalproxy.upstream.client import RawHeaders
 
 #: Thruster's defaults: 64 MiB in all, 1 MiB per response.
@@ -174,10 +175,6 @@ def _dateOf(headers: RawHeaders, default: float) -> float:
     dates = headerValues(headers, b"date")
     date = parseDate(dates[0]) if dates else None
     return default if date is None else date
-
-
-def _httpDate(when: float) -> bytes:
-    return formatdate(when, usegmt=True).encode("ascii")
 
 
 class MemoryCache:

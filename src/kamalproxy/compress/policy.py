@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from kamalproxy.http.fields import directiveNames
 from kamalproxy.upstream.client import RawHeaders
 
 MIN_SIZE = 1024
@@ -94,10 +95,6 @@ def _compressibleType(contentType: bytes) -> bool:
     return not any(part in kind for part in _EXCLUDED_PARTS)
 
 
-def _tokens(value: bytes) -> list[bytes]:
-    return [token.split(b"=", 1)[0].strip().lower() for token in value.split(b",")]
-
-
 def examine(status: int, headers: RawHeaders, guard: bool = False) -> int:
     """
     Whether a response could be compressed, judged by its own head.
@@ -127,14 +124,14 @@ def examine(status: int, headers: RawHeaders, guard: bool = False) -> int:
         elif size == 13 and name.lower() == b"content-range":
             return INELIGIBLE
         elif size == 13 and name.lower() == b"cache-control":
-            directives = _tokens(value)
+            directives = directiveNames(value)
             if b"no-transform" in directives:
                 return INELIGIBLE
             if guard and (b"private" in directives or b"no-store" in directives):
                 return INELIGIBLE
         elif guard and size == 10 and name.lower() == b"set-cookie":
             return INELIGIBLE
-        elif guard and size == 4 and name.lower() == b"vary" and b"cookie" in _tokens(value):
+        elif guard and size == 4 and name.lower() == b"vary" and b"cookie" in directiveNames(value):
             return INELIGIBLE
     return length if typed else INELIGIBLE
 
@@ -146,7 +143,7 @@ Request fields that make the guard leave a response uncompressed.
 
 
 def _varyHasAcceptEncoding(value: bytes) -> bool:
-    tokens = _tokens(value)
+    tokens = directiveNames(value)
     return b"accept-encoding" in tokens or b"*" in tokens
 
 

@@ -13,19 +13,15 @@ file, whatever its size.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
+from kamalproxy.http.ranges import Piece
+
 CHUNK_SIZE = 64 * 1024
 TURN_BUDGET = 16 * CHUNK_SIZE
-
-Piece = Union[bytes, tuple[int, int]]
-"""
-Literal bytes (a multipart boundary and part head) or C{(offset, length)}
-of the file.
-"""
 
 
 class FileShrank(IOError):

@@ -15,6 +15,12 @@ or that the file replaces: C{Content-Length}, C{Content-Range}, C{ETag},
 C{Last-Modified}, C{Accept-Ranges}. C{Content-Type} and C{Content-Encoding}
 describe the file (a precompiled C{.gz} asset) and are kept; without a
 C{Content-Type} the type comes from the file name's extension.
+
+The entity tag is strong: the file's inode, size and modification time in
+nanoseconds, so any change to the file (or a new file renamed over it)
+changes it. C{Last-Modified} is the modification time in whole seconds.
+Preconditions and ranges follow L{kamalproxy.http.validators} and
+L{kamalproxy.http.ranges}, as the HTTP cache does.
 """
 
 from __future__ import annotations
@@ -26,16 +32,8 @@ from typing import Optional
 import attr
 from twisted.web.http_headers import Headers
 
-from kamalproxy.files.conditional import (
-    NOT_MODIFIED,
-    evaluate,
-    httpDate,
-    lastModified,
-    rangeApplies,
-    strongETag,
-)
-from kamalproxy.files.ranges import Unsatisfiable, parseRange
-from kamalproxy.files.sender import Piece
+from kamalproxy.http.ranges import Piece, Unsatisfiable, parseRange, partial, piecesLength, unsatisfiedRange
+from kamalproxy.http.validators import NOT_MODIFIED, evaluate, httpDate, rangeApplies
 from kamalproxy.upstream.client import RawHeaders
 
 _REPLACED = frozenset(
@@ -55,6 +53,20 @@ class FileAnswer:
     status: int
     headers: RawHeaders
     pieces: list[Piece]
+
+
+def strongETag(stat: os.stat_result) -> bytes:
+    """
+    The strong entity tag of a file with C{stat}.
+    """
+    return b'"%x-%x-%x"' % (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def lastModified(stat: os.stat_result) -> int:
+    """
+    The file's modification time in whole seconds, as C{Last-Modified} says it.
+    """
+    return int(stat.st_mtime)
 
 
 def contentTypeFor(path: str) -> bytes:
@@ -102,15 +114,17 @@ def answerFor(
             continue
         if lname == b"content-type":
             contentType = value
+            continue
         kept.append((name, value))
+    contentType = contentType or contentTypeFor(path)
     validators: RawHeaders = [(b"ETag", etag), (b"Last-Modified", httpDate(modified))]
     body = method != b"HEAD"
+    whole = [(b"Content-Type", contentType), (b"Content-Length", b"%d" % size)]
     if appStatus not in _FILE_SEMANTICS:
-        headers = kept + validators + [(b"Content-Length", b"%d" % size)]
-        return FileAnswer(appStatus, _typed(headers, contentType, path), _span(0, size) if body else [])
+        return FileAnswer(appStatus, kept + validators + whole, _span(0, size) if body else [])
     precondition = evaluate(method, requestHeaders, etag, modified)
     if precondition == NOT_MODIFIED:
-        notModified = [(n, v) for n, v in kept if n.lower() not in (b"content-type", b"content-encoding")]
+        notModified = [(n, v) for n, v in kept if n.lower() != b"content-encoding"]
         return FileAnswer(NOT_MODIFIED, notModified + validators, [])
     if precondition is not None:
         return FileAnswer(precondition, [(b"Content-Length", b"0")], [])
@@ -121,60 +135,9 @@ def answerFor(
         try:
             spans = parseRange(rangeValues[0], size)
         except Unsatisfiable:
-            return FileAnswer(
-                416, [(b"Content-Range", b"bytes */%d" % size), (b"Content-Length", b"0")], []
-            )
+            return FileAnswer(416, [(b"Content-Range", unsatisfiedRange(size)), (b"Content-Length", b"0")], [])
     if spans is None:
-        headers = kept + [(b"Content-Length", b"%d" % size)]
-        return FileAnswer(200, _typed(headers, contentType, path), _span(0, size) if body else [])
-    if len(spans) == 1:
-        start, end = spans[0]
-        headers = kept + [
-            (b"Content-Range", b"bytes %d-%d/%d" % (start, end, size)),
-            (b"Content-Length", b"%d" % (end - start + 1)),
-        ]
-        return FileAnswer(206, _typed(headers, contentType, path), _span(start, end - start + 1) if body else [])
-    return _multipart(kept, contentType or contentTypeFor(path), spans, size, body, boundary)
-
-
-def _typed(headers: RawHeaders, contentType: Optional[bytes], path: str) -> RawHeaders:
-    if contentType is None:
-        headers.append((b"Content-Type", contentTypeFor(path)))
-    return headers
-
-
-def _multipart(
-    kept: RawHeaders,
-    partType: bytes,
-    spans: list[tuple[int, int]],
-    size: int,
-    body: bool,
-    boundary: Optional[bytes],
-) -> FileAnswer:
-    """
-    A C{206} with one part per range (RFC 9110 section 14.6).
-    """
-    if boundary is None:
-        boundary = os.urandom(12).hex().encode("ascii")
-    pieces: list[Piece] = []
-    length = 0
-    for index, (start, end) in enumerate(spans):
-        head = b"%s--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n" % (
-            b"\r\n" if index else b"",
-            boundary,
-            partType,
-            start,
-            end,
-            size,
-        )
-        pieces += [head, (start, end - start + 1)]
-        length += len(head) + end - start + 1
-    closing = b"\r\n--%s--\r\n" % (boundary,)
-    pieces.append(closing)
-    length += len(closing)
-    headers = [(n, v) for n, v in kept if n.lower() != b"content-type"]
-    headers += [
-        (b"Content-Type", b"multipart/byteranges; boundary=" + boundary),
-        (b"Content-Length", b"%d" % length),
-    ]
-    return FileAnswer(206, headers, pieces if body else [])
+        return FileAnswer(200, kept + whole, _span(0, size) if body else [])
+    fields, pieces = partial(spans, size, contentType, boundary)
+    fields.append((b"Content-Length", b"%d" % piecesLength(pieces)))
+    return FileAnswer(206, kept + fields, pieces if body else [])

@@ -2,15 +2,16 @@
 """
 HTTP field rules used on both sides of the proxy, each in one place: field
 names and the bytes a value may hold, the largest length, the hop-by-hop
-fields, the tokens of C{Connection}, and the client's address as the proxy
-reports it.
+fields, the tokens of C{Connection} and the directive names of lists like
+C{Cache-Control} and C{Pragma}, look-ups in the C{(name, value)} lists
+responses travel as, and the client's address as the proxy reports it.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 """A field name: a token (RFC 9110 section 5.1)."""
@@ -63,6 +64,37 @@ def connectionTokens(values: Optional[Iterable[bytes]]) -> frozenset[bytes]:
     if not values:
         return frozenset()
     return frozenset().union(*map(tokensOf, values))
+
+
+@functools.lru_cache(maxsize=256)
+def directiveNames(value: bytes) -> frozenset[bytes]:
+    """
+    The lower-case names of the members of one list value whose members
+    may carry an argument (C{Cache-Control}, C{Pragma}: C{max-age=60},
+    C{private="Set-Cookie"}), without their arguments; remembered per value,
+    as L{tokensOf} is. A quoted argument holding a comma yields a stray name,
+    which no caller looks for.
+    """
+    return frozenset(member.split(b"=", 1)[0].strip().lower() for member in value.split(b","))
+
+
+def headerValues(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    """
+    The values of the field C{name} (lower case) in C{headers}, a list of
+    C{(name, value)} pairs, in order.
+    """
+    return [value for key, value in headers if key.lower() == name]
+
+
+def firstValue(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> Optional[bytes]:
+    """
+    The first value of the field C{name} (lower case) in C{headers}, or
+    L{None}.
+    """
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
 
 
 def clientHost(address: Any) -> str:

@@ -28,9 +28,10 @@ from typing import Any, Callable, Optional
 from twisted.internet.interfaces import IDelayedCall
 from twisted.web.http_headers import Headers
 
-from kamalproxy.cache.directives import INVALID, CacheControl, firstValue
+from kamalproxy.cache.directives import INVALID, CacheControl
 from kamalproxy.cache.freshness import ageValue, notStorableBecause, varyNames
 from kamalproxy.cache.store import Entry, Key, MemoryCache, storedHeaders, varyValuesFor
+from kamalproxy.http.fields import directiveNames, firstValue
 from kamalproxy.interfaces import IResponseSink
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.sinks import SinkWrapper
@@ -112,7 +113,9 @@ def regrouped(exchange: Exchange) -> Exchange:
 def _requestControl(headers: Headers) -> tuple[CacheControl, bool]:
     """
     The request's C{Cache-Control}, and whether it asks for validation
-    (C{no-cache}, or C{Pragma: no-cache} without C{Cache-Control}).
+    (C{no-cache}, or C{Pragma: no-cache} without C{Cache-Control}; the
+    C{Pragma} directives are read as a list, so C{x-no-cache} is not
+    C{no-cache}).
     """
     values = headers.getRawHeaders(b"cache-control")
     control = CacheControl.parsed(values) if values else _NO_DIRECTIVES
@@ -120,7 +123,7 @@ def _requestControl(headers: Headers) -> tuple[CacheControl, bool]:
         return control, True
     if values is None:
         pragma = headers.getRawHeaders(b"pragma") or ()
-        return control, any(b"no-cache" in v.lower() for v in pragma)
+        return control, any(b"no-cache" in directiveNames(v) for v in pragma)
     return control, False
 
 
