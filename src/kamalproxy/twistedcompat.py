@@ -13,10 +13,11 @@ lowest Twisted that C{setup.cfg} allows and the newest.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import twisted
 from twisted.internet import tcp
+from twisted.internet.task import Clock
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
@@ -149,7 +150,7 @@ require(
     "H2Connection",
 )
 require(
-    H2Connection(),
+    H2Connection(reactor=Clock()),  # not the global reactor: importing us must not install one
     "conn _bufferedControlFrames _bufferedControlFrameBytes _consumerBlocked"
     " _outboundStreamQueues _stillProducing _streamCleanupCallbacks",
     "H2Connection()",
@@ -169,6 +170,25 @@ del _h2c, _fb
 # (doWrite, as the reactor does when the socket is writable), so it must
 # know whether the buffer is empty and whether the transport is closing.
 require(tcp.Connection, "dataBuffer _writeDisconnecting", "tcp.Connection")
+
+
+# --- the epoll reactor's dispatch -------------------------------------------
+
+try:
+    from twisted.internet import epollreactor
+except ImportError:  # no epoll: not Linux
+    pass
+else:
+    require(epollreactor.EPollReactor, "_doReadOrWrite", "twisted.internet.epollreactor.EPollReactor")
+
+
+def epollDispatch(reactor: Any) -> tuple[Any, dict[int, Any], Callable[[Any, int, int], None]]:
+    """
+    An C{EPollReactor}'s epoll object, its selectables by file descriptor,
+    and the method that hands one event to its selectable.
+    """
+    require(reactor, "_poller _selectables _doReadOrWrite", "EPollReactor")
+    return reactor._poller, reactor._selectables, reactor._doReadOrWrite
 
 
 def keepsWriteBuffer(transport: Any) -> bool:

@@ -30,9 +30,9 @@ def run(argv: Sequence[str], reactor: Optional[Any] = None) -> int:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     if reactor is None:
-        from twisted.internet import reactor as globalReactor
+        from kamalproxy.daemon.leanreactor import globalReactor
 
-        reactor = globalReactor
+        reactor = globalReactor()
     # Request lines are written once per reactor turn; the last ones when
     # the reactor has stopped (after a SIGTERM's drain, too).
     observer = daemonLogObserver(

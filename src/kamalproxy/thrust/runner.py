@@ -185,9 +185,9 @@ def thrust(
         return 1
     environ = os.environ if environ is None else environ
     if reactor is None:
-        from twisted.internet import reactor as globalReactor
+        from kamalproxy.daemon.leanreactor import globalReactor
 
-        reactor = globalReactor
+        reactor = globalReactor()
     private = tempfile.mkdtemp(prefix="kamal-proxy-thrust-")
     try:
         return _run(argv, environ, reactor, private)
