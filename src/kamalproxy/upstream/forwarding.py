@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from io import BytesIO
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
@@ -58,24 +58,31 @@ _X_FORWARDED_HOST = fieldKey(b"x-forwarded-host")
 _X_FORWARDED_PROTO = fieldKey(b"x-forwarded-proto")
 
 
-_randomPool = b""
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _requestIds() -> Iterator[bytes]:
+    """
+    Random (version 4) UUIDs in their usual text form, cut from one
+    C{getrandom} call per 256 of them.
+    """
+    while True:
+        pool = os.urandom(16 * 256).hex()
+        for start in range(0, len(pool), 32):
+            h = pool[start : start + 32]
+            # The version nibble is 4, the variant's two high bits are 10.
+            yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}".encode("ascii")
+
+
+_nextRequestId = _requestIds().__next__
 
 
 def newRequestId() -> bytes:
     """
     A new request ID: a random (version 4) UUID in its usual text form, as
-    the original's, made without L{uuid.UUID}'s cost (and with one
-    C{getrandom} call per 256 IDs, not one each).
+    the original's, made without L{uuid.UUID}'s cost.
     """
-    global _randomPool
-    if not _randomPool:
-        _randomPool = os.urandom(16 * 256)
-    raw = bytearray(_randomPool[:16])
-    _randomPool = _randomPool[16:]
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode("ascii")
+    return _nextRequestId()
 
 
 def upgradeRequested(request: Any) -> Optional[bytes]:
