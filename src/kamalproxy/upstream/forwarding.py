@@ -22,7 +22,7 @@ import os
 from io import BytesIO
 from typing import IO, Any, Callable, Iterator, Optional
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
@@ -35,6 +35,7 @@ from kamalproxy.routing.options import TargetOptions
 from kamalproxy.upstream.targets import Target
 from kamalproxy.http.tunnel import Tunnel
 from kamalproxy.upstream.client import RawHeaders, UpstreamConnection
+from kamalproxy.upstream.deadlines import Deadlines
 from kamalproxy.twistedcompat import fieldKey, rawHeaders
 
 _REPLACED = frozenset(
@@ -220,7 +221,7 @@ class Forwarding:
         self.options = options
         self.conn: Optional[UpstreamConnection] = None
         self.headReceived = False
-        self._timer: Optional[IDelayedCall] = None
+        self._deadlines: Optional[Deadlines] = None  # while the response timeout runs
         self._retried = False
         self._failovers = 0
         self._tunnel: Optional[Tunnel] = None
@@ -254,8 +255,7 @@ class Forwarding:
             self._body = content  # a spilled body, streamed from its file
         self.target.started(self)
         exchange.onClientGone = self._clientGone
-        if self.options.response_timeout > 0:
-            self._timer = self.clock.callLater(self.options.response_timeout, self._timedOut)
+        self._startTimer()
         self._acquire(fresh=False)
 
     def _acquire(self, fresh: bool) -> None:
@@ -447,8 +447,22 @@ class Forwarding:
 
     # Ending early
 
-    def _timedOut(self) -> None:
-        self._timer = None
+    def _startTimer(self) -> None:
+        """
+        Give the target C{--target-timeout} from now to send its response
+        head (L{expired} otherwise).
+        """
+        timeout = self.options.response_timeout
+        exchange = self.exchange
+        if timeout > 0 and exchange is not None:
+            self._deadlines = deadlines = exchange.service.responseDeadlines
+            deadlines.add(self, timeout)
+
+    def expired(self) -> None:
+        """
+        The response timeout passed without a response head: 504.
+        """
+        self._deadlines = None
         if self.exchange is None:
             return
         self.log.info(
@@ -503,9 +517,9 @@ class Forwarding:
             exchange.sink.fail(status)
 
     def _cancelTimer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+        deadlines, self._deadlines = self._deadlines, None
+        if deadlines is not None:
+            deadlines.discard(self)
 
     def _release(self) -> None:
         """
