@@ -9,14 +9,17 @@ add under wrk is left out, so the figure moves only when our code (or
 Twisted's HTTP code) does: use it to compare two versions, and bench/run.sh
 for figures next to Caddy and nginx.
 
-    python bench/inprocess.py [REQUESTS] [ROUNDS] [--livestats | --metrics | --cache-hit]
+    python bench/inprocess.py [REQUESTS] [ROUNDS] [--cache | --livestats | --metrics | --cache-hit]
 
 With C{--livestats} the rounds alternate between the request log alone
 and the request log plus the status page's L{LiveStats} observer, and both
 medians are printed (the difference is the statistics' cost per request).
 With C{--metrics} they alternate between the proxy without and with the
 Prometheus request metrics observer (C{--metrics-port}), and both figures
-and their paired difference are printed. With C{--cache-hit} the router
+and their paired difference are printed. With C{--cache} the router has the
+daemon's HTTP cache, on by default for every service, as under
+bench/run.sh: the target's response says nothing about caching, so each
+request is a miss that is not stored. With C{--cache-hit} the router
 has the daemon's HTTP cache (a L{MemoryCache}) and the target's response
 is cacheable (C{Cache-Control: public, max-age=600}): the first request
 fills the cache and every measured one is a hit, answered without the
@@ -100,8 +103,8 @@ def build(
     return protocol, client, connections
 
 
-def run(requests: int, withStats: bool = False, metrics: bool = False) -> float:
-    protocol, client, connections = build(withStats, metrics)
+def run(requests: int, withStats: bool = False, metrics: bool = False, cache: bool = False) -> float:
+    protocol, client, connections = build(withStats, metrics, cache)
     start = time.process_time()
     for _ in range(requests):
         protocol.dataReceived(REQUEST)
@@ -135,7 +138,8 @@ def main(argv: list[str]) -> None:
     withStats = "--livestats" in argv
     metrics = "--metrics" in argv
     hits = "--cache-hit" in argv
-    argv = [a for a in argv if a not in ("--livestats", "--metrics", "--cache-hit")]
+    cache = "--cache" in argv
+    argv = [a for a in argv if a not in ("--livestats", "--metrics", "--cache-hit", "--cache")]
     requests = int(argv[1]) if len(argv) > 1 else 20000
     rounds = int(argv[2]) if len(argv) > 2 else 5
     if hits:
@@ -161,8 +165,9 @@ def main(argv: list[str]) -> None:
             f"(medians of {rounds}; difference {stats[middle] - plain[middle]:+.1f} us)"
         )
         return
-    figures = sorted(run(requests) for _ in range(rounds))
-    print(f"in-process: {figures[len(figures) // 2]:.1f} us/request (median of {rounds}; min {figures[0]:.1f})")
+    figures = sorted(run(requests, cache=cache) for _ in range(rounds))
+    what = "in-process with the cache (misses)" if cache else "in-process"
+    print(f"{what}: {figures[len(figures) // 2]:.1f} us/request (median of {rounds}; min {figures[0]:.1f})")
 
 
 def compareMetrics(requests: int, rounds: int) -> None:
