@@ -36,6 +36,7 @@ from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.sinks import SinkWrapper
 from kamalproxy.cache.answer import serveEntry
 from kamalproxy.cache.sinks import BYPASS, BackgroundRequest, InvalidatingSink, NullSink, TaggingSink
+from kamalproxy.twistedcompat import fieldKey, rawHeaders
 from kamalproxy.upstream.client import RawHeaders
 
 Proceed = Callable[[Exchange], None]
@@ -55,6 +56,15 @@ MAX_PASSES = 10000
 _SAFE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
 _CONDITIONS = (b"if-none-match", b"if-modified-since")
 _FRESH, _STALE, _REVALIDATE_LATER = 1, 2, 3
+
+# The request fields read on every request, looked up in the fields' dict
+# (Headers' methods encode the name on every call).
+_HOST = fieldKey(b"host")
+_CACHE_CONTROL = fieldKey(b"cache-control")
+_PRAGMA = fieldKey(b"pragma")
+_UPGRADE = fieldKey(b"upgrade")
+_RANGE = fieldKey(b"range")
+_AUTHORIZATION = fieldKey(b"authorization")
 
 
 def cacheResponses(router: Any) -> Callable[[Exchange, Proceed], None]:
@@ -79,7 +89,7 @@ def keyFor(exchange: Exchange) -> Key:
     """
     service = exchange.service
     role = "main" if exchange.group is service.group else "rollout"
-    host = (exchange.request.requestHeaders.getRawHeaders(b"host") or [b""])[0].lower()
+    host = (rawHeaders(exchange.request.requestHeaders).get(_HOST) or [b""])[0].lower()
     return (
         service.name,
         role,
@@ -113,12 +123,13 @@ def _requestControl(headers: Headers) -> tuple[CacheControl, bool]:
     The request's C{Cache-Control}, and whether it asks for validation
     (C{no-cache}, or C{Pragma: no-cache} without C{Cache-Control}).
     """
-    values = headers.getRawHeaders(b"cache-control")
+    fields = rawHeaders(headers)
+    values = fields.get(_CACHE_CONTROL)
     control = CacheControl.parsed(values) if values else _NO_DIRECTIVES
     if "no-cache" in control:
         return control, True
-    if values is None:
-        pragma = headers.getRawHeaders(b"pragma") or ()
+    if not values:
+        pragma = fields.get(_PRAGMA) or ()
         return control, any(b"no-cache" in v.lower() for v in pragma)
     return control, False
 
@@ -226,7 +237,7 @@ class CacheStage:
             proceed(exchange)
             return
         control, noCache = _requestControl(headers)
-        if "no-store" in control or exchange.upgrade is not None or headers.hasHeader(b"upgrade"):
+        if "no-store" in control or exchange.upgrade is not None or _UPGRADE in rawHeaders(headers):
             exchange.sink = TaggingSink(exchange.sink, cache, exchange, BYPASS)
             proceed(exchange)
             return
@@ -248,7 +259,7 @@ class CacheStage:
             exchange.cacheStatus = MISS
             exchange.respondWithPage(504)
             return
-        if headers.hasHeader(b"range"):
+        if _RANGE in rawHeaders(headers):
             exchange.sink = TaggingSink(exchange.sink, cache, exchange, BYPASS)
             proceed(exchange)
             return
@@ -401,6 +412,20 @@ def worthStoring(control: CacheControl, headers: RawHeaders) -> bool:
     )
 
 
+_FRESHNESS_FIELDS = frozenset((b"cache-control", b"cdn-cache-control", b"expires", b"etag", b"last-modified"))
+
+
+def mayBeWorthStoring(headers: RawHeaders) -> bool:
+    """
+    Whether C{headers} have any field L{worthStoring} reads: without one, a
+    response is not worth storing, whatever else it says.
+    """
+    for name, _ in headers:
+        if name.lower() in _FRESHNESS_FIELDS:
+            return True
+    return False
+
+
 class FillSink(SinkWrapper):
     """
     A response from the target on its way to the client, stored as it
@@ -468,17 +493,19 @@ class FillSink(SinkWrapper):
             return
         self._mode = MISS
         request = self.exchange.request
-        control = CacheControl.forResponse(headers)
-        why = notStorableBecause(
-            request.method,
-            status,
-            self.control,
-            control,
-            request.requestHeaders.hasHeader(b"authorization"),
-            headers,
-        )
-        if why is None and not worthStoring(control, headers):
-            why = "nothing to store"
+        why: Optional[str] = "nothing to store"
+        if mayBeWorthStoring(headers):  # (most responses: nothing to parse)
+            control = CacheControl.forResponse(headers)
+            why = notStorableBecause(
+                request.method,
+                status,
+                self.control,
+                control,
+                _AUTHORIZATION in rawHeaders(request.requestHeaders),
+                headers,
+            )
+            if why is None and not worthStoring(control, headers):
+                why = "nothing to store"
         if why is None:
             self._head = (status, reason, headers)
             self._parts = []
