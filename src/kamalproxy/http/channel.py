@@ -60,9 +60,11 @@ from kamalproxy.http.fields import (
     connectionTokens,
 )
 from kamalproxy.http.http2 import switchToHTTP2
-from kamalproxy.twistedcompat import GenericHTTPChannelProtocol, addRawFields
+from kamalproxy.twistedcompat import GenericHTTPChannelProtocol, addRawFields, fieldKey, rawHeaders
 
 _log = Logger()
+
+_CONNECTION = fieldKey(b"connection")
 
 DEFAULT_MAX_REQUEST_LINE = 8192
 DEFAULT_MAX_HEADER_LINE = 16384
@@ -658,7 +660,7 @@ class ProxyChannel(HTTPChannel):
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         # Twisted reads only the first Connection header and splits it on
         # spaces, so "Connection: close,foo" would keep the connection open.
-        tokens = connectionTokens(request.requestHeaders.getRawHeaders(b"connection"))
+        tokens = connectionTokens(rawHeaders(request.requestHeaders).get(_CONNECTION))
         if version != b"HTTP/1.1":
             return False
         if b"close" in tokens:

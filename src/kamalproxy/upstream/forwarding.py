@@ -57,6 +57,7 @@ _UPGRADE = fieldKey(b"upgrade")
 _X_FORWARDED_FOR = fieldKey(b"x-forwarded-for")
 _X_FORWARDED_HOST = fieldKey(b"x-forwarded-host")
 _X_FORWARDED_PROTO = fieldKey(b"x-forwarded-proto")
+_X_KAMAL_TARGET = fieldKey(b"x-kamal-target")
 
 
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
@@ -538,7 +539,7 @@ def targetHeader(request: IRequest, options: TargetOptions, address: bytes) -> t
     client's own values when forwarded headers are trusted.
     """
     if options.forward_headers:
-        prior = request.requestHeaders.getRawHeaders(b"x-kamal-target")
+        prior = rawHeaders(request.requestHeaders).get(_X_KAMAL_TARGET)
         if prior:
             return (b"X-Kamal-Target", b", ".join([*prior, address]))
     return (b"X-Kamal-Target", address)
