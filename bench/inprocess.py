@@ -9,14 +9,21 @@ add under wrk is left out, so the figure moves only when our code (or
 Twisted's HTTP code) does: use it to compare two versions, and bench/run.sh
 for figures next to Caddy and nginx.
 
-    python bench/inprocess.py [REQUESTS] [ROUNDS] [--livestats | --metrics]
+    python bench/inprocess.py [REQUESTS] [ROUNDS] [--cache | --livestats | --metrics | --cache-hit]
 
 With C{--livestats} the rounds alternate between the request log alone
 and the request log plus the status page's L{LiveStats} observer, and both
 medians are printed (the difference is the statistics' cost per request).
 With C{--metrics} they alternate between the proxy without and with the
 Prometheus request metrics observer (C{--metrics-port}), and both figures
-and their paired difference are printed.
+and their paired difference are printed. With C{--cache} the router has the
+daemon's HTTP cache, on by default for every service, as under
+bench/run.sh: the target's response says nothing about caching, so each
+request is a miss that is not stored. With C{--cache-hit} the router
+has the daemon's HTTP cache (a L{MemoryCache}) and the target's response
+is cacheable (C{Cache-Control: public, max-age=600}): the first request
+fills the cache and every measured one is a hit, answered without the
+target.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
+from kamalproxy.cache.store import MemoryCache
 from kamalproxy.observe.livestats import LiveStats
 from kamalproxy.observe.metrics import ProxyMetrics
 from kamalproxy.observe.requestlog import RequestLogger
@@ -40,6 +48,9 @@ BODY = b"x" * 1024
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
     b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (len(BODY), BODY)
+)
+CACHEABLE_RESPONSE = RESPONSE.replace(
+    b"Connection: keep-alive\r\n", b"Connection: keep-alive\r\nCache-Control: public, max-age=600\r\n"
 )
 REQUEST = (
     b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:9010\r\nUser-Agent: wrk\r\n"
@@ -56,7 +67,9 @@ class _Target(StringTransport):
         self.loseConnection()
 
 
-def build(withStats: bool = False, metrics: bool = False) -> tuple[Any, StringTransport, list[UpstreamConnection]]:
+def build(
+    withStats: bool = False, metrics: bool = False, cache: bool = False
+) -> tuple[Any, StringTransport, list[UpstreamConnection]]:
     clock = MemoryReactorClock()
     connections: list[UpstreamConnection] = []
 
@@ -70,7 +83,12 @@ def build(withStats: bool = False, metrics: bool = False) -> tuple[Any, StringTr
         return connect
 
     observed = ProxyMetrics(clock) if metrics else None
-    router = Router(clock, connectorFor, deployObservers=() if observed is None else (observed.deploys,))
+    router = Router(
+        clock,
+        connectorFor,
+        deployObservers=() if observed is None else (observed.deploys,),
+        cache=MemoryCache() if cache else None,
+    )
     router.restore([{"name": "bench", "targets": ["127.0.0.1:9001"], "options": {}}])
     logger = RequestLogger(clock, Logger(namespace="bench", observer=lambda event: None))
     site = ProxySite(
@@ -85,8 +103,8 @@ def build(withStats: bool = False, metrics: bool = False) -> tuple[Any, StringTr
     return protocol, client, connections
 
 
-def run(requests: int, withStats: bool = False, metrics: bool = False) -> float:
-    protocol, client, connections = build(withStats, metrics)
+def run(requests: int, withStats: bool = False, metrics: bool = False, cache: bool = False) -> float:
+    protocol, client, connections = build(withStats, metrics, cache)
     start = time.process_time()
     for _ in range(requests):
         protocol.dataReceived(REQUEST)
@@ -97,12 +115,38 @@ def run(requests: int, withStats: bool = False, metrics: bool = False) -> float:
     return (time.process_time() - start) / requests * 1e6
 
 
+def runHits(requests: int) -> float:
+    """
+    Microseconds per request answered from the cache.
+    """
+    protocol, client, connections = build(cache=True)
+    protocol.dataReceived(REQUEST)  # the miss that fills the cache
+    connections[-1].dataReceived(CACHEABLE_RESPONSE)
+    assert b"X-Cache: miss" in client.value(), client.value()
+    client.clear()
+    start = time.process_time()
+    for _ in range(requests):
+        protocol.dataReceived(REQUEST)
+        client.clear()
+    elapsed = time.process_time() - start
+    protocol.dataReceived(REQUEST)
+    assert b"X-Cache: hit" in client.value(), client.value()
+    return elapsed / requests * 1e6
+
+
 def main(argv: list[str]) -> None:
     withStats = "--livestats" in argv
     metrics = "--metrics" in argv
-    argv = [a for a in argv if a not in ("--livestats", "--metrics")]
+    hits = "--cache-hit" in argv
+    cache = "--cache" in argv
+    argv = [a for a in argv if a not in ("--livestats", "--metrics", "--cache-hit", "--cache")]
     requests = int(argv[1]) if len(argv) > 1 else 20000
     rounds = int(argv[2]) if len(argv) > 2 else 5
+    if hits:
+        runHits(2000)  # warm-up
+        figures = sorted(runHits(requests) for _ in range(rounds))
+        print(f"in-process cache hit: {figures[len(figures) // 2]:.1f} us/request (median of {rounds}; min {figures[0]:.1f})")
+        return
     run(2000)  # warm-up
     if metrics:
         compareMetrics(requests, rounds)
@@ -121,8 +165,9 @@ def main(argv: list[str]) -> None:
             f"(medians of {rounds}; difference {stats[middle] - plain[middle]:+.1f} us)"
         )
         return
-    figures = sorted(run(requests) for _ in range(rounds))
-    print(f"in-process: {figures[len(figures) // 2]:.1f} us/request (median of {rounds}; min {figures[0]:.1f})")
+    figures = sorted(run(requests, cache=cache) for _ in range(rounds))
+    what = "in-process with the cache (misses)" if cache else "in-process"
+    print(f"{what}: {figures[len(figures) // 2]:.1f} us/request (median of {rounds}; min {figures[0]:.1f})")
 
 
 def compareMetrics(requests: int, rounds: int) -> None:

@@ -189,6 +189,33 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(conn.transport.value().count(b"HTTP/1.1 200 OK"), 2)
         self.assertFalse(conn.closed)
 
+    def test_headersStoredAsTwistedStoresThem(self) -> None:
+        """
+        The header lines the channel checked reach the request as
+        Twisted's own parser stores them: names in Twisted's canonical
+        case, values without surrounding spaces and tabs, repeated fields
+        in the order sent, each field once; C{Content-Length} still frames
+        the body.
+        """
+        recorder = Recorder(hold=True)
+        conn = connect(recorder)
+        conn.send(
+            b"POST /p HTTP/1.1\r\nhost: b\r\nX-Many: one\r\ncontent-length: 3\r\nx-many:\t two \r\n"
+            b"ETAG: e\r\nX-Empty:\r\n\r\nabc"
+        )
+        [request] = recorder.held
+        self.assertEqual(
+            dict(request.requestHeaders.getAllRawHeaders()),
+            {
+                b"Host": [b"b"],
+                b"X-Many": [b"one", b"two"],
+                b"Content-Length": [b"3"],
+                b"ETag": [b"e"],
+                b"X-Empty": [b""],
+            },
+        )
+        self.assertEqual(recorder.seen, [(b"POST", b"/p", b"b", b"abc")])
+
     def test_timersOnTheSiteClock(self) -> None:
         """
         The channel's timers are on the site's clock.

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.cache.store import MemoryCache
 from kamalproxy.cache.sinks import sameHostTarget
+from kamalproxy.pipeline.cache import mayBeWorthStoring
 from kamalproxy.pipeline.responsebuffer import BufferingSink
 from kamalproxy.routing.router import DeployError, Router
 from kamalproxy.routing.options import InvalidOptions
@@ -219,6 +220,28 @@ class NotStoredTests(SynchronousTestCase):
 
     def test_noFreshnessNoValidator(self) -> None:
         self.assertNotStored(b"Content-Type: text/html\r\n")
+
+    def test_eachFieldThatMakesAResponseWorthStoring(self) -> None:
+        """
+        L{mayBeWorthStoring}, the quick test made before parsing a
+        response's caching fields, finds each field L{worthStoring} reads,
+        whatever its case: a response with any of them that says it may be
+        kept is stored, and one without is not.
+        """
+        for fields in (
+            b"Cache-Control: max-age=60\r\n",
+            b"CDN-Cache-Control: max-age=60\r\n",
+            b"cache-control: s-maxage=60\r\n",
+            b"Expires: Thu, 01 Jan 2099 00:00:00 GMT\r\n",
+            b"ETag: \"v1\"\r\n",
+            b"LAST-MODIFIED: Thu, 01 Jan 1970 00:00:00 GMT\r\n",
+        ):
+            headers = [tuple(fields.rstrip(b"\r\n").split(b": ", 1))]
+            self.assertTrue(mayBeWorthStoring(headers), fields)  # type: ignore[arg-type]
+            proxy = CacheProxy(self)
+            proxy.fetch(fields)
+            self.assertEqual(proxy.cache.entries, 1, fields)
+        self.assertFalse(mayBeWorthStoring([(b"Content-Type", b"text/html"), (b"Vary", b"Accept")]))
 
     def test_authorizationWithPublic(self) -> None:
         """

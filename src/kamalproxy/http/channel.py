@@ -60,9 +60,11 @@ from kamalproxy.http.fields import (
     connectionTokens,
 )
 from kamalproxy.http.http2 import switchToHTTP2
-from kamalproxy.twistedcompat import GenericHTTPChannelProtocol
+from kamalproxy.twistedcompat import GenericHTTPChannelProtocol, addRawFields, fieldKey, rawHeaders
 
 _log = Logger()
+
+_CONNECTION = fieldKey(b"connection")
 
 DEFAULT_MAX_REQUEST_LINE = 8192
 DEFAULT_MAX_HEADER_LINE = 16384
@@ -129,7 +131,14 @@ def headerLineProblem(line: bytes) -> Optional[str]:
     """
     Why C{line} is not a valid C{name: value} field line, or L{None}.
     """
-    name, colon, value = line.partition(b":")
+    return _fieldProblem(*line.partition(b":"))
+
+
+def _fieldProblem(name: bytes, colon: bytes, value: bytes) -> Optional[str]:
+    """
+    Why a field line cut into C{name}, C{colon} and C{value} at its first
+    colon is not a valid one, or L{None}.
+    """
     if not colon or not FIELD_NAME.match(name):
         return "malformed header line"
     if BAD_VALUE_BYTE.search(value):
@@ -602,11 +611,11 @@ class ProxyChannel(HTTPChannel):
         if self._headerBytes > limits.maxHeaderBytes:
             self.refuse(431, f"headers over {limits.maxHeaderBytes} bytes")
             return
-        problem = headerLineProblem(line)
+        name, colon, value = line.partition(b":")
+        problem = _fieldProblem(name, colon, value)
         if problem is not None:
             self.refuse(400, problem)
             return
-        name, _, value = line.partition(b":")
         name = name.lower()
         value = value.strip(b" \t")
         if name == b"content-length":
@@ -623,7 +632,9 @@ class ProxyChannel(HTTPChannel):
             if beyond63Bits(value, 10):
                 self.refuse(400, "Content-Length over 63 bits")
                 return
-        elif name == b"transfer-encoding":
+            super().lineReceived(line)  # Twisted sets the body's length from it
+            return
+        if name == b"transfer-encoding":
             if self._contentLengths:
                 self.refuse(400, "Content-Length with Transfer-Encoding")
                 return
@@ -634,17 +645,22 @@ class ProxyChannel(HTTPChannel):
                 self.refuse(400, "unsupported Transfer-Encoding")
                 return
             self._chunked = True
-        elif name == b"host":
+            super().lineReceived(line)
+            return
+        if name == b"host":
             self._hostCount += 1
             if self._hostCount > 1:
                 self.refuse(400, "more than one Host header")
                 return
-        super().lineReceived(line)
+        # Checked above as strictly as Twisted would (a token name, no CR,
+        # LF or NUL in the value, limits tighter than its own), so stored
+        # as its headerReceived stores it, without parsing the line again.
+        addRawFields(self.requests[-1].requestHeaders, ((name, value),))
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         # Twisted reads only the first Connection header and splits it on
         # spaces, so "Connection: close,foo" would keep the connection open.
-        tokens = connectionTokens(request.requestHeaders.getRawHeaders(b"connection"))
+        tokens = connectionTokens(rawHeaders(request.requestHeaders).get(_CONNECTION))
         if version != b"HTTP/1.1":
             return False
         if b"close" in tokens:

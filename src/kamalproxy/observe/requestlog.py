@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import IO, Any, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -36,6 +35,7 @@ from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.http.fields import clientHost
 from kamalproxy.interfaces import IRequestObserver
 from kamalproxy.twistedcompat import fieldKey, rawHeaders
+from kamalproxy.upstream.forwarding import newRequestId
 
 REQUEST_FORMAT = "{kamal_json}"
 TEXT_REQUEST_FORMAT = "{kamal_text}"
@@ -106,7 +106,7 @@ def _requestId(exchange: Exchange) -> str:
     """
     if exchange.requestId:
         return exchange.requestId.decode("latin-1")
-    return _header(rawHeaders(exchange.request.requestHeaders), _X_REQUEST_ID) or str(uuid.uuid4())
+    return _header(rawHeaders(exchange.request.requestHeaders), _X_REQUEST_ID) or newRequestId().decode("ascii")
 
 
 def _listenerPort(request: IRequest) -> int:

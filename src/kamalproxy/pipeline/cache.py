@@ -38,6 +38,7 @@ from kamalproxy.pipeline.sinks import SinkWrapper
 from kamalproxy.cache.answer import namesFile, serveEntry
 from kamalproxy.cache.variants import StoredVariants
 from kamalproxy.cache.sinks import BYPASS, BackgroundRequest, InvalidatingSink, NullSink, TaggingSink
+from kamalproxy.twistedcompat import fieldKey, rawHeaders
 from kamalproxy.upstream.client import RawHeaders
 
 Proceed = Callable[[Exchange], None]
@@ -57,6 +58,15 @@ MAX_PASSES = 10000
 _SAFE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
 _CONDITIONS = (b"if-none-match", b"if-modified-since")
 _FRESH, _STALE, _REVALIDATE_LATER = 1, 2, 3
+
+# The request fields read on every request, looked up in the fields' dict
+# (Headers' methods encode the name on every call).
+_HOST = fieldKey(b"host")
+_CACHE_CONTROL = fieldKey(b"cache-control")
+_PRAGMA = fieldKey(b"pragma")
+_UPGRADE = fieldKey(b"upgrade")
+_RANGE = fieldKey(b"range")
+_AUTHORIZATION = fieldKey(b"authorization")
 
 
 def cacheResponses(router: Any) -> Callable[[Exchange, Proceed], None]:
@@ -81,7 +91,7 @@ def keyFor(exchange: Exchange) -> Key:
     """
     service = exchange.service
     role = "main" if exchange.group is service.group else "rollout"
-    host = (exchange.request.requestHeaders.getRawHeaders(b"host") or [b""])[0].lower()
+    host = (rawHeaders(exchange.request.requestHeaders).get(_HOST) or [b""])[0].lower()
     return (
         service.name,
         role,
@@ -117,12 +127,13 @@ def _requestControl(headers: Headers) -> tuple[CacheControl, bool]:
     C{Pragma} directives are read as a list, so C{x-no-cache} is not
     C{no-cache}).
     """
-    values = headers.getRawHeaders(b"cache-control")
+    fields = rawHeaders(headers)
+    values = fields.get(_CACHE_CONTROL)
     control = CacheControl.parsed(values) if values else _NO_DIRECTIVES
     if "no-cache" in control:
         return control, True
-    if values is None:
-        pragma = headers.getRawHeaders(b"pragma") or ()
+    if not values:
+        pragma = fields.get(_PRAGMA) or ()
         return control, any(b"no-cache" in directiveNames(v) for v in pragma)
     return control, False
 
@@ -230,7 +241,7 @@ class CacheStage:
             proceed(exchange)
             return
         control, noCache = _requestControl(headers)
-        if "no-store" in control or exchange.upgrade is not None or headers.hasHeader(b"upgrade"):
+        if "no-store" in control or exchange.upgrade is not None or _UPGRADE in rawHeaders(headers):
             exchange.sink = TaggingSink(exchange.sink, cache, exchange, BYPASS)
             proceed(exchange)
             return
@@ -252,7 +263,7 @@ class CacheStage:
             exchange.cacheStatus = MISS
             exchange.respondWithPage(504)
             return
-        if headers.hasHeader(b"range"):
+        if _RANGE in rawHeaders(headers):
             exchange.sink = TaggingSink(exchange.sink, cache, exchange, BYPASS)
             proceed(exchange)
             return
@@ -405,6 +416,20 @@ def worthStoring(control: CacheControl, headers: RawHeaders) -> bool:
     )
 
 
+_FRESHNESS_FIELDS = frozenset((b"cache-control", b"cdn-cache-control", b"expires", b"etag", b"last-modified"))
+
+
+def mayBeWorthStoring(headers: RawHeaders) -> bool:
+    """
+    Whether C{headers} have any field L{worthStoring} reads: without one, a
+    response is not worth storing, whatever else it says.
+    """
+    for name, _ in headers:
+        if name.lower() in _FRESHNESS_FIELDS:
+            return True
+    return False
+
+
 class FillSink(SinkWrapper):
     """
     A response from the target on its way to the client, stored as it
@@ -473,17 +498,19 @@ class FillSink(SinkWrapper):
             return
         self._mode = MISS
         request = self.exchange.request
-        control = CacheControl.forResponse(headers)
-        why = notStorableBecause(
-            request.method,
-            status,
-            self.control,
-            control,
-            request.requestHeaders.hasHeader(b"authorization"),
-            headers,
-        )
-        if why is None and not worthStoring(control, headers):
-            why = "nothing to store"
+        why: Optional[str] = "nothing to store"
+        if mayBeWorthStoring(headers):  # (most responses: nothing to parse)
+            control = CacheControl.forResponse(headers)
+            why = notStorableBecause(
+                request.method,
+                status,
+                self.control,
+                control,
+                _AUTHORIZATION in rawHeaders(request.requestHeaders),
+                headers,
+            )
+            if why is None and not worthStoring(control, headers):
+                why = "nothing to store"
         if why is None:
             self._head = (status, reason, headers)
             self._parts = []

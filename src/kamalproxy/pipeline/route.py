@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from kamalproxy.pipeline.exchange import Exchange
+from kamalproxy.twistedcompat import fieldKey, rawHeaders
+
+_HOST = fieldKey(b"host")
 
 
 def route(router: Any) -> Callable[[Exchange, Callable[[Exchange], None]], None]:
@@ -22,7 +25,7 @@ def route(router: Any) -> Callable[[Exchange, Callable[[Exchange], None]], None]
         if not path.startswith(b"/"):
             exchange.respondWithPage(400)
             return
-        match = routeFor(exchange.request.requestHeaders.getRawHeaders(b"host", (None,))[0], path)
+        match = routeFor((rawHeaders(exchange.request.requestHeaders).get(_HOST) or (None,))[0], path)
         if match is None:
             exchange.respondWithPage(404)
             return

@@ -37,9 +37,12 @@ from kamalproxy.files.serve import answerFor
 from kamalproxy.interfaces import IResponseSink
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.pipeline.sinks import SinkWrapper
+from kamalproxy.twistedcompat import fieldKey, rawHeaders
 from kamalproxy.upstream.client import RawHeaders
 
 _log = Logger()
+
+_X_SENDFILE_TYPE = fieldKey(b"x-sendfile-type")
 
 _NO_FILE = frozenset((204, 304))
 """
@@ -53,7 +56,7 @@ def sendfile(exchange: Exchange, proceed: Callable[[Exchange], None]) -> None:
     headers = exchange.request.requestHeaders
     if roots:
         headers.setRawHeaders(b"x-sendfile-type", [b"X-Sendfile"])
-    elif headers.hasHeader(b"x-sendfile-type"):
+    elif _X_SENDFILE_TYPE in rawHeaders(headers):
         headers.removeHeader(b"x-sendfile-type")
     exchange.sink = SendfileSink(exchange.sink, exchange, roots)
     proceed(exchange)

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from kamalproxy.routing.options import DeployOptions
 from kamalproxy.routing.pausing import RUNNING, PauseController
 from kamalproxy.routing.rollout import RolloutSlot
+from kamalproxy.upstream.deadlines import Deadlines
 from kamalproxy.upstream.targets import TargetGroup
 
 __all__ = ["RUNNING", "Service"]
@@ -24,6 +25,8 @@ class Service:
 
     @ivar rollout: the rollout group and split (L{None}: no C{rollout
         deploy} yet), replaced in one assignment on each change.
+    @ivar responseDeadlines: the response timeouts of the requests
+        forwarded for this service (L{kamalproxy.upstream.forwarding}).
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class Service:
         self.tlsCertificate: Any = None  # a custom certificate (kamalproxy.tls.sni.LoadedCertificate)
         self.tlsCertificateSignature: Any = None  # of its files when loaded (kamalproxy.tls.reload)
         self.rollout: Optional[RolloutSlot] = None
+        self.responseDeadlines = Deadlines(clock)
 
     def __repr__(self) -> str:
         return f"<Service {self.name} {self.group.addresses}>"

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 from io import BytesIO
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
@@ -35,6 +35,7 @@ from kamalproxy.routing.options import TargetOptions
 from kamalproxy.upstream.targets import Target
 from kamalproxy.http.tunnel import Tunnel
 from kamalproxy.upstream.client import RawHeaders, UpstreamConnection
+from kamalproxy.upstream.deadlines import Deadlines
 from kamalproxy.twistedcompat import fieldKey, rawHeaders
 
 _REPLACED = frozenset(
@@ -56,26 +57,34 @@ _UPGRADE = fieldKey(b"upgrade")
 _X_FORWARDED_FOR = fieldKey(b"x-forwarded-for")
 _X_FORWARDED_HOST = fieldKey(b"x-forwarded-host")
 _X_FORWARDED_PROTO = fieldKey(b"x-forwarded-proto")
+_X_KAMAL_TARGET = fieldKey(b"x-kamal-target")
 
 
-_randomPool = b""
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _requestIds() -> Iterator[bytes]:
+    """
+    Random (version 4) UUIDs in their usual text form, cut from one
+    C{getrandom} call per 256 of them.
+    """
+    while True:
+        pool = os.urandom(16 * 256).hex()
+        for start in range(0, len(pool), 32):
+            h = pool[start : start + 32]
+            # The version nibble is 4, the variant's two high bits are 10.
+            yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}".encode("ascii")
+
+
+_nextRequestId = _requestIds().__next__
 
 
 def newRequestId() -> bytes:
     """
     A new request ID: a random (version 4) UUID in its usual text form, as
-    the original's, made without L{uuid.UUID}'s cost (and with one
-    C{getrandom} call per 256 IDs, not one each).
+    the original's, made without L{uuid.UUID}'s cost.
     """
-    global _randomPool
-    if not _randomPool:
-        _randomPool = os.urandom(16 * 256)
-    raw = bytearray(_randomPool[:16])
-    _randomPool = _randomPool[16:]
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode("ascii")
+    return _nextRequestId()
 
 
 def upgradeRequested(request: Any) -> Optional[bytes]:
@@ -213,7 +222,7 @@ class Forwarding:
         self.options = options
         self.conn: Optional[UpstreamConnection] = None
         self.headReceived = False
-        self._timer: Optional[IDelayedCall] = None
+        self._deadlines: Optional[Deadlines] = None  # while the response timeout runs
         self._retried = False
         self._failovers = 0
         self._tunnel: Optional[Tunnel] = None
@@ -247,8 +256,7 @@ class Forwarding:
             self._body = content  # a spilled body, streamed from its file
         self.target.started(self)
         exchange.onClientGone = self._clientGone
-        if self.options.response_timeout > 0:
-            self._timer = self.clock.callLater(self.options.response_timeout, self._timedOut)
+        self._startTimer()
         self._acquire(fresh=False)
 
     def _acquire(self, fresh: bool) -> None:
@@ -440,8 +448,22 @@ class Forwarding:
 
     # Ending early
 
-    def _timedOut(self) -> None:
-        self._timer = None
+    def _startTimer(self) -> None:
+        """
+        Give the target C{--target-timeout} from now to send its response
+        head (L{expired} otherwise).
+        """
+        timeout = self.options.response_timeout
+        exchange = self.exchange
+        if timeout > 0 and exchange is not None:
+            self._deadlines = deadlines = exchange.service.responseDeadlines
+            deadlines.add(self, timeout)
+
+    def expired(self) -> None:
+        """
+        The response timeout passed without a response head: 504.
+        """
+        self._deadlines = None
         if self.exchange is None:
             return
         self.log.info(
@@ -496,9 +518,9 @@ class Forwarding:
             exchange.sink.fail(status)
 
     def _cancelTimer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+        deadlines, self._deadlines = self._deadlines, None
+        if deadlines is not None:
+            deadlines.discard(self)
 
     def _release(self) -> None:
         """
@@ -517,7 +539,7 @@ def targetHeader(request: IRequest, options: TargetOptions, address: bytes) -> t
     client's own values when forwarded headers are trusted.
     """
     if options.forward_headers:
-        prior = request.requestHeaders.getRawHeaders(b"x-kamal-target")
+        prior = rawHeaders(request.requestHeaders).get(_X_KAMAL_TARGET)
         if prior:
             return (b"X-Kamal-Target", b", ".join([*prior, address]))
     return (b"X-Kamal-Target", address)

@@ -112,8 +112,8 @@ class StreamingForwarding(Forwarding):
         conn = self.conn
         if conn is not None and conn.transport is not None:
             self._endBody(conn)
-        if self.exchange is not None and self.options.response_timeout > 0 and not self.headReceived:
-            self._timer = self.clock.callLater(self.options.response_timeout, self._timedOut)
+        if not self.headReceived:
+            self._startTimer()
 
     def requestReady(self) -> None:
         """
