@@ -20,12 +20,17 @@ from kamalproxy.http.fields import firstValue
 from kamalproxy.http.ranges import Unsatisfiable, joinPieces, parseRange, partial, unsatisfiedRange
 from kamalproxy.http.validators import notModified, parseDate, rangeApplies
 from kamalproxy.pipeline.exchange import Exchange
+from kamalproxy.twistedcompat import fieldKey, rawHeaders
 from kamalproxy.upstream.client import RawHeaders
 
 #: The fields a 304 carries from the stored response (RFC 9110 §15.4.5).
 _NOT_MODIFIED_FIELDS = frozenset(
     (b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified")
 )
+
+_IF_NONE_MATCH = fieldKey(b"if-none-match")
+_IF_MODIFIED_SINCE = fieldKey(b"if-modified-since")
+_RANGE = fieldKey(b"range")
 
 #: The stored fields a partial answer replaces.
 _BODY_FIELDS = frozenset((b"content-range", b"content-type", b"content-length"))
@@ -55,7 +60,7 @@ def serveEntry(
         cache.count(status)
         ours = [(b"Age", b"%d" % int(entry.age(exchange.clock.seconds()))), (b"X-Cache", status.encode("ascii"))]
         code, reason, headers, body = entry.status, entry.reason, entry.headers, entry.body
-        if namesFile(headers):
+        if entry.handsFile:
             # An X-Sendfile response: the file, not the stored (empty) body,
             # is the representation; the X-Sendfile sink outside answers the
             # client's conditions and Range from it.
@@ -63,17 +68,18 @@ def serveEntry(
             sink.end()
             return
         exchange.encodedVariants = StoredVariants(cache, exchange.clock, entry)
-        etag = firstValue(headers, b"etag")
-        if 200 <= code < 300 and notModified(asked, etag, _modified(headers)):
+        fields = rawHeaders(asked)
+        conditional = _IF_NONE_MATCH in fields or _IF_MODIFIED_SINCE in fields
+        if conditional and 200 <= code < 300 and notModified(asked, entry.etag, _modified(headers)):
             sink.head(304, b"", notModifiedHeaders(headers) + ours)
             sink.end()
             return
-        rangeValue = (asked.getRawHeaders(b"range") or [None])[0]
+        rangeValue = (fields.get(_RANGE) or (None,))[0]
         if (
             rangeValue is not None
             and code == 200
             and request.method == b"GET"
-            and rangeApplies(asked, etag, parseDate(firstValue(headers, b"last-modified")))
+            and rangeApplies(asked, entry.etag, parseDate(entry.lastModified))
         ):
             answer = partialAnswer(rangeValue, body, headers)
             if answer is not None:

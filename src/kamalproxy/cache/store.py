@@ -98,6 +98,8 @@ class Entry:
     @ivar receivedAge: the C{Age} it arrived with.
     @ivar encoded: encoded copies of the body the compression stage made
         while sending it, by coding (C{"zstd"}, C{"br"}, C{"gzip"}).
+    @ivar handsFile: it carries C{X-Sendfile}: the file it names, not its
+        (empty) body, is the representation.
     """
 
     key: Key
@@ -119,6 +121,7 @@ class Entry:
     counted: int = 0
     receivedAge: float = 0.0
     encoded: dict[str, bytes] = attr.ib(factory=dict)
+    handsFile: bool = False
 
     def __attrs_post_init__(self) -> None:
         self._update()
@@ -133,6 +136,7 @@ class Entry:
         self.lifetime = freshnessLifetime(self.control, headers, date, self.status)
         self.etag = firstValue(headers, b"etag")
         self.lastModified = firstValue(headers, b"last-modified")
+        self.handsFile = any(name.lower() == b"x-sendfile" for name, _ in headers)
 
     @property
     def size(self) -> int:
