@@ -92,6 +92,22 @@ class DeadlinesTests(SynchronousTestCase):
             self.deadlines.discard(item)
         self.assertEqual(self.clock.getDelayedCalls(), [call])
 
+    def test_stop(self) -> None:
+        """
+        L{Deadlines.stop} cancels the delayed call left armed after the
+        last item went, and forgets the items: none is told.
+        """
+        a, b = self.item("a"), self.item("b")
+        self.deadlines.add(a, 5)
+        self.deadlines.discard(a)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.deadlines.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.deadlines.add(b, 5)
+        self.deadlines.stop()
+        self.clock.advance(10)
+        self.assertEqual((self.told, len(self.deadlines), self.clock.getDelayedCalls()), ([], 0, []))
+
     def test_shorterTimeoutMovesTheCallEarlier(self) -> None:
         """
         An item with a shorter timeout than the pending ones is told at

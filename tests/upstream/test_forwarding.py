@@ -409,6 +409,26 @@ class ForwardingTests(SynchronousTestCase):
         self.assertTrue(proxy.upstream.transport.disconnected)
         self.assertEqual(proxy.target.inflight, set())
 
+    def test_responseTimeoutsShareOneCall(self) -> None:
+        """
+        The response timeouts of requests in flight share one delayed call,
+        still armed for a while after they were answered; L{Router.stop}
+        (at shutdown, once the requests in flight are drained) cancels it.
+        """
+        proxy = _Proxy(self, response_timeout=5)
+
+        def deadlineCalls() -> list[Any]:
+            return [c for c in proxy.clock.getDelayedCalls() if "Deadlines" in repr(c.func)]
+
+        proxy.get()
+        proxy.get()
+        self.assertEqual(len(deadlineCalls()), 1)
+        proxy.upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        proxy.upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(len(deadlineCalls()), 1)
+        proxy.router.stop()
+        self.assertEqual(deadlineCalls(), [])
+
     def test_timeoutNotAppliedAfterHead(self) -> None:
         """
         Once the head arrived, the response timeout no longer applies: a

@@ -467,9 +467,12 @@ class Router(ProxyResource):
 
     def stop(self) -> Deferred:
         """
-        Stop every health check and close idle connections (shutdown); fires
-        once they are closed.
+        Stop every health check, every response timeout (the requests in
+        flight were drained before) and close idle connections (shutdown);
+        fires once they are closed.
         """
+        for service in self.services.values():
+            service.responseDeadlines.stop()
         return DeferredList([g.stop() for s in self.services.values() for g in s.groups])
 
     # Rollouts

@@ -68,6 +68,17 @@ class Deadlines:
         """
         self._pending.pop(item, None)
 
+    def stop(self) -> None:
+        """
+        Forget every item and cancel the delayed call (shutdown): nothing
+        is told any more. The call otherwise stays armed after the last
+        item is discarded, until the deadline it was armed for.
+        """
+        self._pending.clear()
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
     def _arm(self, delay: float, when: float) -> None:
         self._call = self._clock.callLater(delay, self._expire)
         self._callTime = when
