@@ -17,9 +17,9 @@ medians are printed (the difference is the statistics' cost per request).
 With C{--metrics} they alternate between the proxy without and with the
 Prometheus request metrics observer (C{--metrics-port}), and both figures
 and their paired difference are printed. With C{--cache} the router has the
-daemon's HTTP cache, on by default for every service, as under
-bench/run.sh: the target's response says nothing about caching, so each
-request is a miss that is not stored. With C{--cache-hit} the router
+daemon's HTTP cache, on by default for every service (bench/run.sh deploys
+with C{--cache=false}): the target's response says nothing about caching,
+so each request is a miss that is not stored. With C{--cache-hit} the router
 has the daemon's HTTP cache (a L{MemoryCache}) and the target's response
 is cacheable (C{Cache-Control: public, max-age=600}): the first request
 fills the cache and every measured one is a hit, answered without the
