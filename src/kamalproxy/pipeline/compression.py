@@ -100,6 +100,20 @@ class CompressingSink(SinkWrapper):
     allow it, on its way to C{inner}.
     """
 
+    # Most responses pass through untouched: the state of an encoding
+    # starts as these class defaults, set on the instance only when used.
+    _mode = _PASS
+    _coding = ""
+    _encoder: Optional[Encoder] = None
+    _head: Optional[tuple[int, bytes, RawHeaders]] = None
+    _held: list[bytes] = []  # never appended to: replaced by a list of its own when held
+    _heldSize = 0
+    _streaming = False
+    _timer: Optional[IDelayedCall] = None
+    _variants: Optional[IEncodedVariants] = None
+    _kept: Optional[list[bytes]] = None
+    _keptSize = 0
+
     def __init__(
         self,
         inner: IResponseSink,
@@ -113,17 +127,6 @@ class CompressingSink(SinkWrapper):
         self._stats = stats
         self._jitter = jitter
         self._guard = guard
-        self._mode = _PASS
-        self._coding = ""
-        self._encoder: Optional[Encoder] = None
-        self._head: Optional[tuple[int, bytes, RawHeaders]] = None
-        self._held: list[bytes] = []
-        self._heldSize = 0
-        self._streaming = False
-        self._timer: Optional[IDelayedCall] = None
-        self._variants: Optional[IEncodedVariants] = None
-        self._kept: Optional[list[bytes]] = None
-        self._keptSize = 0
 
     def head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         length = examine(status, headers, self._guard)
@@ -150,6 +153,7 @@ class CompressingSink(SinkWrapper):
         if length == UNKNOWN_LENGTH:
             self._mode = _WAIT
             self._streaming = True
+            self._held = []
         else:
             self._start(length)
 
