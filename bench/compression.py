@@ -33,8 +33,7 @@ import tempfile
 import time
 import urllib.request
 
-from processes import freePort, stopStarted, tool
-from sendfile import cpuSeconds, waitForPort
+from processes import cpuSeconds, deploy, freePort, startDaemon, stopStarted, waitForPort
 
 NGINX_CONF = """
 worker_processes 1;
@@ -133,17 +132,11 @@ def main():
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work,
                                  env={**os.environ, "HOME": work, "XDG_DATA_HOME": work, "XDG_CONFIG_HOME": work})
         started.append(caddy)
-        sock = os.path.join(work, "kp.sock")
-        daemon = subprocess.Popen(
-            [tool("kamal-proxy"), "run", "--http-port", str(proxyPort), "--https-port", str(freePort()),
-             "--bind", "127.0.0.1", "--state-dir", os.path.join(work, "state"), "--socket", sock],
-            stdout=open(os.path.join(work, "daemon.log"), "wb"), stderr=subprocess.STDOUT,
-        )
+        daemon, sock = startDaemon(work, proxyPort)
         started.append(daemon)
         for port in (origin, proxyPort, caddyPort):
             waitForPort(port, 20)
-        subprocess.run([tool("kamal-proxy-ctl"), "--socket", sock, "deploy", "bench", f"--target=127.0.0.1:{origin}",
-                        "--health-check-interval=100ms"], check=True, timeout=60, stdout=subprocess.DEVNULL)
+        deploy(sock, origin)
         urls = {
             "kamal-proxy miss": f"http://127.0.0.1:{proxyPort}/miss/page.html",
             "kamal-proxy hit": f"http://127.0.0.1:{proxyPort}/hit/page.html",

@@ -19,7 +19,6 @@ Bounded by --timeout seconds. Prints one JSON line with the figures.
 import argparse
 import asyncio
 import json
-import os
 import resource
 import shutil
 import signal
@@ -30,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from processes import freePort, stopStarted, tool
+from processes import freePort, startDaemon, stopStarted, tool
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
@@ -175,16 +174,10 @@ async def waitFor(condition, timeout, what, interval=0.05):
 
 async def measure(a, work, started):
     loop = asyncio.get_running_loop()
-    sock = os.path.join(work, "kp.sock")
     port = freePort()
     backendPort = freePort()
     started.append(subprocess.Popen([sys.executable, __file__, "--backend-port", str(backendPort)]))
-    daemonLog = open(os.path.join(work, "daemon.log"), "wb")
-    daemon = subprocess.Popen(
-        [tool("kamal-proxy"), "run", "--http-port", str(port), "--https-port", str(freePort()), "--bind", "127.0.0.1",
-         "--state-dir", os.path.join(work, "state"), "--socket", sock, "--max-connections", "0"],
-        stdout=daemonLog, stderr=subprocess.STDOUT,
-    )
+    daemon, sock = startDaemon(work, port, "--max-connections", "0")
     started.append(daemon)
 
     def answers():

@@ -22,14 +22,13 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from processes import freePort, stopStarted, tool
+from processes import cpuSeconds, deploy, freePort, startDaemon, stopStarted, waitForPort
 
 NGINX_CONF = """
 worker_processes 1;
@@ -74,34 +73,6 @@ def status(pid, field):
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def cpuSeconds(pid):
-    """
-    User + system CPU time of C{pid} and its direct children (nginx's worker).
-    """
-    pids = [pid]
-    for f in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{f}/children") as c:
-            pids += [int(x) for x in c.read().split()]
-    total = 0
-    for p in pids:
-        with open(f"/proc/{p}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def waitForPort(port, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {port}") from None
-            time.sleep(0.05)
-
-
 def curlArgs(url, deadline):
     remaining = max(1, int(deadline - time.monotonic()))
     return [shutil.which("curl"), "-sS", "--noproxy", "*", "--max-time", str(remaining), "-o", "/dev/null",
@@ -141,18 +112,11 @@ def measure(a, work, started, deadline):
     started.append(subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", conf, "-p", work],
                                     stderr=subprocess.DEVNULL))
     started.append(subprocess.Popen([sys.executable, __file__, "--app-port", str(appPort), "--app-file", path]))
-    sock = os.path.join(work, "kp.sock")
-    daemon = subprocess.Popen(
-        [tool("kamal-proxy"), "run", "--http-port", str(proxyPort), "--https-port", str(freePort()),
-         "--bind", "127.0.0.1", "--state-dir", os.path.join(work, "state"), "--socket", sock],
-        stdout=open(os.path.join(work, "daemon.log"), "wb"), stderr=subprocess.STDOUT,
-    )
+    daemon, sock = startDaemon(work, proxyPort)
     started.append(daemon)
     for port in (nginxPort, appPort, proxyPort):
         waitForPort(port, 20)
-    subprocess.run([tool("kamal-proxy-ctl"), "--socket", sock, "deploy", "bench", f"--target=127.0.0.1:{appPort}",
-                    "--health-check-interval=100ms", f"--sendfile-root={root}"],
-                   check=True, timeout=60, stdout=subprocess.DEVNULL)
+    deploy(sock, appPort, f"--sendfile-root={root}")
 
     urls = {"nginx": f"http://127.0.0.1:{nginxPort}/big.bin", "kamal-proxy": f"http://127.0.0.1:{proxyPort}/big.bin"}
     for url in urls.values():  # warm-up: page cache, code paths
