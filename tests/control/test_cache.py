@@ -6,29 +6,22 @@ L{kamalproxy.control.ctl}, answered by L{kamalproxy.control.server}.
 
 from __future__ import annotations
 
-import io
-import os
 import shlex
-import shutil
-import tempfile
 from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.cache.store import Entry, MemoryCache
-from kamalproxy.control import ctl
 from kamalproxy.control.commands import CachePurge, CommandFailed
 from kamalproxy.control.flags import FlagError, deployRequest, parseCommandLine
 from kamalproxy.control.server import ControlLocator
 from kamalproxy.routing.router import Router
 
 from .._helpers import FakeTargets, connectedServerAndClient
-from .test_ctl import RecordingLocator, _ServerFactory
+from .test_ctl import LocatorRoundTrip, RecordingLocator
 
 
 def _parsed(line: str) -> Any:
@@ -116,37 +109,14 @@ class _CacheLocator(RecordingLocator):
         return self._answer({"purged": 3})
 
 
-class RoundTripTests(TestCase):
+class RoundTripTests(LocatorRoundTrip):
     """
     C{kamal-proxy cache purge ...} against a recording AMP server on a UNIX
     socket.
     """
 
-    def setUp(self) -> Deferred[None]:
-        directory = tempfile.mkdtemp(prefix="kp-ctl-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        self.socketPath = os.path.join(directory, "kamal-proxy.sock")
-        self.locator = _CacheLocator()
-        factory = _ServerFactory(self.locator)
-        self.stdout = io.StringIO()
-        self.stderr = io.StringIO()
-
-        def listened(port: Any) -> None:
-            self.addCleanup(lambda: gatherResults([port.stopListening(), *factory.closed]))
-
-        return serverFromString(reactor, f"unix:{self.socketPath}").listen(factory).addCallback(listened)
-
-    def ctl(self, line: str) -> Deferred[int]:
-        return Deferred.fromCoroutine(
-            ctl.run(
-                reactor,
-                shlex.split(line),
-                self.stdout,
-                self.stderr,
-                environ={"KAMAL_PROXY_SOCKET": self.socketPath},
-                prog="kamal-proxy",
-            )
-        )
+    def makeLocator(self) -> amp.CommandLocator:
+        return _CacheLocator()
 
     async def test_purge(self) -> None:
         self.assertEqual(await self.ctl("cache purge app-web --path /assets"), 0)

@@ -13,6 +13,7 @@ import io
 from importlib import metadata
 import json
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -251,6 +252,46 @@ class _ServerFactory(Factory):
         self.closed.append(closed)
         self.protocols.append(_ServerProtocol(self.locator, closed))
         return self.protocols[-1]
+
+
+class LocatorRoundTrip(TestCase):
+    """
+    The base of a verb's round-trip tests: C{kamal-proxy ...} (L{ctl.run})
+    against an AMP server on a UNIX socket answering with the locator
+    L{makeLocator} makes.
+    """
+
+    def makeLocator(self) -> amp.CommandLocator:
+        raise NotImplementedError()
+
+    def setUp(self) -> Deferred[None]:
+        directory = tempfile.mkdtemp(prefix="kp-ctl-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.socketPath = os.path.join(directory, "kamal-proxy.sock")
+        self.locator: Any = self.makeLocator()
+        factory = _ServerFactory(self.locator)
+        self.stdout = io.StringIO()
+        self.stderr = io.StringIO()
+
+        def listened(port: Any) -> None:
+            self.addCleanup(lambda: gatherResults([port.stopListening(), *factory.closed]))
+
+        return serverFromString(reactor, f"unix:{self.socketPath}").listen(factory).addCallback(listened)
+
+    def ctl(self, line: str) -> Deferred[int]:
+        """
+        Run C{kamal-proxy line} against the test server.
+        """
+        return Deferred.fromCoroutine(
+            ctl.run(
+                reactor,
+                shlex.split(line),
+                self.stdout,
+                self.stderr,
+                environ={"KAMAL_PROXY_SOCKET": self.socketPath},
+                prog="kamal-proxy",
+            )
+        )
 
 
 class RoundTripTests(TestCase):

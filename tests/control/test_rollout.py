@@ -7,19 +7,13 @@ the rollout shown by C{list}.
 
 from __future__ import annotations
 
-import io
-import os
 import shlex
-import shutil
-import tempfile
 from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.control import ctl
 from kamalproxy.control.commands import (
@@ -43,7 +37,7 @@ from kamalproxy.routing.rollout import RolloutSplit
 from kamalproxy.routing.router import Router
 
 from .._helpers import FakeTargets, connectedServerAndClient
-from .test_ctl import RecordingLocator, _ServerFactory
+from .test_ctl import LocatorRoundTrip, RecordingLocator
 
 MAIN = "10.0.0.1:3000"
 ROLLOUT = "10.0.0.2:3000"
@@ -249,40 +243,14 @@ class _RolloutLocator(RecordingLocator):
         return succeed({})
 
 
-class RoundTripTests(TestCase):
+class RoundTripTests(LocatorRoundTrip):
     """
     C{kamal-proxy-ctl rollout ...} against a recording AMP server on a UNIX
     socket.
     """
 
-    def setUp(self) -> Deferred[None]:
-        directory = tempfile.mkdtemp(prefix="kp-ctl-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        self.socketPath = os.path.join(directory, "kamal-proxy.sock")
-        self.locator = _RolloutLocator()
-        factory = _ServerFactory(self.locator)
-        self.stdout = io.StringIO()
-        self.stderr = io.StringIO()
-
-        def listened(port: Any) -> None:
-            self.addCleanup(lambda: gatherResults([port.stopListening(), *factory.closed]))
-
-        return serverFromString(reactor, f"unix:{self.socketPath}").listen(factory).addCallback(listened)
-
-    def ctl(self, line: str) -> Deferred[int]:
-        """
-        Run C{kamal-proxy line} against the test server.
-        """
-        return Deferred.fromCoroutine(
-            ctl.run(
-                reactor,
-                shlex.split(line),
-                self.stdout,
-                self.stderr,
-                environ={"KAMAL_PROXY_SOCKET": self.socketPath},
-                prog="kamal-proxy",
-            )
-        )
+    def makeLocator(self) -> amp.CommandLocator:
+        return _RolloutLocator()
 
     async def test_verbs(self) -> None:
         """
