@@ -501,6 +501,19 @@ class RedirectTests(_RouterCase):
         self.selector.addRecord("c.test", record("c.test"))
         self.assertIsNone(self.redirect(_Request(b"c.test"), "c"))
 
+    def test_pathServiceUnderCustomCertificate(self) -> None:
+        """
+        A service below a path prefix of a host whose root service has a
+        custom certificate is redirected too: the listener serves that
+        certificate for the host.
+        """
+        certificate, key = writePair(self, "c.test")
+        self.deploy("c", tlsOptions("c.test", tls_certificate_path=certificate, tls_private_key_path=key))
+        self.deploy("api", DeployOptions(service=ServiceOptions(hosts=("c.test",), path_prefixes=("/api",)), force=True))
+        self.assertEqual(self.redirect(_Request(b"c.test", uri=b"/api/x"), "api"), b"https://c.test:8443/api/x")
+        self.assertEqual(self.selector.status(self.router.services["api"]), self.selector.status(self.router.services["c"]))
+        self.assertNotEqual(self.selector.status(self.router.services["api"]), "pending")
+
     def test_noSelectorNoRedirect(self) -> None:
         """
         A router without an HTTPS listener never redirects.

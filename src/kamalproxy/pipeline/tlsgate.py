@@ -39,10 +39,7 @@ def redirectFor(
     canonical = options.canonical_host.encode("ascii").lower()
     toCanonical = bool(canonical) and host != canonical
     target = canonical if toCanonical else host
-    toHTTPS = (
-        mayGoToHTTPS
-        and certificates.certificateFor(service, target.decode("ascii", "replace")) is not None
-    )
+    toHTTPS = mayGoToHTTPS and _servesHTTPS(certificates, service, target.decode("ascii", "replace"))
     if not toHTTPS and not toCanonical:
         return None
     if toHTTPS or secure:
@@ -56,6 +53,17 @@ def redirectFor(
         if port and port != 80:
             target += b":%d" % port
     return scheme + b"://" + target + (getattr(request, "uri", None) or path)
+
+
+def _servesHTTPS(certificates: Any, service: Any, host: str) -> bool:
+    """
+    Whether the HTTPS listener has a certificate for C{host}: the one of
+    the service owning C{/} for it, as the listener picks it by server name
+    (a service below a path prefix inherits TLS from that service, and has
+    no certificate of its own when that one's is a custom certificate).
+    """
+    owner = certificates.serviceFor(host) or service
+    return certificates.certificateFor(owner, host) is not None
 
 
 def redirect(location: bytes, close: bool) -> Callable[[IRequest], bytes]:

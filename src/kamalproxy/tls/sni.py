@@ -202,10 +202,16 @@ class CertificateSelector:
         """
         What C{list} shows for a service's certificate: L{None} without TLS,
         C{"pending"} while any of its hosts has none, else the earliest
-        expiry as an ISO 8601 date.
+        expiry as an ISO 8601 date. A service below a path prefix shows the
+        certificate of the service owning C{/} for its host, whose TLS it
+        inherits.
         """
-        if not service.options.service.tls_enabled:
+        options = service.options.service
+        if not options.tls_enabled:
             return None
+        owner = self.serviceFor(options.hosts[0]) if options.hosts else None
+        if owner is not None and owner is not service:
+            return self.status(owner)
         if service.options.service.customCertificate:
             loaded = service.tlsCertificate
             return loaded.notAfter.date().isoformat() if loaded is not None else "pending"
