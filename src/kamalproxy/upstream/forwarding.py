@@ -165,15 +165,24 @@ def requestHeaders(
     return out, requestId
 
 
-def endToEndHeaders(headers: RawHeaders) -> RawHeaders:
+def hopByHopNames(headers: RawHeaders) -> frozenset[bytes]:
     """
-    The response headers to pass on to the client: the target's, minus
-    hop-by-hop ones and those its C{Connection} header names.
+    The (lower-case) names of a response's hop-by-hop fields: the standard
+    ones and those its C{Connection} fields name.
     """
     dropped = HOP_BY_HOP
     for name, value in headers:
         if name.lower() == b"connection":
             dropped = dropped | tokensOf(value)
+    return dropped
+
+
+def endToEndHeaders(headers: RawHeaders) -> RawHeaders:
+    """
+    The response headers to pass on to the client: the target's, minus
+    hop-by-hop ones (L{hopByHopNames}).
+    """
+    dropped = hopByHopNames(headers)
     return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
@@ -376,9 +385,7 @@ class Forwarding:
             or exchange.upgrade is None
         ):
             return False
-        dropped = HOP_BY_HOP.union(
-            *(tokensOf(value) for name, value in headers if name.lower() == b"connection")
-        )
+        dropped = hopByHopNames(headers)
         head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
         upgrade = b""
         for name, value in headers:  # as the target wrote them
