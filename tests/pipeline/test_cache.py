@@ -892,6 +892,13 @@ class OuterSinkTests(SynchronousTestCase):
         """
         proxy = CacheProxy(self, target={"buffer_responses": True})
         proxy.fetch(PUBLIC)
+        sinks: list[Any] = []
+
+        class SinkAtEnd(RecordingObserver):
+            def requestEnded(self, exchange: Any) -> None:
+                sinks.append(exchange.sink)
+
+        proxy.site.observers += (SinkAtEnd(),)
         status, fields, body = get(proxy)
         self.assertEqual((status, fields[b"x-cache"], fields[b"content-length"], body), (200, b"hit", b"5", b"hello"))
-        self.assertIsInstance(proxy.recorder.ended[-1].sink, BufferingSink)
+        self.assertIsInstance(sinks[-1], BufferingSink)

@@ -6,6 +6,8 @@ router is embedded under a plain L{Site}.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -144,6 +146,7 @@ class _Proxy:
         self.router.restore([{"name": "app", "targets": [TARGET], "options": options}])
         case.addCleanup(self.router.stop)
         self.sent: list[Exchange] = []
+        self.sinks: list[Any] = []
         self.router._dispatcher = Dispatcher(
             self.clock, buildChain(self.router, self.clock, send=self._send)
         )
@@ -151,6 +154,7 @@ class _Proxy:
 
     def _send(self, exchange: Exchange) -> None:
         self.sent.append(exchange)
+        self.sinks.append(exchange.sink)
         exchange.respond(lambda request: b"sent")
 
 
@@ -189,14 +193,33 @@ class ChainTests(SynchronousTestCase):
         proxy = _Proxy(self, target={"buffer_responses": True})
         proxy.protocol.dataReceived(b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n")
         [exchange] = proxy.sent
+        [sink] = proxy.sinks
         self.assertEqual(exchange.service.name, "app")
         self.assertEqual(exchange.target.address, TARGET)
         self.assertEqual((exchange.path, exchange.query), (b"/x", b"?y=1"))
-        self.assertIsInstance(exchange.sink, BufferingSink)
-        self.assertIsInstance(exchange.sink.inner, SendfileSink)
-        self.assertIsInstance(exchange.sink.inner.inner, CompressingSink)
-        self.assertIsInstance(exchange.sink.inner.inner.inner, RequestSink)
+        self.assertIsInstance(sink, BufferingSink)
+        self.assertIsInstance(sink.inner, SendfileSink)
+        self.assertIsInstance(sink.inner.inner, CompressingSink)
+        self.assertIsInstance(sink.inner.inner.inner, RequestSink)
         self.assertEqual(statusOf(proxy.client.value()), 200)
+
+    def test_finishedRequestFreedAtOnce(self) -> None:
+        """
+        A finished request, its exchange and its response sinks refer to
+        each other no more: they are freed as soon as nothing else holds
+        them, without waiting for the cycle collector.
+        """
+        gc.disable()
+        self.addCleanup(gc.enable)
+        proxy = _Proxy(self, target={"buffer_responses": True})
+        proxy.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(statusOf(proxy.client.value()), 200)
+        [exchange] = proxy.sent
+        refs = [weakref.ref(o) for o in (exchange, exchange.request, proxy.sinks[0])]
+        del exchange
+        proxy.sent.clear()
+        proxy.sinks.clear()
+        self.assertEqual([ref() for ref in refs], [None, None, None])
 
     def test_noHealthyTarget(self) -> None:
         """

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from twisted.internet.interfaces import IProducer
 from twisted.web.http_headers import Headers
-from zope.interface import implementer
 
 from kamalproxy.cache.store import Key, MemoryCache
 from kamalproxy.http.fields import firstValue
@@ -83,38 +81,6 @@ def sameHostTarget(location: bytes, host: bytes, prefix: bytes = b"/") -> Option
     if location.startswith(b"/") and not location.startswith(b"//"):
         return host + location.split(b"#")[0]
     return None
-
-
-@implementer(IResponseSink)
-class NullSink:
-    """
-    Where a background revalidation's response goes: nowhere (the cache
-    keeps what it may).
-    """
-
-    def interim(self, status: int, headers: RawHeaders) -> None:
-        pass
-
-    def head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
-        pass
-
-    def body(self, data: bytes) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
-
-    def fail(self, status: int) -> None:
-        pass
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def started(self) -> bool:
-        return False
 
 
 class BackgroundRequest:

@@ -171,11 +171,14 @@ class ProxySite(Site):
         """
         Twisted calls this from C{finish}, while the request still has its
         channel: its exchange ends (and the request log, an observer, logs
-        it).
+        it). The request and its exchange then let go of each other (see
+        L{Exchange.detach}), so that both are freed at once.
         """
         exchange = getattr(request, "exchange", None)
         if exchange is not None:
             exchange.end()
+            request.exchange = None
+            exchange.detach()
 
     def requestStarted(self, exchange: Exchange) -> None:
         request = exchange.request
