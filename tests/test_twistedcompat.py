@@ -77,6 +77,8 @@ class TwistedCompatTests(SynchronousTestCase):
             (b"Set-Cookie", b"a=1"),
             (b"set-cookie", b"b=2"),
             (b"X-Odd", b"one\r\ntwo\nthree\rfour"),
+            (b"X-Cr", b"one\rtwo"),
+            (b"X-Lf", b"one\ntwo"),
             (b"X-Empty", b""),
             (b"etag", b'"v1"'),
         ]
@@ -87,5 +89,6 @@ class TwistedCompatTests(SynchronousTestCase):
         addRawFields(got, fields)
         self.assertEqual(list(got.getAllRawHeaders()), list(expected.getAllRawHeaders()))
         self.assertEqual(got.getRawHeaders(b"x-odd"), [b"one two three four"])
+        self.assertEqual((got.getRawHeaders(b"x-cr"), got.getRawHeaders(b"x-lf")), ([b"one two"], [b"one two"]))
         with self.assertRaises(InvalidHeaderName):
             addRawFields(Headers(), [(b"bad name", b"x")])

@@ -236,7 +236,7 @@ def addRawFields(headers: Headers, fields: Iterable[tuple[bytes, bytes]]) -> Non
     raw = headers._rawHeaders
     known = _canonicalNames
     for name, value in fields:
-        if b"\r" in value or b"\n" in value:
+        if 13 in value or 10 in value:  # (b"\r" in value: 5x slower)
             value = _sanitizeValue(value)
         key = known.get(name) or _encodeName(name)
         values = raw.get(key)
