@@ -15,10 +15,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
+from twisted.web.iweb import INonQueuedRequestFactory, IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
-from zope.interface import implementer
+from zope.interface import implementer, provider
 
 from kamalproxy.http.buffering import bodyFile
 from kamalproxy.http.channel import ChannelLimits, buildChannelProtocol
@@ -45,6 +45,7 @@ def _bufferWhole(exchange: Exchange) -> None:
     exchange.whenComplete(lambda: Request.process(request))
 
 
+@provider(INonQueuedRequestFactory)  # (made without the deprecated queued argument)
 class ProxyRequest(Request):
     """
     A request whose exchange starts when its head has arrived: the site's
