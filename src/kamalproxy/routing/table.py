@@ -50,7 +50,8 @@ def requestPort(header: Optional[bytes]) -> Optional[int]:
         end = header.find(b"]")
         rest = header[end + 1 :] if end > 0 else b""
     else:
-        rest = header[header.find(b":") :] if b":" in header else b""
+        colon = header.find(b":")
+        rest = header[colon:] if colon >= 0 else b""
     if rest.startswith(b":") and rest[1:].isdigit():
         return int(rest[1:])
     return None
