@@ -182,8 +182,18 @@ def endToEndHeaders(headers: RawHeaders) -> RawHeaders:
     The response headers to pass on to the client: the target's, minus
     hop-by-hop ones (L{hopByHopNames}).
     """
-    dropped = hopByHopNames(headers)
-    return [(name, value) for name, value in headers if name.lower() not in dropped]
+    kept: RawHeaders = []
+    named: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                named = named | (tokensOf(value) - HOP_BY_HOP)  # (usually nothing: keep-alive, close)
+        else:
+            kept.append((name, value))
+    if named:  # a second pass only for the fields a Connection header names
+        kept = [(name, value) for name, value in kept if name.lower() not in named]
+    return kept
 
 
 @implementer(IPushProducer)
