@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import sys
@@ -73,16 +74,36 @@ def executable(name: str) -> str:
     return found
 
 
+def _ephemeralPorts() -> tuple[int, int]:
+    """
+    The range the kernel takes the local ports of outgoing connections from.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(word) for word in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def freePort() -> int:
     """
-    A TCP port on 127.0.0.1 that was free a moment ago.
+    A TCP port on 127.0.0.1 that was free a moment ago, chosen below the
+    ephemeral range when there is room (from 10000 up), so that no outgoing
+    connection takes it as its local port before it is bound.
     """
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-    finally:
-        probe.close()
+    low = _ephemeralPorts()[0]
+    candidates = [random.randrange(10000, low) for _ in range(20)] if low > 11000 else []
+    for port in [*candidates, 0]:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.bind(("127.0.0.1", port))
+            return int(probe.getsockname()[1])
+        except OSError:
+            continue
+        finally:
+            probe.close()
+    raise RuntimeError("no free port")
 
 
 def tempDir(testCase: TestCase) -> str:
@@ -400,9 +421,44 @@ async def startDaemon(
         the daemon keeps its process ID.
     """
     workDir = tempDir(testCase)
-    port = freePort() if port is None else port
     stateDir = os.path.join(workDir, "state") if stateDir is None else stateDir
     socketPath = os.path.join(workDir, "kp.sock") if socketPath is None else socketPath
+    # A port free a moment ago can be taken (as the local port of some
+    # outgoing connection) before the daemon binds it: with ports of our
+    # own choosing, try again with new ones.
+    attempts = 3 if port is None and waitReady else 1
+    for attempt in range(attempts):
+        daemon = _spawnDaemon(
+            testCase, workDir, freePort() if port is None else port, stateDir, socketPath, twistd, extraArgs, env, wrapper
+        )
+        if not waitReady:
+            return daemon
+        try:
+            await daemon.waitForMessage(READY_MARK, STARTUP_TIMEOUT)
+        except ProcessExited as e:
+            if attempt + 1 < attempts and "Address already in use" in str(e):
+                continue
+            raise
+        await _waitForControl(daemon, STARTUP_TIMEOUT)
+        return daemon
+    raise AssertionError("unreachable")
+
+
+def _spawnDaemon(
+    testCase: TestCase,
+    workDir: str,
+    port: int,
+    stateDir: str,
+    socketPath: str,
+    twistd: bool,
+    extraArgs: Sequence[str],
+    env: Optional[Mapping[str, str]],
+    wrapper: Sequence[str],
+) -> Daemon:
+    """
+    Spawn the daemon L{startDaemon} describes, stopped in C{testCase}'s
+    cleanup, without waiting for it.
+    """
     httpsPort = freePort()
     flags = [
         "--http-port", str(port),
@@ -425,9 +481,6 @@ async def startDaemon(
     daemon = Daemon(port, socketPath, stateDir, output, process)
     daemon.httpsPort = httpsPort
     testCase.addCleanup(daemon.cleanup)
-    if waitReady:
-        await daemon.waitForMessage(READY_MARK, STARTUP_TIMEOUT)
-        await _waitForControl(daemon, STARTUP_TIMEOUT)
     return daemon
 
 
