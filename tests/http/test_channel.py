@@ -26,6 +26,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from kamalproxy.http import pages
+from kamalproxy.http import channel
 from kamalproxy.http.channel import (
     ChannelLimits,
     ChunkedDecoder,
@@ -335,6 +336,30 @@ class SyntaxTests(RefusalMixin, SynchronousTestCase):
         for line in [b"NoColon", b"Bad Name: x", b"Host : a", b": empty-name", b"X\x00: y"]:
             self.logged.clear()
             self.assertRefused(GOOD[:-2] + line + b"\r\n\r\n", 400, "malformed header")
+
+    def test_rememberedNames(self) -> None:
+        """
+        A field name found valid once is remembered (the same names come
+        with every request), yet a line with it is still checked in full:
+        without a colon, or with a control byte in its value, it gets 400.
+        Names that are not tokens are never remembered, and the memory is
+        bounded.
+        """
+        recorder = Recorder()
+        connect(recorder).send(GOOD[:-2] + b"X-Seen: 1\r\n\r\n")
+        self.assertEqual(len(recorder.seen), 1)
+        self.assertIn(b"X-Seen", channel._validNames)
+        self.assertRefused(GOOD[:-2] + b"X-Seen\r\n\r\n", 400, "malformed header")
+        self.logged.clear()
+        self.assertRefused(GOOD[:-2] + b"X-Seen: a\x01b\r\n\r\n", 400, "byte in a header value")
+        self.logged.clear()
+        self.assertRefused(GOOD[:-2] + b"Bad Name: x\r\n\r\n", 400, "malformed header")
+        self.assertNotIn(b"Bad Name", channel._validNames)
+        self.patch(channel, "_validNames", set())
+        self.patch(channel, "_MAX_VALID_NAMES", 2)
+        fields = b"".join(b"X-%d: v\r\n" % i for i in range(5)) + b"X-" + b"n" * 100 + b": v\r\n"
+        connect(Recorder()).send(GOOD[:-2] + fields + b"\r\n")
+        self.assertEqual(channel._validNames, {b"Host", b"X-0"})
 
     def test_obsFold(self) -> None:
         """

@@ -134,13 +134,26 @@ def headerLineProblem(line: bytes) -> Optional[str]:
     return _fieldProblem(*line.partition(b":"))
 
 
+# Field names already found to be tokens: the same few dozen come with every
+# request, and a set lookup costs less than matching the pattern (bounded, so
+# that made-up names cannot grow it).
+_validNames: set[bytes] = set()
+_MAX_VALID_NAMES = 1024
+_MAX_REMEMBERED_NAME = 64
+
+
 def _fieldProblem(name: bytes, colon: bytes, value: bytes) -> Optional[str]:
     """
     Why a field line cut into C{name}, C{colon} and C{value} at its first
     colon is not a valid one, or L{None}.
     """
-    if not colon or not FIELD_NAME.match(name):
+    if not colon:
         return "malformed header line"
+    if name not in _validNames:
+        if not FIELD_NAME.match(name):
+            return "malformed header line"
+        if len(name) <= _MAX_REMEMBERED_NAME and len(_validNames) < _MAX_VALID_NAMES:
+            _validNames.add(name)
     if BAD_VALUE_BYTE.search(value):
         return "control byte in a header value"
     return None
