@@ -20,7 +20,8 @@ from twisted.internet.testing import (
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -216,6 +217,43 @@ class SiteTests(SynchronousTestCase):
             },
         )
         self.assertEqual(recorder.seen, [(b"POST", b"/p", b"b", b"abc")])
+
+    def test_responseHeadWrittenWhole(self) -> None:
+        """
+        A response head reaches the transport as one write, with the bytes
+        Twisted's own writer produces: status line, every value of every
+        field in Twisted's order, the blank line.
+        """
+        headers = Headers({b"content-type": [b"text/html"], b"x-many": [b"1", b"2"]})
+        ours, twisted = ProxyChannel(), HTTPChannel()
+        writes: list[bytes] = []
+        ours.makeConnection(StringTransport())
+        ours.transport.write = writes.append  # type: ignore[method-assign]
+        twisted.makeConnection(StringTransport())
+        ours.writeHeaders(b"HTTP/1.1", b"200", b"OK", headers)
+        twisted.writeHeaders(b"HTTP/1.1", b"200", b"OK", headers)
+        self.assertEqual(writes, [twisted.transport.value()])  # type: ignore[attr-defined]
+        self.assertIn(b"X-Many: 1\r\nX-Many: 2\r\n", writes[0])
+        ours.connectionLost(Failure(ConnectionDone()))
+        twisted.connectionLost(Failure(ConnectionDone()))
+
+    def test_peerAskedOnce(self) -> None:
+        """
+        The channel asks its transport for the client's address once, so
+        every request on the connection reports the same address object
+        (the request log's per-connection fields rely on it).
+        """
+        conn = connect()
+        asked: list[int] = []
+        getPeer = conn.channel.transport.getPeer
+
+        def counted() -> Any:
+            asked.append(1)
+            return getPeer()
+
+        conn.channel.transport.getPeer = counted  # type: ignore[method-assign]
+        self.assertIs(conn.channel.getPeer(), conn.channel.getPeer())
+        self.assertEqual(len(asked), 1)
 
     def test_timersOnTheSiteClock(self) -> None:
         """

@@ -217,6 +217,24 @@ class RequestLineTests(SynchronousTestCase):
         IExchange(request).trustForwarded = True
         self.assertEqual(self._line(request)["remote_addr"], "1.2.3.4")
 
+    def test_connectionFieldsFollowThePeer(self) -> None:
+        """
+        The connection's fields (listener port, client address and port),
+        made once per connection, are those of the address each request
+        reports: a request on the same channel from another address (a
+        channel that asks its transport again) is logged with that one.
+        """
+        request = _request({})
+        first = self._line(request)
+        self.assertEqual((first["port"], first["client_addr"], first["client_port"]), (80, "192.168.1.1", 12344))
+        again = _request({})
+        again.channel, again.client = request.channel, request.client
+        self.assertEqual(self._line(again)["client_port"], 12344)
+        moved = _request({})
+        moved.channel, moved.client = request.channel, IPv4Address("TCP", "10.9.8.7", 4321)
+        fields = self._line(moved)
+        self.assertEqual((fields["client_addr"], fields["client_port"], fields["remote_addr"]), ("10.9.8.7", 4321, "10.9.8.7"))
+
     def test_ipv4MappedAddressUnmapped(self) -> None:
         """
         An IPv4 client of the dual-stack IPv6 listener (C{::ffff:a.b.c.d})

@@ -48,6 +48,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 
 from twisted.web.http import H2_ENABLED
 
@@ -319,6 +320,7 @@ class ProxyChannel(HTTPChannel):
         self._writeCall: Optional[IDelayedCall] = None
         self._closeCall: Optional[IDelayedCall] = None
         self._host: Optional[IAddress] = None
+        self._client: Optional[IAddress] = None
         self._secure: Optional[bool] = None
         self._tunnel: Any = None
         self._resetRequestState()
@@ -386,6 +388,16 @@ class ProxyChannel(HTTPChannel):
             self._host = super().getHost()
         return self._host
 
+    def getPeer(self) -> IAddress:
+        """
+        The client's address, asked of the transport once per connection
+        (every request reads it, and a TCP transport makes a new address
+        object each time).
+        """
+        if self._client is None:
+            self._client = super().getPeer()
+        return self._client
+
     def isSecure(self) -> bool:
         """
         Whether the connection is TLS, decided once per connection (an
@@ -394,6 +406,22 @@ class ProxyChannel(HTTPChannel):
         if self._secure is None:
             self._secure = bool(super().isSecure())
         return self._secure
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """
+        Write a response head as one piece: Twisted's hands the transport a
+        sequence of some thirty pieces, each of which a TCP transport
+        checks and counts on its own.
+        """
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        self.transport.write(b"".join(head))  # type: ignore[union-attr]
 
     def stopTimers(self) -> None:
         """

@@ -109,22 +109,33 @@ def _requestId(exchange: Exchange) -> str:
     return _header(rawHeaders(exchange.request.requestHeaders), _X_REQUEST_ID) or newRequestId().decode("ascii")
 
 
-def _listenerPort(request: IRequest) -> int:
+def _connectionFields(request: IRequest) -> tuple[str, str, str]:
     """
-    The port the request came in on, asked of the socket once per
-    connection (C{getsockname} per request showed in profiles).
+    The log fields of the connection C{request} came on: the listener's
+    C{"port":...}, the client's C{"client_addr":...,"client_port":...} and
+    its host, made once per connection (asking the socket for its port,
+    and formatting the client's address, on every request showed in
+    profiles).
     """
     channel = getattr(request, "channel", None)
-    port = getattr(channel, "kamalPort", None)
-    if port is None:
-        getHost = getattr(request, "getHost", None)
-        port = getattr(getHost(), "port", 0) if getHost is not None else 0
-        if channel is not None:
-            try:
-                channel.kamalPort = port
-            except AttributeError:
-                pass
-    return port
+    peer = request.getClientAddress()
+    fields = getattr(channel, "kamalLogFields", None)
+    if fields is not None and fields[0] is peer:
+        return fields[1]
+    getHost = getattr(request, "getHost", None)
+    port = getattr(getHost(), "port", 0) if getHost is not None else 0
+    host = clientHost(peer)
+    made = (
+        f'"port":{int(port)}',
+        f'"client_addr":{_json(host)},"client_port":{int(getattr(peer, "port", 0))}',
+        host,
+    )
+    if channel is not None:
+        try:
+            channel.kamalLogFields = (peer, made)
+        except AttributeError:
+            pass
+    return made
 
 
 def headerField(prefix: str, name: str) -> str:
@@ -207,8 +218,7 @@ class RequestLogger:
         started = exchange.started or now
         reqHeaders = rawHeaders(request.requestHeaders)
         respHeaders = rawHeaders(request.responseHeaders)
-        peer = request.getClientAddress()
-        peerHost = clientHost(peer)
+        portField, clientFields, peerHost = _connectionFields(request)
         uri = request.uri
         path = request.path
         query = uri[len(path) + 1 :] if len(uri) > len(path) else b""
@@ -216,12 +226,11 @@ class RequestLogger:
         remote = peerHost
         if exchange.trustForwarded:
             remote = _header(reqHeaders, _X_FORWARDED_FOR) or peerHost
-        port = _listenerPort(request)
         service, target = exchange.service, exchange.target
         status = exchange.status or request.code
         line = (
             f'{{"time":"{formatTime(now)}","level":"INFO","msg":"Request",'
-            f'"host":{_json(_header(reqHeaders, _HOST))},"port":{int(port)},'
+            f'"host":{_json(_header(reqHeaders, _HOST))},{portField},'
             f'"path":{_json(path.decode("latin-1"))},"request_id":{_json(_requestId(exchange))},'
             f'"status":{int(status)},'
             f'"service":{_json(service.name) if service is not None else _EMPTY},'
@@ -232,7 +241,7 @@ class RequestLogger:
             f'"req_content_type":{_json(_header(reqHeaders, _CONTENT_TYPE))},'
             f'"resp_content_length":{int(getattr(request, "sentLength", 0))},'
             f'"resp_content_type":{_json(_header(respHeaders, _CONTENT_TYPE))},'
-            f'"client_addr":{_json(peerHost)},"client_port":{int(getattr(peer, "port", 0))},'
+            f'{clientFields},'
             f'"remote_addr":{_json(remote)},"user_agent":{_json(_header(reqHeaders, _USER_AGENT))},'
             f'"proto":{_json(request.clientproto.decode("latin-1"))},'
             f'"scheme":"{"https" if exchange.secure else "http"}",'
