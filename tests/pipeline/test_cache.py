@@ -462,6 +462,31 @@ class ValidationTests(SynchronousTestCase):
         proxy.respond(b'ETag: "v1"\r\n', b"", b"304 Not Modified")
         self.assertEqual(parse(client.value())[0], 304)
 
+    def test_clientConditionsAfterChangedLastModified(self) -> None:
+        """
+        A revalidation whose 304 brings another C{Last-Modified} changes
+        what the client's C{If-Modified-Since} and C{If-Range} dates are
+        compared with.
+        """
+        proxy = CacheProxy(self)
+        old, between, new = (
+            b"Tue, 14 Nov 2023 00:00:00 GMT",
+            b"Wed, 15 Nov 2023 00:00:00 GMT",
+            b"Thu, 16 Nov 2023 00:00:00 GMT",
+        )
+        proxy.fetch(b"Cache-Control: max-age=1\r\nLast-Modified: " + old + b"\r\n")
+        self.assertEqual(get(proxy, headers=b"If-Modified-Since: " + between + b"\r\n")[0], 304)
+        self.assertEqual(get(proxy, headers=b"Range: bytes=0-0\r\nIf-Range: " + old + b"\r\n")[0], 206)
+        proxy.clock.advance(5)
+        client = proxy.request()
+        proxy.respond(b"Cache-Control: max-age=100\r\nLast-Modified: " + new + b"\r\n", b"", b"304 Not Modified")
+        self.assertEqual(parse(client.value())[1][b"x-cache"], b"revalidated")
+        self.assertEqual(get(proxy, headers=b"If-Modified-Since: " + between + b"\r\n")[0], 200)
+        self.assertEqual(get(proxy, headers=b"If-Modified-Since: " + new + b"\r\n")[0], 304)
+        self.assertEqual(get(proxy, headers=b"Range: bytes=0-0\r\nIf-Range: " + old + b"\r\n")[0], 200)
+        self.assertEqual(get(proxy, headers=b"Range: bytes=0-0\r\nIf-Range: " + new + b"\r\n")[0], 206)
+        self.assertEqual(proxy.sent, 2)
+
     def test_requestNoCache(self) -> None:
         """
         C{Cache-Control: no-cache} or C{Pragma: no-cache} in the request

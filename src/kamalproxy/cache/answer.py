@@ -18,7 +18,7 @@ from kamalproxy.cache.store import Entry, MemoryCache
 from kamalproxy.cache.variants import StoredVariants
 from kamalproxy.http.fields import firstValue
 from kamalproxy.http.ranges import Unsatisfiable, joinPieces, parseRange, partial, unsatisfiedRange
-from kamalproxy.http.validators import notModified, parseDate, rangeApplies
+from kamalproxy.http.validators import notModified, rangeApplies
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.twistedcompat import fieldKey, rawHeaders
 from kamalproxy.upstream.client import RawHeaders
@@ -70,7 +70,7 @@ def serveEntry(
         exchange.encodedVariants = StoredVariants(cache, exchange.clock, entry)
         fields = rawHeaders(asked)
         conditional = _IF_NONE_MATCH in fields or _IF_MODIFIED_SINCE in fields
-        if conditional and 200 <= code < 300 and notModified(asked, entry.etag, _modified(headers)):
+        if conditional and 200 <= code < 300 and notModified(asked, entry.etag, entry.modifiedTime):
             sink.head(304, b"", notModifiedHeaders(headers) + ours)
             sink.end()
             return
@@ -79,7 +79,7 @@ def serveEntry(
             rangeValue is not None
             and code == 200
             and request.method == b"GET"
-            and rangeApplies(asked, entry.etag, parseDate(entry.lastModified))
+            and rangeApplies(asked, entry.etag, entry.lastModifiedTime)
         ):
             answer = partialAnswer(rangeValue, body, headers)
             if answer is not None:
@@ -99,14 +99,6 @@ def serveEntry(
 
 def _discard(data: bytes) -> None:
     pass
-
-
-def _modified(headers: RawHeaders) -> Optional[float]:
-    """
-    When a stored response was last modified, as C{If-Modified-Since} is
-    compared with: its C{Last-Modified}, else its C{Date}.
-    """
-    return parseDate(firstValue(headers, b"last-modified") or firstValue(headers, b"date"))
 
 
 def notModifiedHeaders(storedHeaders: RawHeaders) -> RawHeaders:
