@@ -9,7 +9,7 @@ from typing import Optional
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from kamalproxy.cache.store import ENTRY_OVERHEAD, Entry, MemoryCache, normalisedValue, storedHeaders
+from kamalproxy.cache.store import ENTRY_OVERHEAD, Entry, MemoryCache, namesFile, normalisedValue, storedHeaders
 
 NOW = 1700000000.0
 
@@ -86,6 +86,19 @@ class EntryTests(SynchronousTestCase):
         e.refresh([(b"Last-Modified", b"Tue, 14 Nov 2023 00:00:00 GMT")], NOW, NOW)
         e.refresh([(b"Last-Modified", b"Thu, 16 Nov 2023 00:00:00 GMT")], NOW + 1, NOW + 1)
         self.assertEqual((e.lastModifiedTime, e.modifiedTime), (1700092800.0, 1700092800.0))
+
+    def test_handsFile(self) -> None:
+        """
+        A response with C{X-Sendfile} (any case) hands a file over, and
+        still does after a 304 refreshed it; one without does not.
+        """
+        self.assertTrue(namesFile([(b"ETag", b'"e"'), (b"x-SendFile", b"/f")]))
+        self.assertFalse(namesFile([(b"X-Sendfile-Type", b"X-Sendfile")]))
+        e = entry()
+        self.assertFalse(e.handsFile)
+        e.headers.append((b"X-SENDFILE", b"/srv/file"))
+        e.refresh([(b"Cache-Control", b"max-age=5")], NOW, NOW)
+        self.assertTrue(e.handsFile)
 
     def test_storedHeaders(self) -> None:
         kept = storedHeaders([(b"Connection", b"x"), (b"Age", b"3"), (b"ETag", b"e"), (b"X-Cache", b"hit")])

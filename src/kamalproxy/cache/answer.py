@@ -125,10 +125,3 @@ def partialAnswer(rangeValue: bytes, body: bytes, headers: RawHeaders) -> Option
     kept = [(n, v) for n, v in headers if n.lower() not in _BODY_FIELDS]
     fields, pieces = partial(spans, size, firstValue(headers, b"content-type"))
     return 206, kept + fields, joinPieces(pieces, body)
-
-
-def namesFile(headers: list[tuple[bytes, bytes]]) -> bool:
-    """
-    Whether C{headers} carry C{X-Sendfile}: the response hands a file over.
-    """
-    return any(name.lower() == b"x-sendfile" for name, _ in headers)

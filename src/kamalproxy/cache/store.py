@@ -55,6 +55,14 @@ def storedHeaders(headers: RawHeaders) -> RawHeaders:
     return [(name, value) for name, value in headers if name.lower() not in _NOT_STORED]
 
 
+def namesFile(headers: RawHeaders) -> bool:
+    """
+    Whether C{headers} carry C{X-Sendfile}: the response hands a file over,
+    and the file, not its (empty) body, is the representation.
+    """
+    return any(name.lower() == b"x-sendfile" for name, _ in headers)
+
+
 def normalisedValue(values: Optional[list[bytes]]) -> Optional[bytes]:
     """
     A request field's values as C{Vary} compares them: joined with commas,
@@ -146,7 +154,7 @@ class Entry:
         # Parsed once here, not on every conditional hit.
         self.lastModifiedTime = parseDate(lastModified)
         self.modifiedTime = self.lastModifiedTime if lastModified else parseDate(firstValue(headers, b"date"))
-        self.handsFile = any(name.lower() == b"x-sendfile" for name, _ in headers)
+        self.handsFile = namesFile(headers)
 
     @property
     def size(self) -> int:
