@@ -118,10 +118,11 @@ def partialAnswer(rangeValue: bytes, body: bytes, headers: RawHeaders) -> Option
     try:
         spans = parseRange(rangeValue, size)
     except Unsatisfiable:
-        kept = [(n, v) for n, v in headers if n.lower() not in _BODY_FIELDS]
-        return 416, kept + [(b"Content-Range", unsatisfiedRange(size))], b""
-    if spans is None:
-        return None
+        status, fields, part = 416, [(b"Content-Range", unsatisfiedRange(size))], b""
+    else:
+        if spans is None:
+            return None
+        fields, pieces = partial(spans, size, firstValue(headers, b"content-type"))
+        status, part = 206, joinPieces(pieces, body)
     kept = [(n, v) for n, v in headers if n.lower() not in _BODY_FIELDS]
-    fields, pieces = partial(spans, size, firstValue(headers, b"content-type"))
-    return 206, kept + fields, joinPieces(pieces, body)
+    return status, kept + fields, part
