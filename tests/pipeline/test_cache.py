@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.cache.store import MemoryCache
 from kamalproxy.cache.sinks import sameHostTarget
+from kamalproxy.cache.variants import StoredVariants
 from kamalproxy.pipeline.cache import mayBeWorthStoring
 from kamalproxy.pipeline.responsebuffer import BufferingSink
 from kamalproxy.routing.router import DeployError, Router
@@ -361,6 +362,37 @@ class EncodedCopyTests(SynchronousTestCase):
         self.assertEqual(brotli.decompress(parse(client.value())[2]), newer)
         self.assertEqual(brotli.decompress(get(proxy, headers=BR)[2]), newer)
         self.assertEqual(proxy.router.compressionStats.reused, 2)
+
+    def test_copiesOfferedForWholeBodyOnly(self) -> None:
+        """
+        A hit offers the compression stage the entry's encoded copies only
+        when it sends the whole stored body: not for a 304, a 206, a 416
+        or a HEAD, which are never compressed.
+        """
+        proxy = CacheProxy(self)
+        proxy.fetch(HTML_PUBLIC + b'ETag: "p"\r\n', PAGE, request=BR)
+        [entry] = list(proxy.cache)
+        offered: list[Any] = []
+
+        class Offered(RecordingObserver):
+            def requestEnded(self, exchange: Any) -> None:
+                offered.append(exchange.encodedVariants)
+
+        proxy.site.observers += (Offered(),)
+        self.assertEqual(get(proxy, headers=BR)[0], 200)
+        [variants] = offered
+        self.assertIsInstance(variants, StoredVariants)
+        self.assertIs(variants.entry, entry)
+        del offered[:]
+        for headers, method, status in (
+            (b'If-None-Match: "p"\r\n', b"GET", 304),
+            (b"Range: bytes=0-9\r\n", b"GET", 206),
+            (b"Range: bytes=999999-\r\n", b"GET", 416),
+            (b"", b"HEAD", 200),
+        ):
+            self.assertEqual(get(proxy, headers=BR + headers, method=method)[0], status)
+        self.assertEqual(offered, [None] * 4)
+        self.assertEqual(get(proxy, headers=BR)[2], entry.encoded["br"])
 
     def test_rangeFromIdentity(self) -> None:
         """

@@ -67,7 +67,6 @@ def serveEntry(
             sink.head(code, reason, headers + ours)
             sink.end()
             return
-        exchange.encodedVariants = StoredVariants(cache, exchange.clock, entry)
         fields = rawHeaders(asked)
         conditional = _IF_NONE_MATCH in fields or _IF_MODIFIED_SINCE in fields
         if conditional and 200 <= code < 300 and notModified(asked, entry.etag, entry.modifiedTime):
@@ -75,6 +74,7 @@ def serveEntry(
             sink.end()
             return
         rangeValue = (fields.get(_RANGE) or (None,))[0]
+        answer = None
         if (
             rangeValue is not None
             and code == 200
@@ -82,9 +82,13 @@ def serveEntry(
             and rangeApplies(asked, entry.etag, entry.lastModifiedTime)
         ):
             answer = partialAnswer(rangeValue, body, headers)
-            if answer is not None:
-                code, headers, body = answer
-                reason = b""
+        if answer is not None:
+            code, headers, body = answer
+            reason = b""
+        elif body and request.method != b"HEAD":
+            # The whole stored body goes out: the compression stage outside
+            # sends a copy it encoded before, or keeps the one it makes.
+            exchange.encodedVariants = StoredVariants(cache, exchange.clock, entry)
         out = headers + ours
         if code not in (204, 304) and not (100 <= code < 200):
             out = out + [(b"Content-Length", b"%d" % len(body))]
