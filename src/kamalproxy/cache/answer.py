@@ -28,8 +28,6 @@ _NOT_MODIFIED_FIELDS = frozenset(
     (b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified")
 )
 
-_IF_NONE_MATCH = fieldKey(b"if-none-match")
-_IF_MODIFIED_SINCE = fieldKey(b"if-modified-since")
 _RANGE = fieldKey(b"range")
 
 #: The stored fields a partial answer replaces.
@@ -67,13 +65,11 @@ def serveEntry(
             sink.head(code, reason, headers + ours)
             sink.end()
             return
-        fields = rawHeaders(asked)
-        conditional = _IF_NONE_MATCH in fields or _IF_MODIFIED_SINCE in fields
-        if conditional and 200 <= code < 300 and notModified(asked, entry.etag, entry.modifiedTime):
+        if 200 <= code < 300 and notModified(asked, entry.etag, entry.modifiedTime):
             sink.head(304, b"", notModifiedHeaders(headers) + ours)
             sink.end()
             return
-        rangeValue = (fields.get(_RANGE) or (None,))[0]
+        rangeValue = (rawHeaders(asked).get(_RANGE) or (None,))[0]
         answer = None
         if (
             rangeValue is not None
