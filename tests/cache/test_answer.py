@@ -55,6 +55,22 @@ class PartialAnswerTests(SynchronousTestCase):
         self.assertIn((b"Content-Range", b"bytes */10"), headers)
         self.assertNotIn(b"Content-Type", [n for n, _ in headers])
 
+    def test_fieldsReplaced(self) -> None:
+        """
+        A 206 and a 416 keep the stored fields in order, but the stored
+        C{Content-Type}, C{Content-Length} and C{Content-Range} (any case),
+        and add their own after them.
+        """
+        stored = [(b"content-length", b"10"), *STORED, (b"CONTENT-RANGE", b"bytes 0-9/10")]
+        others = [(b"ETag", b'"s"'), (b"Last-Modified", b"Tue, 14 Nov 2023 00:00:00 GMT"), (b"X-Other", b"1")]
+        status, headers, _ = partialAnswer(b"bytes=2-4", BODY, stored)
+        self.assertEqual(
+            (status, headers),
+            (206, others + [(b"Content-Type", b"text/plain"), (b"Content-Range", b"bytes 2-4/10")]),
+        )
+        status, headers, _ = partialAnswer(b"bytes=10-", BODY, stored)
+        self.assertEqual((status, headers), (416, others + [(b"Content-Range", b"bytes */10")]))
+
     def test_ignored(self) -> None:
         """
         A C{Range} the rules ignore (unreadable, too many ranges, more bytes

@@ -9,7 +9,7 @@ from typing import Optional
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from kamalproxy.cache.store import ENTRY_OVERHEAD, Entry, MemoryCache, normalisedValue, storedHeaders
+from kamalproxy.cache.store import ENTRY_OVERHEAD, Entry, MemoryCache, namesFile, normalisedValue, storedHeaders
 
 NOW = 1700000000.0
 
@@ -58,6 +58,47 @@ class EntryTests(SynchronousTestCase):
         self.assertEqual(names.count(b"cache-control"), 1)
         self.assertIn(b"x-new", names)
         self.assertNotIn(b"content-length", names)
+
+    def test_modifiedTimes(self) -> None:
+        """
+        An entry's modification times are read from its fields when it is
+        stored: C{Last-Modified} (for C{If-Range}), and C{Last-Modified}
+        else C{Date} (for C{If-Modified-Since}); an unreadable
+        C{Last-Modified} is no time, without falling back on C{Date}.
+        """
+        e = entry()
+        e.refresh([(b"Last-Modified", b"Tue, 14 Nov 2023 00:00:00 GMT")], NOW, NOW)
+        self.assertEqual((e.lastModifiedTime, e.modifiedTime), (1699920000.0, 1699920000.0))
+        e = entry()
+        e.refresh([(b"Date", b"Wed, 15 Nov 2023 00:00:00 GMT")], NOW, NOW)
+        self.assertEqual((e.lastModifiedTime, e.modifiedTime), (None, 1700006400.0))
+        self.assertEqual(entry().modifiedTime, NOW)  # the Date the cache gave it
+        e = entry()
+        e.refresh([(b"Last-Modified", b"yesterday"), (b"Date", b"Wed, 15 Nov 2023 00:00:00 GMT")], NOW, NOW)
+        self.assertEqual((e.lastModifiedTime, e.modifiedTime), (None, None))
+
+    def test_refreshChangesModifiedTimes(self) -> None:
+        """
+        A 304 with another C{Last-Modified} changes the times conditions
+        are compared with.
+        """
+        e = entry()
+        e.refresh([(b"Last-Modified", b"Tue, 14 Nov 2023 00:00:00 GMT")], NOW, NOW)
+        e.refresh([(b"Last-Modified", b"Thu, 16 Nov 2023 00:00:00 GMT")], NOW + 1, NOW + 1)
+        self.assertEqual((e.lastModifiedTime, e.modifiedTime), (1700092800.0, 1700092800.0))
+
+    def test_handsFile(self) -> None:
+        """
+        A response with C{X-Sendfile} (any case) hands a file over, and
+        still does after a 304 refreshed it; one without does not.
+        """
+        self.assertTrue(namesFile([(b"ETag", b'"e"'), (b"x-SendFile", b"/f")]))
+        self.assertFalse(namesFile([(b"X-Sendfile-Type", b"X-Sendfile")]))
+        e = entry()
+        self.assertFalse(e.handsFile)
+        e.headers.append((b"X-SENDFILE", b"/srv/file"))
+        e.refresh([(b"Cache-Control", b"max-age=5")], NOW, NOW)
+        self.assertTrue(e.handsFile)
 
     def test_storedHeaders(self) -> None:
         kept = storedHeaders([(b"Connection", b"x"), (b"Age", b"3"), (b"ETag", b"e"), (b"X-Cache", b"hit")])

@@ -10,6 +10,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
+from kamalproxy.files import serve
 from kamalproxy.files.serve import FileAnswer, answerFor, contentTypeFor, strongETag
 from kamalproxy.http.validators import httpDate
 
@@ -93,6 +94,65 @@ class AnswerForTests(SynchronousTestCase):
     def test_otherAppStatusWholeFile(self) -> None:
         answer = self.answer(status=404, range=b"bytes=0-1", if_none_match=b"*")
         self.assertEqual((answer.status, answer.pieces), (404, [(0, 100)]))
+
+    def test_otherAppStatusTyped(self) -> None:
+        """
+        A file sent with another status says its type: the app's, else the
+        one of its extension; the fields come in the order of a 200's.
+        """
+        modified = httpDate(int(self.stat.st_mtime))
+        answer = self.answer(status=404, app=[(b"X-App", b"1")])
+        self.assertEqual(
+            answer.headers,
+            [
+                (b"X-App", b"1"),
+                (b"ETag", self.etag),
+                (b"Last-Modified", modified),
+                (b"Content-Type", b"text/plain; charset=utf-8"),
+                (b"Content-Length", b"100"),
+            ],
+        )
+        answer = self.answer(status=404, app=[(b"content-type", b"text/html")])
+        self.assertEqual(self.header(answer, b"content-type"), [b"text/html"])
+
+    def test_wholeFields(self) -> None:
+        """
+        A 200's fields: the app's, the validators, C{Accept-Ranges}, then
+        the type and length.
+        """
+        answer = self.answer(app=[(b"X-App", b"1")])
+        self.assertEqual(
+            answer.headers,
+            [
+                (b"X-App", b"1"),
+                (b"ETag", self.etag),
+                (b"Last-Modified", httpDate(int(self.stat.st_mtime))),
+                (b"Accept-Ranges", b"bytes"),
+                (b"Content-Type", b"text/plain; charset=utf-8"),
+                (b"Content-Length", b"100"),
+            ],
+        )
+
+    def test_typeLookedUpOnlyWhenSent(self) -> None:
+        """
+        The type of the file's extension is looked up only for an answer
+        that says it: not for a 304 or a 412, nor when the app gave one.
+        """
+        looked: list[str] = []
+
+        def contentTypeFor(path: str) -> bytes:
+            looked.append(path)
+            return b"text/plain"
+
+        self.patch(serve, "contentTypeFor", contentTypeFor)
+        self.assertEqual(self.answer(if_none_match=self.etag).status, 304)
+        self.assertEqual(self.answer(if_match=b'"nope"').status, 412)
+        self.assertEqual(self.answer(app=[(b"Content-Type", b"text/x")]).status, 200)
+        self.assertEqual(looked, [])
+        for status, request in ((200, {}), (404, {}), (206, {"range": b"bytes=0-1,10-12"})):
+            answer = self.answer(status=status, **request)
+            self.assertEqual(answer.status, status)
+        self.assertEqual(looked, [self.path] * 3)
 
     def test_notModified(self) -> None:
         answer = self.answer(app=[(b"Cache-Control", b"max-age=1"), (b"Content-Type", b"text/x")], if_none_match=self.etag)

@@ -157,6 +157,52 @@ class EvaluateTests(SynchronousTestCase):
         self.check(PRECONDITION_FAILED, if_match=b'"other"', if_none_match=ETAG)
 
 
+class AnyCaseTests(SynchronousTestCase):
+    """
+    Each condition is read whatever the case of its name, and a request
+    without one is answered as unconditional.
+    """
+
+    def request(self, name: bytes, value: bytes) -> Headers:
+        headers = Headers()
+        headers.addRawHeader(b"Accept", b"*/*")
+        headers.addRawHeader(name, value)
+        return headers
+
+    def test_eachPrecondition(self) -> None:
+        """
+        L{evaluate} sees each of the four preconditions, and nothing in
+        another field (C{If-Range} is for L{rangeApplies}).
+        """
+        for name, value, expected in (
+            (b"IF-MATCH", b'"other"', PRECONDITION_FAILED),
+            (b"if-unmodified-since", EARLIER, PRECONDITION_FAILED),
+            (b"If-None-Match", ETAG, NOT_MODIFIED),
+            (b"iF-mOdIfIeD-sInCe", DATE, NOT_MODIFIED),
+            (b"If-Range", b'"other"', None),
+            (b"X-If-Match", b'"other"', None),
+        ):
+            self.assertEqual(evaluate(b"GET", self.request(name, value), ETAG, MODIFIED), expected, name)
+        self.assertEqual(evaluate(b"PUT", self.request(b"IF-NONE-MATCH", b"*"), ETAG, MODIFIED), PRECONDITION_FAILED)
+
+    def test_notModified(self) -> None:
+        """
+        L{notModified} sees C{If-None-Match} and C{If-Modified-Since} only.
+        """
+        self.assertTrue(notModified(self.request(b"IF-NONE-MATCH", ETAG), ETAG, MODIFIED))
+        self.assertTrue(notModified(self.request(b"if-modified-since", DATE), ETAG, MODIFIED))
+        self.assertFalse(notModified(self.request(b"If-Match", ETAG), ETAG, MODIFIED))
+        self.assertFalse(notModified(Headers(), ETAG, MODIFIED))
+
+    def test_rangeApplies(self) -> None:
+        """
+        L{rangeApplies} sees C{If-Range} only.
+        """
+        self.assertFalse(rangeApplies(self.request(b"IF-RANGE", b'"other"'), ETAG, MODIFIED))
+        self.assertTrue(rangeApplies(self.request(b"if-range", DATE), ETAG, MODIFIED))
+        self.assertTrue(rangeApplies(self.request(b"If-None-Match", b'"other"'), ETAG, MODIFIED))
+
+
 class RangeAppliesTests(SynchronousTestCase):
     """
     C{If-Range}: a strong entity tag match, or exactly the modification time.

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kamalproxy.cache.store import MemoryCache
 from kamalproxy.cache.sinks import sameHostTarget
+from kamalproxy.cache.variants import StoredVariants
 from kamalproxy.pipeline.cache import mayBeWorthStoring
 from kamalproxy.pipeline.responsebuffer import BufferingSink
 from kamalproxy.routing.router import DeployError, Router
@@ -362,6 +363,37 @@ class EncodedCopyTests(SynchronousTestCase):
         self.assertEqual(brotli.decompress(get(proxy, headers=BR)[2]), newer)
         self.assertEqual(proxy.router.compressionStats.reused, 2)
 
+    def test_copiesOfferedForWholeBodyOnly(self) -> None:
+        """
+        A hit offers the compression stage the entry's encoded copies only
+        when it sends the whole stored body: not for a 304, a 206, a 416
+        or a HEAD, which are never compressed.
+        """
+        proxy = CacheProxy(self)
+        proxy.fetch(HTML_PUBLIC + b'ETag: "p"\r\n', PAGE, request=BR)
+        [entry] = list(proxy.cache)
+        offered: list[Any] = []
+
+        class Offered(RecordingObserver):
+            def requestEnded(self, exchange: Any) -> None:
+                offered.append(exchange.encodedVariants)
+
+        proxy.site.observers += (Offered(),)
+        self.assertEqual(get(proxy, headers=BR)[0], 200)
+        [variants] = offered
+        self.assertIsInstance(variants, StoredVariants)
+        self.assertIs(variants.entry, entry)
+        del offered[:]
+        for headers, method, status in (
+            (b'If-None-Match: "p"\r\n', b"GET", 304),
+            (b"Range: bytes=0-9\r\n", b"GET", 206),
+            (b"Range: bytes=999999-\r\n", b"GET", 416),
+            (b"", b"HEAD", 200),
+        ):
+            self.assertEqual(get(proxy, headers=BR + headers, method=method)[0], status)
+        self.assertEqual(offered, [None] * 4)
+        self.assertEqual(get(proxy, headers=BR)[2], entry.encoded["br"])
+
     def test_rangeFromIdentity(self) -> None:
         """
         A Range request is answered from the identity body (206 is never
@@ -461,6 +493,31 @@ class ValidationTests(SynchronousTestCase):
         client = proxy.request(headers=b'If-None-Match: "v1"\r\n')
         proxy.respond(b'ETag: "v1"\r\n', b"", b"304 Not Modified")
         self.assertEqual(parse(client.value())[0], 304)
+
+    def test_clientConditionsAfterChangedLastModified(self) -> None:
+        """
+        A revalidation whose 304 brings another C{Last-Modified} changes
+        what the client's C{If-Modified-Since} and C{If-Range} dates are
+        compared with.
+        """
+        proxy = CacheProxy(self)
+        old, between, new = (
+            b"Tue, 14 Nov 2023 00:00:00 GMT",
+            b"Wed, 15 Nov 2023 00:00:00 GMT",
+            b"Thu, 16 Nov 2023 00:00:00 GMT",
+        )
+        proxy.fetch(b"Cache-Control: max-age=1\r\nLast-Modified: " + old + b"\r\n")
+        self.assertEqual(get(proxy, headers=b"If-Modified-Since: " + between + b"\r\n")[0], 304)
+        self.assertEqual(get(proxy, headers=b"Range: bytes=0-0\r\nIf-Range: " + old + b"\r\n")[0], 206)
+        proxy.clock.advance(5)
+        client = proxy.request()
+        proxy.respond(b"Cache-Control: max-age=100\r\nLast-Modified: " + new + b"\r\n", b"", b"304 Not Modified")
+        self.assertEqual(parse(client.value())[1][b"x-cache"], b"revalidated")
+        self.assertEqual(get(proxy, headers=b"If-Modified-Since: " + between + b"\r\n")[0], 200)
+        self.assertEqual(get(proxy, headers=b"If-Modified-Since: " + new + b"\r\n")[0], 304)
+        self.assertEqual(get(proxy, headers=b"Range: bytes=0-0\r\nIf-Range: " + old + b"\r\n")[0], 200)
+        self.assertEqual(get(proxy, headers=b"Range: bytes=0-0\r\nIf-Range: " + new + b"\r\n")[0], 206)
+        self.assertEqual(proxy.sent, 2)
 
     def test_requestNoCache(self) -> None:
         """

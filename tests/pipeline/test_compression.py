@@ -347,6 +347,31 @@ class SinkTests(SynchronousTestCase):
         self.assertEqual(copies.kept, [])
         self.assertEqual(gzip.decompress(recorder.data), BODY)
 
+    def test_keepsUpToTheLimit(self) -> None:
+        """
+        An encoded body exactly as large as the copies' limit is kept; one
+        byte over it is not, however the body was split.
+        """
+        encoded = sinkFor(b"gzip")
+        respond(encoded[0], [HTML], BODY[:2000], BODY[2000:])
+        size = len(encoded[1].data)
+        for limit, kept in ((size, 1), (size - 1, 0)):
+            copies = Copies(limit=limit)
+            sink, recorder, _, _ = sinkFor(b"gzip", variants=copies)
+            respond(sink, [HTML], BODY[:2000], BODY[2000:])
+            self.assertEqual(copies.kept, [("gzip", recorder.data)] * kept, limit)
+            self.assertEqual(gzip.decompress(recorder.data), BODY)
+
+    def test_keepsNothingSentAsItIs(self) -> None:
+        """
+        A body held and then sent as it is (it ended under the minimum) is
+        not encoded: nothing is kept.
+        """
+        copies = Copies()
+        sink, recorder, _, _ = sinkFor(b"gzip", variants=copies)
+        respond(sink, [HTML], b"small")
+        self.assertEqual((recorder.data, copies.kept), (b"small", []))
+
     def test_keepsNothingFailed(self) -> None:
         """
         A response that fails midway keeps nothing.

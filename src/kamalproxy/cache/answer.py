@@ -18,7 +18,7 @@ from kamalproxy.cache.store import Entry, MemoryCache
 from kamalproxy.cache.variants import StoredVariants
 from kamalproxy.http.fields import firstValue
 from kamalproxy.http.ranges import Unsatisfiable, joinPieces, parseRange, partial, unsatisfiedRange
-from kamalproxy.http.validators import notModified, parseDate, rangeApplies
+from kamalproxy.http.validators import notModified, rangeApplies
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.twistedcompat import fieldKey, rawHeaders
 from kamalproxy.upstream.client import RawHeaders
@@ -28,8 +28,6 @@ _NOT_MODIFIED_FIELDS = frozenset(
     (b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified")
 )
 
-_IF_NONE_MATCH = fieldKey(b"if-none-match")
-_IF_MODIFIED_SINCE = fieldKey(b"if-modified-since")
 _RANGE = fieldKey(b"range")
 
 #: The stored fields a partial answer replaces.
@@ -67,24 +65,26 @@ def serveEntry(
             sink.head(code, reason, headers + ours)
             sink.end()
             return
-        exchange.encodedVariants = StoredVariants(cache, exchange.clock, entry)
-        fields = rawHeaders(asked)
-        conditional = _IF_NONE_MATCH in fields or _IF_MODIFIED_SINCE in fields
-        if conditional and 200 <= code < 300 and notModified(asked, entry.etag, _modified(headers)):
+        if 200 <= code < 300 and notModified(asked, entry.etag, entry.modifiedTime):
             sink.head(304, b"", notModifiedHeaders(headers) + ours)
             sink.end()
             return
-        rangeValue = (fields.get(_RANGE) or (None,))[0]
+        rangeValue = (rawHeaders(asked).get(_RANGE) or (None,))[0]
+        answer = None
         if (
             rangeValue is not None
             and code == 200
             and request.method == b"GET"
-            and rangeApplies(asked, entry.etag, parseDate(entry.lastModified))
+            and rangeApplies(asked, entry.etag, entry.lastModifiedTime)
         ):
             answer = partialAnswer(rangeValue, body, headers)
-            if answer is not None:
-                code, headers, body = answer
-                reason = b""
+        if answer is not None:
+            code, headers, body = answer
+            reason = b""
+        elif body and request.method != b"HEAD":
+            # The whole stored body goes out: the compression stage outside
+            # sends a copy it encoded before, or keeps the one it makes.
+            exchange.encodedVariants = StoredVariants(cache, exchange.clock, entry)
         out = headers + ours
         if code not in (204, 304) and not (100 <= code < 200):
             out = out + [(b"Content-Length", b"%d" % len(body))]
@@ -99,14 +99,6 @@ def serveEntry(
 
 def _discard(data: bytes) -> None:
     pass
-
-
-def _modified(headers: RawHeaders) -> Optional[float]:
-    """
-    When a stored response was last modified, as C{If-Modified-Since} is
-    compared with: its C{Last-Modified}, else its C{Date}.
-    """
-    return parseDate(firstValue(headers, b"last-modified") or firstValue(headers, b"date"))
 
 
 def notModifiedHeaders(storedHeaders: RawHeaders) -> RawHeaders:
@@ -126,17 +118,11 @@ def partialAnswer(rangeValue: bytes, body: bytes, headers: RawHeaders) -> Option
     try:
         spans = parseRange(rangeValue, size)
     except Unsatisfiable:
-        kept = [(n, v) for n, v in headers if n.lower() not in _BODY_FIELDS]
-        return 416, kept + [(b"Content-Range", unsatisfiedRange(size))], b""
-    if spans is None:
-        return None
+        status, fields, part = 416, [(b"Content-Range", unsatisfiedRange(size))], b""
+    else:
+        if spans is None:
+            return None
+        fields, pieces = partial(spans, size, firstValue(headers, b"content-type"))
+        status, part = 206, joinPieces(pieces, body)
     kept = [(n, v) for n, v in headers if n.lower() not in _BODY_FIELDS]
-    fields, pieces = partial(spans, size, firstValue(headers, b"content-type"))
-    return 206, kept + fields, joinPieces(pieces, body)
-
-
-def namesFile(headers: list[tuple[bytes, bytes]]) -> bool:
-    """
-    Whether C{headers} carry C{X-Sendfile}: the response hands a file over.
-    """
-    return any(name.lower() == b"x-sendfile" for name, _ in headers)
+    return status, kept + fields, part

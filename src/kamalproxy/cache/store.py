@@ -55,6 +55,14 @@ def storedHeaders(headers: RawHeaders) -> RawHeaders:
     return [(name, value) for name, value in headers if name.lower() not in _NOT_STORED]
 
 
+def namesFile(headers: RawHeaders) -> bool:
+    """
+    Whether C{headers} carry C{X-Sendfile}: the response hands a file over,
+    and the file, not its (empty) body, is the representation.
+    """
+    return any(name.lower() == b"x-sendfile" for name, _ in headers)
+
+
 def normalisedValue(values: Optional[list[bytes]]) -> Optional[bytes]:
     """
     A request field's values as C{Vary} compares them: joined with commas,
@@ -98,6 +106,11 @@ class Entry:
     @ivar receivedAge: the C{Age} it arrived with.
     @ivar encoded: encoded copies of the body the compression stage made
         while sending it, by coding (C{"zstd"}, C{"br"}, C{"gzip"}).
+    @ivar lastModifiedTime: its C{Last-Modified} as POSIX seconds (what
+        an C{If-Range} date must equal), or L{None}.
+    @ivar modifiedTime: when it was last modified, as C{If-Modified-Since}
+        is compared with: its C{Last-Modified}, else its C{Date}; L{None}
+        when that is no valid date.
     @ivar handsFile: it carries C{X-Sendfile}: the file it names, not its
         (empty) body, is the representation.
     """
@@ -118,6 +131,8 @@ class Entry:
     lifetime: float = 0.0
     etag: Optional[bytes] = None
     lastModified: Optional[bytes] = None
+    lastModifiedTime: Optional[float] = None
+    modifiedTime: Optional[float] = None
     counted: int = 0
     receivedAge: float = 0.0
     encoded: dict[str, bytes] = attr.ib(factory=dict)
@@ -135,8 +150,11 @@ class Entry:
         self.initialAge = correctedInitialAge(self.receivedAge, date, self.requestTime, self.responseTime)
         self.lifetime = freshnessLifetime(self.control, headers, date, self.status)
         self.etag = firstValue(headers, b"etag")
-        self.lastModified = firstValue(headers, b"last-modified")
-        self.handsFile = any(name.lower() == b"x-sendfile" for name, _ in headers)
+        self.lastModified = lastModified = firstValue(headers, b"last-modified")
+        # Parsed once here, not on every conditional hit.
+        self.lastModifiedTime = parseDate(lastModified)
+        self.modifiedTime = self.lastModifiedTime if lastModified else parseDate(firstValue(headers, b"date"))
+        self.handsFile = namesFile(headers)
 
     @property
     def size(self) -> int:

@@ -116,11 +116,10 @@ def answerFor(
             contentType = value
             continue
         kept.append((name, value))
-    contentType = contentType or contentTypeFor(path)
     validators: RawHeaders = [(b"ETag", etag), (b"Last-Modified", httpDate(modified))]
     body = method != b"HEAD"
-    whole = [(b"Content-Type", contentType), (b"Content-Length", b"%d" % size)]
     if appStatus not in _FILE_SEMANTICS:
+        whole = [(b"Content-Type", contentType or contentTypeFor(path)), (b"Content-Length", b"%d" % size)]
         return FileAnswer(appStatus, kept + validators + whole, _span(0, size) if body else [])
     precondition = evaluate(method, requestHeaders, etag, modified)
     if precondition == NOT_MODIFIED:
@@ -128,6 +127,9 @@ def answerFor(
         return FileAnswer(NOT_MODIFIED, notModified + validators, [])
     if precondition is not None:
         return FileAnswer(precondition, [(b"Content-Length", b"0")], [])
+    # Only an answer with a body says its type (a 304 or 412 has none).
+    contentType = contentType or contentTypeFor(path)
+    whole = [(b"Content-Type", contentType), (b"Content-Length", b"%d" % size)]
     kept += validators + [(b"Accept-Ranges", b"bytes")]
     rangeValues = requestHeaders.getRawHeaders(b"range")
     spans = None

@@ -9,6 +9,9 @@ them (C{If-Match}, C{If-None-Match}) is read tag by tag, so a tag holding a
 comma (C{"a,b"}, a legal tag) is one tag. Dates are HTTP dates (section
 5.6.7) read strictly: a field in any other form is not a valid date, and a
 condition on it is ignored, as the RFC says.
+
+Most requests carry no condition at all: each function here sees that in a
+lookup or two of the request's fields and answers at once.
 """
 
 from __future__ import annotations
@@ -20,8 +23,19 @@ from typing import Iterable, Optional
 
 from twisted.web.http_headers import Headers
 
+from kamalproxy.twistedcompat import fieldKey, rawHeaders
+
 NOT_MODIFIED = 304
 PRECONDITION_FAILED = 412
+
+# The request fields read here, looked up in the fields' dict (Headers'
+# methods encode the name on every call).
+_IF_MATCH = fieldKey(b"if-match")
+_IF_NONE_MATCH = fieldKey(b"if-none-match")
+_IF_MODIFIED_SINCE = fieldKey(b"if-modified-since")
+_IF_UNMODIFIED_SINCE = fieldKey(b"if-unmodified-since")
+_IF_RANGE = fieldKey(b"if-range")
+_PRECONDITIONS = frozenset((_IF_MATCH, _IF_NONE_MATCH, _IF_MODIFIED_SINCE, _IF_UNMODIFIED_SINCE))
 
 _ENTITY_TAG = re.compile(rb'[ \t,]*(W/)?"([^"]*)"[ \t]*(?:,|\Z)')
 
@@ -130,12 +144,12 @@ def httpDate(seconds: float) -> bytes:
     return formatdate(int(seconds), usegmt=True).encode("ascii")
 
 
-def _field(headers: Headers, name: bytes) -> Optional[bytes]:
+def _field(fields: dict[bytes, list[bytes]], key: bytes) -> Optional[bytes]:
     """
     The value of a field that is not a list (a date, C{If-Range}): its
     values joined, so that one given twice is not a valid value.
     """
-    values = headers.getRawHeaders(name)
+    values = fields.get(key)
     return b", ".join(values) if values else None
 
 
@@ -146,10 +160,13 @@ def notModified(request: Headers, etag: Optional[bytes], modified: Optional[floa
     C{If-None-Match} by weak comparison, else C{If-Modified-Since} against
     C{modified}.
     """
-    ifNoneMatch = request.getRawHeaders(b"if-none-match")
+    fields = rawHeaders(request)
+    ifNoneMatch = fields.get(_IF_NONE_MATCH)
     if ifNoneMatch:
         return _listMatches(ifNoneMatch, etag, strong=False)
-    since = parseDate(_field(request, b"if-modified-since"))
+    if _IF_MODIFIED_SINCE not in fields:  # no condition
+        return False
+    since = parseDate(_field(fields, _IF_MODIFIED_SINCE))
     return since is not None and modified is not None and modified <= since
 
 
@@ -161,17 +178,20 @@ def evaluate(method: bytes, request: Headers, etag: Optional[bytes], modified: O
     L{notModified}; C{If-None-Match} on another method fails instead), or
     L{None} to send the representation.
     """
-    ifMatch = request.getRawHeaders(b"if-match")
+    fields = rawHeaders(request)
+    if fields.keys().isdisjoint(_PRECONDITIONS):  # no condition
+        return None
+    ifMatch = fields.get(_IF_MATCH)
     if ifMatch:
         if not _listMatches(ifMatch, etag, strong=True):
             return PRECONDITION_FAILED
     else:
-        since = parseDate(_field(request, b"if-unmodified-since"))
+        since = parseDate(_field(fields, _IF_UNMODIFIED_SINCE))
         if since is not None and modified is not None and modified > since:
             return PRECONDITION_FAILED
     if method in (b"GET", b"HEAD"):
         return NOT_MODIFIED if notModified(request, etag, modified) else None
-    ifNoneMatch = request.getRawHeaders(b"if-none-match")
+    ifNoneMatch = fields.get(_IF_NONE_MATCH)
     if ifNoneMatch and _listMatches(ifNoneMatch, etag, strong=False):
         return PRECONDITION_FAILED
     return None
@@ -183,7 +203,7 @@ def rangeApplies(request: Headers, etag: Optional[bytes], modified: Optional[flo
     C{If-Range}, or one naming the current representation, by a strong
     match of its entity tag or exactly its modification time.
     """
-    ifRange = _field(request, b"if-range")
+    ifRange = _field(rawHeaders(request), _IF_RANGE)
     if ifRange is None:
         return True
     ifRange = ifRange.strip()

@@ -30,12 +30,12 @@ from twisted.web.http_headers import Headers
 
 from kamalproxy.cache.directives import INVALID, CacheControl
 from kamalproxy.cache.freshness import ageValue, notStorableBecause, varyNames
-from kamalproxy.cache.store import Entry, Key, MemoryCache, storedHeaders, varyValuesFor
+from kamalproxy.cache.store import Entry, Key, MemoryCache, namesFile, storedHeaders, varyValuesFor
 from kamalproxy.http.fields import directiveNames, firstValue
 from kamalproxy.interfaces import IResponseSink
 from kamalproxy.pipeline.exchange import Exchange, NullSink
 from kamalproxy.pipeline.sinks import SinkWrapper
-from kamalproxy.cache.answer import namesFile, serveEntry
+from kamalproxy.cache.answer import serveEntry
 from kamalproxy.cache.variants import StoredVariants
 from kamalproxy.cache.sinks import BYPASS, BackgroundRequest, InvalidatingSink, TaggingSink
 from kamalproxy.twistedcompat import fieldKey, rawHeaders

@@ -110,8 +110,10 @@ class CompressingSink(SinkWrapper):
     _heldSize = 0
     _streaming = False
     _timer: Optional[IDelayedCall] = None
+    # While the encoded body is kept for a stored response: its copies,
+    # and the body so far.
     _variants: Optional[IEncodedVariants] = None
-    _kept: Optional[list[bytes]] = None
+    _kept: list[bytes] = []  # never appended to: replaced like _held
     _keptSize = 0
 
     def __init__(
@@ -218,12 +220,13 @@ class CompressingSink(SinkWrapper):
             self.inner.head(status, reason, encodedHeaders(headers, self._coding, length))
         self._stats.bytesOut += len(data)
         if data:
-            kept = self._kept
-            if kept is not None:
+            variants = self._variants
+            if variants is not None:
                 self._keptSize += len(data)
-                kept.append(data)
-                if self._variants is not None and self._keptSize > self._variants.limit:
-                    self._kept = None
+                if self._keptSize > variants.limit:
+                    self._variants, self._kept = None, []
+                else:
+                    self._kept.append(data)
             self.inner.body(data)
 
     def end(self) -> None:
@@ -233,9 +236,10 @@ class CompressingSink(SinkWrapper):
             assert encoder is not None
             out = encoder.finish()
             self._send(out, len(out) if self._head is not None else None)
-            kept, self._kept = self._kept, None
-            if kept is not None and self._variants is not None:
-                self._variants.keep(self._coding, b"".join(kept))
+            variants, self._variants = self._variants, None
+            if variants is not None:
+                kept, self._kept = self._kept, []
+                variants.keep(self._coding, b"".join(kept))
         elif mode == _WAIT:  # ended under the minimum: as it is
             self._cancelTimer()
             head, self._head = self._head, None
@@ -252,7 +256,7 @@ class CompressingSink(SinkWrapper):
         self._encoder = None
         self._head = None
         self._held = []
-        self._kept = None
+        self._variants, self._kept = None, []
         self.inner.fail(status)
 
     def _cancelTimer(self) -> None:
