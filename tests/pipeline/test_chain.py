@@ -96,6 +96,80 @@ class RequestSinkTests(SynchronousTestCase):
         self.assertEqual(request.channel.transport.written.getvalue(), b"")
 
 
+class _Recording:
+    """
+    An innermost sink recording what reaches it.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def head(self, status: int, reason: bytes, headers: Any) -> None:
+        self.calls.append(("head", status))
+
+    def body(self, data: bytes) -> None:
+        self.calls.append(("body", data))
+
+    def end(self) -> None:
+        self.calls.append(("end",))
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.calls.append(("register", producer))
+
+    def unregisterProducer(self) -> None:
+        self.calls.append(("unregister",))
+
+
+class PassHeadTests(SynchronousTestCase):
+    """
+    L{SinkWrapper.passHead}: a wrapper that leaves a response alone steps
+    out of the way of its body.
+    """
+
+    def test_restGoesStraightIn(self) -> None:
+        """
+        After C{passHead}, the wrapper's body, end and producer calls are
+        the inner sink's own methods, and everything arrives in order.
+        """
+        inner = _Recording()
+        wrapper = SinkWrapper(inner)  # type: ignore[arg-type]
+        wrapper.passHead(200, b"OK", [])
+        self.assertEqual(wrapper.body, inner.body)
+        self.assertEqual(wrapper.end, inner.end)
+        wrapper.registerProducer("producer", True)  # type: ignore[arg-type]
+        wrapper.body(b"a")
+        wrapper.unregisterProducer()
+        wrapper.end()
+        self.assertEqual(
+            inner.calls,
+            [("head", 200), ("register", "producer"), ("body", b"a"), ("unregister",), ("end",)],
+        )
+
+    def test_nestedWrappersSkipped(self) -> None:
+        """
+        An outer wrapper stepping aside after an inner one did goes
+        straight to the innermost sink; one that stays (here: a response
+        an outer X-Sendfile sink leaves alone, inside a compressing sink
+        that encodes) is still called.
+        """
+        inner = _Recording()
+        middle = SinkWrapper(inner)  # type: ignore[arg-type]
+        outer = SinkWrapper(middle)
+        middle.head = middle.passHead  # type: ignore[method-assign]
+        outer.passHead(200, b"OK", [])
+        self.assertEqual(outer.body, inner.body)
+
+        class Encoding(SinkWrapper):
+            def body(self, data: bytes) -> None:
+                self.inner.body(data.upper())
+
+        inner = _Recording()
+        outer = SinkWrapper(Encoding(inner))  # type: ignore[arg-type]
+        outer.passHead(200, b"OK", [])
+        outer.body(b"a")
+        self.assertEqual(inner.calls, [("head", 200), ("body", b"A")])
+
+
 class ComposeTests(SynchronousTestCase):
     """
     L{compose} runs stages in order, each deciding whether to go on.

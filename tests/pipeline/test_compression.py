@@ -134,6 +134,25 @@ class SinkTests(SynchronousTestCase):
         """
         verifyObject(IResponseSink, sinkFor()[0])
 
+    def test_stepsAsideWhenLeftAlone(self) -> None:
+        """
+        A response it leaves as it is (too small, or a client that accepts
+        no coding) goes on to the inner sink without passing through it;
+        one it encodes still does.
+        """
+        for accept, headers in (
+            (b"gzip", [(b"Content-Type", b"text/html"), (b"Content-Length", b"10")]),
+            (None, [(b"Content-Type", b"text/html"), (b"Content-Length", b"5000")]),
+        ):
+            sink, recorder, _, _ = sinkFor(accept)
+            respond(sink, headers, b"x")
+            self.assertEqual(sink.body, recorder.body)
+            self.assertEqual(recorder.data, b"x")
+        sink, recorder, _, _ = sinkFor(b"gzip")
+        respond(sink, [(b"Content-Type", b"text/html"), (b"Content-Length", b"5000")], b"x" * 5000)
+        self.assertNotEqual(sink.body, recorder.body)
+        self.assertEqual(gzip.decompress(recorder.data), b"x" * 5000)
+
     def test_compressedWithLength(self) -> None:
         """
         A response with a Content-Length of 1 KiB or more is encoded in the

@@ -141,6 +141,16 @@ class SendfileStageTests(SynchronousTestCase):
         exchange.sink.end()
         self.assertEqual((inner.status, inner.chunks, inner.ended), (200, [b"hi"], True))
         self.assertIs(inner.producer, upstream)
+        self.assertEqual(exchange.sink.body, inner.body)  # stepped aside at the head
+
+    def test_fileResponseDoesNotStepAside(self) -> None:
+        """
+        A response naming a file keeps the sink in the way: the app's body
+        is dropped and the file is sent instead.
+        """
+        exchange, inner, _ = self.exchange((self.root,))
+        exchange.sink.head(200, b"OK", [(b"X-Sendfile", self.file.encode())])
+        self.assertNotEqual(exchange.sink.body, inner.body)
 
     def test_fileServed(self) -> None:
         exchange, inner, _ = self.exchange((self.root,))

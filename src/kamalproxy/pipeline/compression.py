@@ -134,13 +134,13 @@ class CompressingSink(SinkWrapper):
         length = examine(status, headers, self._guard)
         request = self._exchange.request
         if length == INELIGIBLE or 0 <= length < MIN_SIZE or (self._guard and guardedRequest(request)):
-            self.inner.head(status, reason, headers)
+            self.passHead(status, reason, headers)
             return
         coding = None
         if request.method != b"HEAD":
             coding = codingFor(rawHeaders(request.requestHeaders).get(_ACCEPT_ENCODING))
         if coding is None:  # identity, but another Accept-Encoding would have changed that
-            self.inner.head(status, reason, withVary(headers))
+            self.passHead(status, reason, withVary(headers))
             return
         self._coding = coding
         self._head = (status, reason, headers)

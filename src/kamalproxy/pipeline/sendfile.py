@@ -83,7 +83,7 @@ class SendfileSink(SinkWrapper):
                 path = value
                 break
         if path is None:
-            self.inner.head(status, reason, headers)
+            self.passHead(status, reason, headers)  # (most responses)
             return
         kept = [(n, v) for n, v in headers if n.lower() != b"x-sendfile"]
         if not self._roots or status in _NO_FILE:

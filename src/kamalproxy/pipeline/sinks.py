@@ -159,6 +159,22 @@ class SinkWrapper:
     def started(self) -> bool:
         return bool(self.inner.started())
 
+    def passHead(self, status: int, reason: bytes, headers: RawHeaders) -> None:
+        """
+        Pass a response head on to C{inner} and, for a wrapper that has
+        decided at the head to leave this response alone, the rest too:
+        from now on its body, end and producer calls are C{inner}'s own
+        (one call fewer per chunk, and per wrapper, for most responses).
+        """
+        inner = self.inner
+        inner.head(status, reason, headers)
+        # Taken after inner.head, so that an inner wrapper that stepped
+        # aside too is skipped as well.
+        self.body = inner.body  # type: ignore[method-assign]
+        self.end = inner.end  # type: ignore[method-assign]
+        self.registerProducer = inner.registerProducer  # type: ignore[method-assign]
+        self.unregisterProducer = inner.unregisterProducer  # type: ignore[method-assign]
+
 
 @implementer(IConsumer)
 class SinkConsumer:
