@@ -444,6 +444,34 @@ class BatchedLinesTests(SynchronousTestCase):
         observer.flush()
         self.assertEqual(self.out.getvalue(), ours.line(exchange) + "\n")
 
+    def test_requestLinesStraightToTheOutput(self) -> None:
+        """
+        A logger given the daemon observer's C{requestLines} writes its
+        lines there without emitting log events; they are batched per turn
+        like request events, and another event first writes those waiting,
+        so the order is kept.
+        """
+        observer = daemonLogObserver(self.out, reactor=self.clock)
+        assert observer.requestLines is not None
+        emitted: list[dict[str, Any]] = []
+        clock = Clock()
+        clock.advance(NOW)
+        logger = RequestLogger(clock, Logger(observer=emitted.append), lines=observer.requestLines)
+        exchange = IExchange(_request({b"host": b"h", b"x-request-id": b"r"}))
+        logger.requestEnded(exchange)
+        self.assertEqual((emitted, self.out.getvalue()), ([], ""))
+        observer({"log_format": "later", "log_level": LogLevel.warn, "log_namespace": "kamalproxy.x", "log_time": NOW})
+        first, second = self.out.getvalue().splitlines()
+        self.assertEqual(first, logger.line(exchange))
+        self.assertEqual(json.loads(second)["msg"], "later")
+
+    def test_noRequestLinesInText(self) -> None:
+        """
+        With the text format there is no JSON line writer: the request
+        logger emits its text lines as log events.
+        """
+        self.assertIsNone(daemonLogObserver(self.out, reactor=self.clock, format=TEXT).requestLines)
+
 
 class _CountingOut(StringIO):
     """

@@ -40,7 +40,7 @@ def run(argv: Sequence[str], reactor: Optional[Any] = None) -> int:
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     try:
-        service = buildService(options, reactor)
+        service = buildService(options, reactor, requestLines=observer.requestLines)
     except ControlSocketInUse as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

@@ -410,10 +410,16 @@ class ProxyService(MultiService):
         return Deferred.fromCoroutine(drain())
 
 
-def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
+def buildService(
+    config: Mapping[str, Any], reactor: Any, requestLines: Optional[Callable[[str], None]] = None
+) -> ProxyService:
     """
     The daemon's service tree for parsed L{Options}, on C{reactor}. Saved
     services are restored before it returns.
+
+    @param requestLines: where the JSON request lines go (the log's own
+        writer, L{kamalproxy.observe.requestlog.DaemonLogObserver.requestLines});
+        without it, they are emitted as log events.
 
     @raise ControlSocketInUse: another daemon owns the control socket.
     """
@@ -450,7 +456,7 @@ def buildService(config: Mapping[str, Any], reactor: Any) -> ProxyService:
     site = ProxySite(
         router,
         reactor,
-        requestLog=RequestLogger(reactor, format=config.get("log-format") or JSON),
+        requestLog=RequestLogger(reactor, format=config.get("log-format") or JSON, lines=requestLines),
         limits=channelLimits(config),
         h2c=bool(config.get("h2c")),
         observers=(stats,) if metrics is None else (stats, metrics.requests),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import IO, Any, Optional
+from typing import IO, Any, Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import (
@@ -152,15 +152,28 @@ class RequestLogger:
     pipeline.
     """
 
-    def __init__(self, clock: Any, logger: Optional[Logger] = None, format: str = JSON) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        logger: Optional[Logger] = None,
+        format: str = JSON,
+        lines: Optional[Callable[[str], None]] = None,
+    ) -> None:
         """
         @param format: L{JSON} (the original's line) or L{TEXT}
             (L{textLine}).
+        @param lines: where JSON lines go instead of being emitted as log
+            events: the daemon hands its own writer
+            (L{DaemonLogObserver.requestLines}), so that a line skips the
+            log system's dispatch (about 1 us per request).
         """
         self._clock = clock
         self._log = logger or Logger(namespace="kamalproxy.request")
         if format == TEXT:
             self.requestEnded = self._textEnded  # type: ignore[method-assign]
+        elif lines is not None:
+            self._lines = lines
+            self.requestEnded = self._lineEnded  # type: ignore[method-assign]
 
     def requestStarted(self, exchange: Exchange) -> None:
         pass
@@ -181,6 +194,9 @@ class RequestLogger:
                 "log_time": time.time(),
             }
         )
+
+    def _lineEnded(self, exchange: Exchange) -> None:
+        self._lines(self.line(exchange))
 
     def _textEnded(self, exchange: Exchange) -> None:
         self._log.info(TEXT_REQUEST_FORMAT, kamal_text=self.textLine(exchange))
@@ -284,24 +300,35 @@ class JSONLinesObserver:
 
     def __call__(self, event: dict[str, Any]) -> None:
         line = event.get("kamal_json")
-        if line is not None and self._reactor is not None:
-            self._waiting.append(line)
-            self._waitingSize += len(line)
-            if self._waitingSize >= self._bufferSize:
-                self.flush()
-            elif self._call is None:
-                self._call = self._reactor.callLater(0, self.flush)
+        if line is not None:
+            self.addLine(line)
             return
-        if line is None:
-            record: dict[str, Any] = {
-                "time": formatTime(event.get("log_time") or time.time()),
-                "level": _LEVELS.get(event.get("log_level"), "INFO"),  # type: ignore[arg-type]
-                "msg": formatEvent(event),
-            }
-            failure = event.get("log_failure")
-            if failure is not None:
-                record["error"] = failure.getTraceback()
-            line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        record: dict[str, Any] = {
+            "time": formatTime(event.get("log_time") or time.time()),
+            "level": _LEVELS.get(event.get("log_level"), "INFO"),  # type: ignore[arg-type]
+            "msg": formatEvent(event),
+        }
+        failure = event.get("log_failure")
+        if failure is not None:
+            record["error"] = failure.getTraceback()
+        self._writeNow(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+
+    def addLine(self, line: str) -> None:
+        """
+        Write a request's JSON line: with a reactor, at the end of the
+        turn (with the turn's others); without, at once.
+        """
+        if self._reactor is None:
+            self._writeNow(line)
+            return
+        self._waiting.append(line)
+        self._waitingSize += len(line)
+        if self._waitingSize >= self._bufferSize:
+            self.flush()
+        elif self._call is None:
+            self._call = self._reactor.callLater(0, self.flush)
+
+    def _writeNow(self, line: str) -> None:
         if self._waiting:
             self.flush()
         self._out.write(line + "\n")
@@ -409,6 +436,16 @@ class DaemonLogObserver:
         self._others = TwistedDetailsAsDebug(
             FilteringLogObserver(self._lines, [LogLevelFilterPredicate(defaultLogLevel=level)])
         )
+
+    @property
+    def requestLines(self) -> Optional[Callable[[str], None]]:
+        """
+        What writes a request's JSON line straight to the output (see
+        L{RequestLogger}'s C{lines}), or L{None} when the format is not
+        JSON.
+        """
+        lines = self._lines
+        return lines.addLine if isinstance(lines, JSONLinesObserver) else None
 
     def __call__(self, event: dict[str, Any]) -> None:
         if (
