@@ -16,6 +16,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface.verify import verifyObject
 
+from kamalproxy.cache.sinks import TaggingSink
+from kamalproxy.cache.store import MemoryCache
+from kamalproxy.pipeline.balance import WriterAffinitySink
+from kamalproxy.pipeline.cookiescope import CookieScopingSink
 from kamalproxy.pipeline.exchange import Exchange
 from kamalproxy.interfaces import IExchange, IRequestObserver, IResponseSink
 from kamalproxy.pipeline.chain import buildChain, compose
@@ -168,6 +172,23 @@ class PassHeadTests(SynchronousTestCase):
         outer.passHead(200, b"OK", [])
         outer.body(b"a")
         self.assertEqual(inner.calls, [("head", 200), ("body", b"A")])
+
+    def test_headOnlyWrappersStepAside(self) -> None:
+        """
+        The wrappers that change only a response's head (the cache's
+        C{X-Cache} tag, cookie scoping, writer affinity) step aside once
+        it has passed.
+        """
+        exchange = Exchange(Request(DummyChannel()))
+        for make in (
+            lambda inner: TaggingSink(inner, MemoryCache(1 << 20, 1 << 10), exchange, "miss"),
+            lambda inner: CookieScopingSink(inner, b"/app", b"example.com"),
+            lambda inner: WriterAffinitySink(inner, MemoryReactorClock(), 0.0),
+        ):
+            inner = _Recording()
+            sink = make(inner)
+            sink.head(200, b"OK", [(b"Set-Cookie", b"a=1")])
+            self.assertEqual(sink.body, inner.body)
 
 
 class ComposeTests(SynchronousTestCase):

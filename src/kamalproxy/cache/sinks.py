@@ -36,7 +36,7 @@ class TaggingSink(SinkWrapper):
     def head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         self.exchange.cacheStatus = self.label
         self.cache.count(self.label)
-        self.inner.head(status, reason, headers + [(b"X-Cache", self.label.encode("ascii"))])
+        self.passHead(status, reason, headers + [(b"X-Cache", self.label.encode("ascii"))])
 
 
 class InvalidatingSink(TaggingSink):

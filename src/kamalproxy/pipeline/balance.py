@@ -139,4 +139,4 @@ class WriterAffinitySink(SinkWrapper):
             kept.append((name, value))
         if self._timeout > 0 and optOut != b"false":
             kept.append((b"Set-Cookie", affinityCookie(self._clock.seconds(), self._timeout)))
-        self.inner.head(status, reason, kept)
+        self.passHead(status, reason, kept)

@@ -97,7 +97,7 @@ class CookieScopingSink(SinkWrapper):
                 else (name, value)
                 for name, value in headers
             ]
-        self.inner.head(status, reason, headers)
+        self.passHead(status, reason, headers)
 
 
 __all__ = ["CookieScopingSink", "scopeCookies", "scopedPath", "scopedSetCookie"]
