@@ -81,7 +81,8 @@ def serveEntry(
         if answer is not None:
             code, headers, body = answer
             reason = b""
-        elif body and request.method != b"HEAD":
+        sendsBody = bool(body) and request.method != b"HEAD"
+        if sendsBody and answer is None:
             # The whole stored body goes out: the compression stage outside
             # sends a copy it encoded before, or keeps the one it makes.
             exchange.encodedVariants = StoredVariants(cache, exchange.clock, entry)
@@ -89,7 +90,7 @@ def serveEntry(
         if code not in (204, 304) and not (100 <= code < 200):
             out = out + [(b"Content-Length", b"%d" % len(body))]
         sink.head(code, reason, out)
-        if body and request.method != b"HEAD":
+        if sendsBody:
             sink.body(body)
         sink.end()
 

@@ -88,6 +88,13 @@ def _span(start: int, length: int) -> list[Piece]:
     return [(start, length)] if length > 0 else []
 
 
+def _wholeFields(contentType: bytes, size: int) -> RawHeaders:
+    """
+    The fields of an answer sending the whole file.
+    """
+    return [(b"Content-Type", contentType), (b"Content-Length", b"%d" % size)]
+
+
 def answerFor(
     method: bytes,
     requestHeaders: Headers,
@@ -119,7 +126,7 @@ def answerFor(
     validators: RawHeaders = [(b"ETag", etag), (b"Last-Modified", httpDate(modified))]
     body = method != b"HEAD"
     if appStatus not in _FILE_SEMANTICS:
-        whole = [(b"Content-Type", contentType or contentTypeFor(path)), (b"Content-Length", b"%d" % size)]
+        whole = _wholeFields(contentType or contentTypeFor(path), size)
         return FileAnswer(appStatus, kept + validators + whole, _span(0, size) if body else [])
     precondition = evaluate(method, requestHeaders, etag, modified)
     if precondition == NOT_MODIFIED:
@@ -129,7 +136,6 @@ def answerFor(
         return FileAnswer(precondition, [(b"Content-Length", b"0")], [])
     # Only an answer with a body says its type (a 304 or 412 has none).
     contentType = contentType or contentTypeFor(path)
-    whole = [(b"Content-Type", contentType), (b"Content-Length", b"%d" % size)]
     kept += validators + [(b"Accept-Ranges", b"bytes")]
     rangeValues = requestHeaders.getRawHeaders(b"range")
     spans = None
@@ -139,7 +145,7 @@ def answerFor(
         except Unsatisfiable:
             return FileAnswer(416, [(b"Content-Range", unsatisfiedRange(size)), (b"Content-Length", b"0")], [])
     if spans is None:
-        return FileAnswer(200, kept + whole, _span(0, size) if body else [])
+        return FileAnswer(200, kept + _wholeFields(contentType, size), _span(0, size) if body else [])
     fields, pieces = partial(spans, size, contentType, boundary)
     fields.append((b"Content-Length", b"%d" % piecesLength(pieces)))
     return FileAnswer(206, kept + fields, pieces if body else [])
